@@ -1,0 +1,246 @@
+"""Typed, frozen configuration: ``configs/*.yaml`` overridden by ``INSPECTOR__SECTION__FIELD`` variables.
+
+    settings = load_settings("configs/default.yaml")
+    settings.kafka.bootstrap            # "127.0.0.1:9092", or INSPECTOR__KAFKA__BOOTSTRAP if set
+
+Precedence, highest first: environment variables, the YAML file, the defaults below. Every model is
+frozen and rejects unknown keys, so a typo fails at start with one message naming the file (or the
+variable), the field and what is expected. Secrets are ``SecretStr`` and never appear in messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from inspector.errors import ConfigError
+
+ENV_PREFIX = "INSPECTOR__"
+CONFIG_ENV = "INSPECTOR_CONFIG"
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """How to reach the Kafka cluster."""
+
+    bootstrap: str = Field("127.0.0.1:9092", description="comma-separated host:port list")
+    client_id: str = Field("inspector", min_length=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: SecretStr | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        bad = [s for s in servers if not _HOST_PORT.match(s) or not 0 < int(s.rsplit(":", 1)[1]) < 65536]
+        if not servers or bad:
+            msg = (
+                f"expected a comma-separated list of host:port, e.g. 127.0.0.1:9092 (bad: {', '.join(bad) or 'empty'})"
+            )
+            raise ValueError(msg)
+        return ",".join(servers)
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            msg = f"security_protocol {self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def servers(self) -> list[str]:
+        """The bootstrap servers as a list."""
+        return self.bootstrap.split(",")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by kafka-python's producer, consumer and admin client."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            assert self.sasl_username is not None and self.sasl_password is not None  # checked above
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username.get_secret_value()
+            kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        if self.security_protocol.endswith("SSL"):
+            for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                if (path := getattr(self, key)) is not None:
+                    kwargs[key] = str(path)
+            if self.ssl_password is not None:
+                kwargs["ssl_password"] = self.ssl_password.get_secret_value()
+        return kwargs
+
+
+class RedisSettings(_Section):
+    """How to reach Redis."""
+
+    url: str = Field("redis://127.0.0.1:6379/0", description="redis://, rediss:// (TLS) or unix:// URL")
+    username: SecretStr | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    tls_ca_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a URL starting with redis://, rediss:// or unix://")
+        if "@" in value.split("//", 1)[1].split("/", 1)[0]:
+            raise ValueError("put credentials in redis.username / redis.password, not in the URL")
+        return value
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _ca_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis.from_url(settings.url, **kwargs)``."""
+        kwargs: dict[str, Any] = {}
+        if self.username is not None:
+            kwargs["username"] = self.username.get_secret_value()
+        if self.password is not None:
+            kwargs["password"] = self.password.get_secret_value()
+        if self.tls and self.url.startswith("redis://"):
+            kwargs["ssl"] = True
+        if self.tls_ca_file is not None:
+            kwargs["ssl_ca_certs"] = str(self.tls_ca_file)
+        return kwargs
+
+
+class MetricsSettings(_Section):
+    """Where a worker serves /metrics, /healthz and /readyz."""
+
+    bind_address: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(9400, ge=0, le=65535, description="0 picks a free port")
+
+
+class Settings(BaseSettings):
+    """All settings; sections are added by the pieces that need them."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="forbid", case_sensitive=False
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then the values read from the YAML file (passed as init arguments)."""
+        return env_settings, init_settings
+
+
+_SECRET_WORDS = ("password", "username", "secret", "token")
+
+
+def _valid_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
+
+
+def _describe(error: Mapping[str, Any], origin: str, environ: Mapping[str, str]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    field = ".".join(loc)
+    variable = ENV_PREFIX + "__".join(loc).upper()
+    source = f"environment variable {variable}" if variable in {k.upper() for k in environ} else origin
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = f"unknown setting; expected one of: {', '.join(_valid_keys(loc))}"
+    text = f"{source}: {field}: {message}"
+    if error["type"] not in ("missing", "extra_forbidden") and not any(w in field for w in _SECRET_WORDS):
+        value = error.get("input")
+        if not isinstance(value, dict):
+            text += f" (got {value!r})"
+    return text
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, or raise ConfigError naming the file and the line."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        msg = f"config file {path} not found: pass an existing file (see configs/default.yaml)"
+        raise ConfigError(msg) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        msg = f"config file {path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        raise ConfigError(msg) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        msg = (
+            f"config file {path}: expected a mapping of sections (kafka:, redis:, metrics:), got {type(data).__name__}"
+        )
+        raise ConfigError(msg)
+    return data
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load settings from a YAML file (or ``$INSPECTOR_CONFIG``, or defaults) plus environment overrides.
+
+    Args:
+        path: YAML file; ``None`` reads ``$INSPECTOR_CONFIG`` if set, else uses the built-in defaults.
+
+    Returns:
+        The frozen settings.
+
+    Raises:
+        ConfigError: one message listing every invalid field with its file or variable.
+
+    """
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = os.environ[CONFIG_ENV]
+    origin = f"config file {path}" if path is not None else "defaults"
+    data = read_yaml(Path(path)) if path is not None else {}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        lines = [_describe(e, origin, os.environ) for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except ValueError as exc:  # pydantic-settings' SettingsError for undecodable variables
+        raise ConfigError(f"invalid configuration from the environment: {exc}") from None

@@ -1,0 +1,71 @@
+"""Session fixtures shared by the whole suite.
+
+Integration tests use the real local stack (Kafka, Redis, Prometheus). If it already answers on the
+configured ports it is used as it is; otherwise the ``stack`` fixture starts it with
+``deploy/local/stack up`` and stops it again at the end. If it cannot be started the tests fail with
+the stack's own message: they are never skipped silently.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STACK_SCRIPT = REPO / "deploy" / "local" / "stack.py"
+
+
+def load_stack_module() -> ModuleType:
+    """Import deploy/local/stack.py (a standalone script, not a package) as a module."""
+    spec = importlib.util.spec_from_file_location("local_stack", STACK_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["local_stack"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where the real services of the local stack listen."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    prometheus_url: str
+    targets_dir: Path
+
+
+@pytest.fixture(scope="session")
+def stack_module() -> ModuleType:
+    return load_stack_module()
+
+
+@pytest.fixture(scope="session")
+def stack(stack_module: ModuleType) -> Iterator[Stack]:
+    settings = stack_module.Settings.from_env()
+    answering = {name: probe(settings) for name, probe in stack_module.PROBES.items()}
+    started = False
+    if not all(answering.values()):
+        result = subprocess.run([sys.executable, str(STACK_SCRIPT), "up"], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.fail(
+                "the local stack is not running and could not be started "
+                f"(deploy/local/stack up exited {result.returncode}):\n{result.stdout}{result.stderr}",
+                pytrace=False,
+            )
+        started = True
+    yield Stack(
+        kafka_bootstrap=f"127.0.0.1:{settings.kafka_port}",
+        redis_url=f"redis://127.0.0.1:{settings.redis_port}/0",
+        prometheus_url=f"http://127.0.0.1:{settings.prometheus_port}",
+        targets_dir=settings.state / "prometheus" / "targets",
+    )
+    if started:
+        subprocess.run([sys.executable, str(STACK_SCRIPT), "down"], capture_output=True, text=True, check=False)

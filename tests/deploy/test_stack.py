@@ -1,0 +1,99 @@
+"""deploy/local/stack without services: settings, generated configs, missing tools, status."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.conftest import STACK_SCRIPT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INSPECTOR_")}
+    env.update(
+        INSPECTOR_STACK_DIR=str(tmp_path / "state"),
+        INSPECTOR_KAFKA_CACHE=str(tmp_path / "cache"),
+        INSPECTOR_KAFKA_PORT=str(free_port()),
+        INSPECTOR_KAFKA_CONTROLLER_PORT=str(free_port()),
+        INSPECTOR_REDIS_PORT=str(free_port()),
+        INSPECTOR_PROMETHEUS_PORT=str(free_port()),
+    )
+    return env
+
+
+def test_ports_and_folders_come_from_the_environment(stack_module: ModuleType, tmp_path: Path) -> None:
+    env = isolated_env(tmp_path)
+    s = stack_module.Settings.from_env(env)
+    assert s.kafka_port == int(env["INSPECTOR_KAFKA_PORT"])
+    assert s.state == tmp_path / "state"
+    assert s.cache == tmp_path / "cache" / "4.1.1"
+    defaults = stack_module.Settings.from_env({"HOME": str(tmp_path)})
+    assert (defaults.kafka_port, defaults.redis_port, defaults.prometheus_port) == (9092, 6379, 9090)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "70000"])
+def test_bad_port_is_refused(stack_module: ModuleType, value: str) -> None:
+    with pytest.raises(stack_module.StackError, match=f"INSPECTOR_REDIS_PORT='{value}' is not a TCP port"):
+        stack_module.Settings.from_env({"INSPECTOR_REDIS_PORT": value})
+
+
+def test_generated_configs_bind_loopback(stack_module: ModuleType, tmp_path: Path) -> None:
+    s = stack_module.Settings.from_env(isolated_env(tmp_path))
+    kafka = stack_module.kafka_config(s).read_text()
+    assert "group.initial.rebalance.delay.ms=0" in kafka
+    assert f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.controller_port}" in kafka
+    assert "process.roles=broker,controller" in kafka
+    prometheus = stack_module.prometheus_config(s).read_text()
+    assert f"{s.state / 'prometheus' / 'targets'}/*.json" in prometheus
+
+
+def test_missing_system_tools_print_the_install_command(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    env = isolated_env(tmp_path) | {"PATH": str(bin_dir)}
+    result = subprocess.run(
+        [str(bin_dir / "python3"), str(STACK_SCRIPT), "up"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "missing system dependency: java, mvn, redis-server, prometheus" in result.stderr
+    for package in ("openjdk-17-jre-headless", "maven", "redis-server", "prometheus"):
+        assert f"apt-get install -y --no-install-recommends {package}" in result.stderr
+
+
+def test_status_of_a_stack_that_never_started(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path)
+    result = subprocess.run([sys.executable, str(STACK_SCRIPT), "status"], env=env, capture_output=True, text=True)
+    assert result.returncode == 3
+    assert result.stdout.count("stopped") == 3
+
+
+def test_unknown_service_is_named(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(STACK_SCRIPT), "up", "zookeeper"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "unknown service zookeeper: choose from kafka, redis, prometheus" in result.stderr
+
+
+def test_recycled_pid_is_not_taken_for_ours(stack_module: ModuleType, tmp_path: Path) -> None:
+    s = stack_module.Settings.from_env(isolated_env(tmp_path))
+    path = stack_module.pid_file(s, "redis")
+    path.parent.mkdir(parents=True)
+    path.write_text(f"{os.getpid()} 1\n")  # our own PID, but a start time that is not ours
+    assert stack_module.recorded_pid(s, "redis") is None
+    path.write_text(f"{os.getpid()} {stack_module._start_time(os.getpid())}\n")
+    assert stack_module.recorded_pid(s, "redis") == os.getpid()
