@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from inspector import __version__
+from inspector.commands.common import console, fail
 from inspector.config import Settings, load_settings
 from inspector.errors import InspectorError
 
@@ -27,9 +27,6 @@ app = typer.Typer(
 config_app = typer.Typer(help="Show or check the effective configuration (YAML file + INSPECTOR__* variables).")
 app.add_typer(config_app, name="config")
 
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
-
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML settings file; default $INSPECTOR_CONFIG, else built-in defaults."),
@@ -37,18 +34,12 @@ ConfigOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
 
-def fail(exc: Exception, code: int = 2) -> typer.Exit:
-    """Print an error for a person and return the exit to raise."""
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-    return typer.Exit(code)
-
-
 def settings_or_exit(path: Path | None) -> Settings:
     """Load settings, turning a configuration error into exit code 2 with its message."""
     try:
         return load_settings(path)
     except InspectorError as exc:
-        raise fail(exc) from None
+        fail(exc)
 
 
 def _flatten(prefix: str, value: Any) -> list[tuple[str, str]]:
@@ -95,15 +86,16 @@ def config_check(config: ConfigOption = None) -> None:
     console.print(f"configuration OK ({config or 'defaults'} + environment)")
 
 
-@app.command()
-def demo(config: ConfigOption = None) -> None:
-    """Run the main job on its embedded default: no Kafka, Redis or Prometheus needed."""
-    settings_or_exit(config)
-    console.print(
-        "configuration OK. The in-process inspection pipeline (synthetic line -> model -> verdicts) "
-        "is not built yet: it arrives with the inspection domain (issue 3)."
-    )
+def _register_commands() -> None:
+    """Add the sub-commands that live in ``inspector.commands`` (one module each)."""
+    import importlib
 
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"inspector.commands.{name}").register(app)
+
+
+COMMAND_MODULES: tuple[str, ...] = ("demo", "predict", "evaluate", "bench", "calibrate", "synth")
+_register_commands()
 
 if __name__ == "__main__":
     app()

@@ -343,9 +343,10 @@ def start_kafka(s: Settings) -> int:
         f"-Dkafka.logs.dir={home / 'logs'}", "-cp", f"{lib}/*",
     ]  # fmt: skip
     if not (home / "data" / "meta.properties").exists():
+        # Kafka's Uuid text form; it may start with "-", hence --cluster-id=... below
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         fmt = subprocess.run(
-            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+            [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", f"--config={props}"],
             capture_output=True,
             text=True,
         )

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``inspector`` CLI: each module defines ``register(app)``."""

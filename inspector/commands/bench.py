@@ -1,0 +1,155 @@
+"""``inspector bench …``: figures for docs/BENCHMARKS.md, printed as a short table and as JSON.
+
+Machines here are shared and noisy: speeds are medians over repeats, and models are compared side by
+side in one run on the same held-out data.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from inspector.commands.common import console, err_console, fail
+from inspector.commands.evaluate import _clean, evaluate_folder, report_table, write_figures
+from inspector.commands.predict import load_model, predict_folder
+from inspector.dataset import DataError, iter_samples
+from inspector.evaluate import WIDTH_BINS, match_cracks, width_bin
+from inspector.report import plot_pr_curves
+
+bench_app = typer.Typer(help="Benchmarks: print a table and JSON, for docs/BENCHMARKS.md.", no_args_is_help=True)
+JsonOption = Annotated[bool, typer.Option("--json", help="Print only the JSON document.")]
+
+
+def machine() -> dict[str, Any]:
+    """Where a figure was measured."""
+    import os
+
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def emit(document: dict[str, Any], table: Table | None, as_json: bool) -> None:
+    """Print the table (unless --json) and the JSON document."""
+    document = _clean(document)
+    if table is not None and not as_json:
+        console.print(table)
+    console.print_json(json.dumps(document))
+
+
+@bench_app.command("measure")
+def bench_measure(
+    data: Annotated[Path, typer.Option("--data", help="Data folder with ground-truth masks.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Accuracy of the measuring code alone: measure the ground-truth masks, compare with the truth."""
+    errors: dict[str, list[float]] = {"max": [], "mean": [], "length_rel": []}
+    per_bin: dict[str, list[float]] = {name: [] for name, _, _ in WIDTH_BINS}
+    failures, samples = 0, 0
+    t0 = time.perf_counter()
+    try:
+        for sample in iter_samples(data):
+            if isinstance(sample, DataError) or sample.mask is None:
+                failures += 1
+                continue
+            samples += 1
+            mask = sample.mask
+            for m in match_cracks(sample.meta.cracks, mask, mask.astype(np.float32), sample.meta.mm_per_px):
+                if not m.found or m.measured is None:
+                    continue
+                t, p = m.truth, m.measured
+                per_bin[width_bin(t.max_width_mm)].append(p.max_width_mm - t.max_width_mm)
+                if t.max_width_mm >= 0.2:
+                    errors["max"].append(p.max_width_mm - t.max_width_mm)
+                    errors["mean"].append(p.mean_width_mm - t.mean_width_mm)
+                    errors["length_rel"].append((p.length_mm - t.length_mm) / t.length_mm)
+    except DataError as exc:
+        fail(exc)
+
+    def mae(values: list[float]) -> float:
+        return float(np.mean(np.abs(values))) if values else float("nan")
+
+    document = {
+        "benchmark": "measure",
+        "data": str(data),
+        "samples": samples,
+        "failed": failures,
+        "cracks_ge_0_2mm": len(errors["max"]),
+        "max_width_mae_mm_ge_0_2": mae(errors["max"]),
+        "max_width_bias_mm_ge_0_2": float(np.mean(errors["max"])) if errors["max"] else float("nan"),
+        "mean_width_mae_mm_ge_0_2": mae(errors["mean"]),
+        "length_rel_mae_ge_0_2": mae(errors["length_rel"]),
+        "max_width_mae_mm_by_bin": {k: mae(v) for k, v in per_bin.items()},
+        "cracks_by_bin": {k: len(v) for k, v in per_bin.items()},
+        "seconds": time.perf_counter() - t0,
+        "machine": machine(),
+    }
+    table = Table("measurement on ground-truth masks", "value")
+    table.add_row("cracks >= 0.2 mm", str(document["cracks_ge_0_2mm"]))
+    table.add_row("max-width MAE (mm), >= 0.2 mm", f"{document['max_width_mae_mm_ge_0_2']:.4f}")
+    table.add_row("mean-width MAE (mm), >= 0.2 mm", f"{document['mean_width_mae_mm_ge_0_2']:.4f}")
+    table.add_row("length relative MAE, >= 0.2 mm", f"{document['length_rel_mae_ge_0_2']:.3f}")
+    for name, value in document["max_width_mae_mm_by_bin"].items():  # type: ignore[attr-defined]
+        table.add_row(f"max-width MAE (mm), bin {name}", f"{value:.4f}")
+    emit(document, table, as_json)
+
+
+@bench_app.command("models")
+def bench_models(
+    data: Annotated[Path, typer.Option("--data", help="Held-out data folder with ground truth.")],
+    models: Annotated[
+        str, typer.Option(help="Comma-separated model names, compared side by side.")
+    ] = "baseline,baseline-ir",
+    out: Annotated[Path | None, typer.Option(help="Keep predictions and figures here (default: a temp dir).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N samples.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run several models on the same held-out data and compare every figure side by side."""
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    work = out or Path(tempfile.mkdtemp(prefix="inspector-bench-"))
+    reports, speeds, document_models = {}, {}, {}
+    for name in names:
+        model = load_model(name)
+        outcome = predict_folder(data, work / name, model, limit, show_progress=not as_json)
+        if outcome.failures:
+            err_console.print(f"[yellow]{name}: {len(outcome.failures)} samples failed[/], e.g. {outcome.failures[0]}")
+        folder = evaluate_folder(data, work / name, show_progress=not as_json)
+        if not folder.evaluations:
+            fail(f"{name}: nothing could be evaluated", code=1)
+        reports[name] = folder.report()
+        model_ms = [r.timings_ms["model"] for r in outcome.results]
+        speeds[name] = statistics.median(model_ms) if model_ms else float("nan")
+        write_figures(data, work / name, reports[name], work / name / "eval", name)
+        document_models[name] = reports[name].to_dict() | {"median_model_ms": speeds[name]}
+    plot_pr_curves({n: r.pr_curve for n, r in reports.items()}, work / "pr_curves.png", f"pixel PR on {data.name}")
+    table = report_table(reports)
+    table.add_row("median model ms / pair", *(f"{speeds[n]:.0f}" for n in names))
+    document = {
+        "benchmark": "models",
+        "data": str(data),
+        "out": str(work),
+        "models": document_models,
+        "machine": machine(),
+    }
+    (work / "bench.json").write_text(json.dumps(_clean(document), indent=1) + "\n")
+    emit(document, table, as_json)
+    if not as_json:
+        console.print(f"figures in {work} (pr_curves.png, */eval/worst.png)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``bench`` group to the CLI."""
+    app.add_typer(bench_app, name="bench")

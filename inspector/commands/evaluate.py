@@ -1,0 +1,165 @@
+"""``inspector eval``: compare a predictions folder with a data folder's ground truth."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from inspector.commands.common import console, err_console, fail
+from inspector.dataset import DataError, list_ids, read_image, read_sample
+from inspector.errors import InspectorError
+from inspector.evaluate import EvaluationReport, SampleEvaluation, evaluate_sample, summarize
+from inspector.pipeline import to_grey
+from inspector.report import GalleryItem, overlay, plot_pr_curves, save_gallery
+from inspector.verdict import Verdict, VerdictRules
+
+
+def _clean(value: Any) -> Any:
+    """NaN → None so that the JSON is valid."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+@dataclass
+class FolderEvaluation:
+    """Per-sample evaluations of a predictions folder, and the samples that could not be evaluated."""
+
+    evaluations: list[SampleEvaluation]
+    failures: list[tuple[str, str]]
+
+    def report(self) -> EvaluationReport:
+        """The set's figures."""
+        return summarize(self.evaluations)
+
+
+def read_prediction(predictions: Path, sample_id: str) -> tuple[np.ndarray, Verdict]:
+    """The (H, W) float probability and the verdict predicted for one sample."""
+    probability = read_image(predictions / f"{sample_id}.pred.png", np.uint8, "prediction").astype(np.float32) / 255
+    result_path = predictions / f"{sample_id}.result.json"
+    try:
+        verdict = json.loads(result_path.read_text())["verdict"]
+    except FileNotFoundError:
+        raise DataError(f"{result_path}: missing result file") from None
+    except (ValueError, KeyError):
+        raise DataError(f"{result_path}: not a result document (no verdict)") from None
+    if verdict not in ("OK", "NG"):
+        raise DataError(f"{result_path}: verdict must be OK or NG, found {verdict!r}")
+    return probability, "OK" if verdict == "OK" else "NG"
+
+
+def evaluate_folder(
+    data: Path, predictions: Path, rules: VerdictRules | None = None, show_progress: bool = True
+) -> FolderEvaluation:
+    """Evaluate every sample of ``data`` that has a mask, against ``predictions``."""
+    evaluations: list[SampleEvaluation] = []
+    failures: list[tuple[str, str]] = []
+    ids = list_ids(data)
+    columns = (TextColumn("evaluate"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=err_console, disable=not show_progress, transient=True) as progress:
+        task = progress.add_task("evaluate", total=len(ids))
+        for sample_id in ids:
+            progress.advance(task)
+            try:
+                sample = read_sample(data, sample_id)
+                if sample.mask is None:
+                    raise DataError(f"{sample_id}: no {sample_id}.mask.png, nothing to compare with")
+                probability, verdict = read_prediction(predictions, sample_id)
+                if probability.shape != sample.mask.shape:
+                    raise DataError(f"{sample_id}: prediction {probability.shape} and mask {sample.mask.shape} differ")
+                evaluations.append(evaluate_sample(sample.meta, sample.mask, probability, verdict, rules))
+            except (DataError, InspectorError) as exc:
+                failures.append((sample_id, str(exc)))
+    return FolderEvaluation(evaluations=evaluations, failures=failures)
+
+
+def write_figures(
+    data: Path, predictions: Path, report: EvaluationReport, out: Path, name: str, gallery_size: int = 8
+) -> list[Path]:
+    """PR curve and gallery of the worst cases for one model; returns the files written."""
+    written = [out / "pr_curve.png", out / "worst.png"]
+    plot_pr_curves({name: report.pr_curve}, written[0], f"{name} on {data.name}: pixel PR, {report.samples} samples")
+    items = []
+    for sample_id in report.worst[:gallery_size]:
+        sample = read_sample(data, sample_id)
+        probability, verdict = read_prediction(predictions, sample_id)
+        rgb = overlay(to_grey(sample.visible), probability >= 0.5, sample.mask, size=384)
+        truth = "NG" if any(c.max_width_mm >= 0.2 for c in sample.meta.cracks) else "OK"
+        items.append(GalleryItem(f"{sample_id}\ntruth {truth} / predicted {verdict}", rgb))
+    save_gallery(items, written[1], f"{name}: worst {len(items)} of {report.samples}")
+    return written
+
+
+def report_table(reports: dict[str, EvaluationReport]) -> Table:
+    """Side-by-side figures of one or more models."""
+    table = Table("figure", *reports)
+    rows: list[tuple[str, Any]] = [
+        ("pixel precision @0.5", lambda r: r.pixel["precision"]),
+        ("pixel recall @0.5", lambda r: r.pixel["recall"]),
+        ("pixel F1 @0.5", lambda r: r.pixel["f1"]),
+    ]
+    for bin_name in ("<0.1", "0.1-0.2", "0.2-0.3", ">=0.3"):
+        rows.append((f"crack recall {bin_name} mm", lambda r, b=bin_name: r.recall_by_width[b]["recall"]))
+    rows += [
+        ("width MAE mm (>=0.2)", lambda r: r.measurement["max_width_mae_mm_ge_0_2"]),
+        ("length rel. error", lambda r: r.measurement["length_rel_error"]),
+        ("escape rate (NG judged OK)", lambda r: r.parts["escape_rate"]),
+        ("false-reject rate (clean)", lambda r: r.parts["false_reject_rate"]),
+    ]
+    for label, get in rows:
+        table.add_row(label, *(f"{get(r):.3f}" for r in reports.values()))
+    return table
+
+
+def evaluate_command(
+    data: Annotated[Path, typer.Option("--data", help="Data folder with ground truth ({id}.json, {id}.mask.png).")],
+    predictions: Annotated[Path, typer.Option("--predictions", help="Folder written by predict-dir.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write eval.json and the PNGs (default: PREDICTIONS/eval).")
+    ] = None,
+    min_width_mm: Annotated[float, typer.Option(help="Verdict rule: NG from this max width.")] = 0.2,
+    min_length_mm: Annotated[float, typer.Option(help="Verdict rule: NG from this length.")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Pixel P/R/F1 (2 px tolerance), crack recall per width bin, measurement errors, part verdict rates."""
+    if not predictions.is_dir():
+        fail(f"predictions folder {predictions} does not exist: run `inspector predict-dir` first")
+    rules = VerdictRules(min_width_mm=min_width_mm, min_length_mm=min_length_mm)
+    try:
+        folder = evaluate_folder(data, predictions, rules, show_progress=not as_json)
+    except DataError as exc:
+        fail(exc)
+    if not folder.evaluations:
+        fail(f"nothing to evaluate: {len(folder.failures)} samples failed, e.g. {folder.failures[:1]}", code=1)
+    report = folder.report()
+    out = out or predictions / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    document = _clean(report.to_dict() | {"failed": [{"id": i, "error": e} for i, e in folder.failures]})
+    (out / "eval.json").write_text(json.dumps(document, indent=1) + "\n")
+    figures = write_figures(data, predictions, report, out, predictions.name)
+    if as_json:
+        console.print_json(json.dumps(document))
+    else:
+        console.print(report_table({predictions.name: report}))
+        console.print(f"wrote {out / 'eval.json'}, " + ", ".join(str(f) for f in figures))
+    for sample_id, error in folder.failures:
+        err_console.print(f"[yellow]not evaluated[/] {sample_id}: {error}", highlight=False)
+    if folder.failures:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``eval`` to the CLI."""
+    app.command("eval")(evaluate_command)

@@ -1,0 +1,85 @@
+"""The crack-model contract and its registry.
+
+Every model the CLI can run (``--model NAME``) takes a registered visible + infrared pair and returns a
+crack-probability map at visible resolution. Classical baselines and learned ``mla`` models alike::
+
+    model = create_model("baseline")
+    out = model.predict(ModelInput(visible=grey, infrared=ir_on_visible_grid, mm_per_px=0.05))
+    out.probability        # (H, W) float32 in [0, 1]
+    out.modal_weights      # {"visible": 0.7, "infrared": 0.3} when the model has them, else None
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from inspector.errors import InspectorError
+
+
+class ModelError(InspectorError):
+    """A model name is unknown or a model cannot run on its input."""
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One capture, ready for a model."""
+
+    visible: np.ndarray  # (H, W) uint8 grey
+    infrared: np.ndarray | None  # (H, W) float32 IR counts warped onto the visible grid, NaN outside; None if absent
+    mm_per_px: float
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What a model says about one capture."""
+
+    probability: np.ndarray  # (H, W) float32 crack probability in [0, 1]
+    modal_weights: dict[str, float] | None = None
+
+
+class CrackModel(Protocol):
+    """Anything with a name, a version and ``predict``."""
+
+    name: str
+    version: str
+
+    def predict(self, inputs: ModelInput) -> ModelOutput:
+        """Crack probability for one capture."""
+        ...
+
+
+_MODELS: dict[str, Callable[..., CrackModel]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[..., CrackModel]], Callable[..., CrackModel]]:
+    """Register a model factory under ``name`` (a decorator)."""
+
+    def add(factory: Callable[..., CrackModel]) -> Callable[..., CrackModel]:
+        if name in _MODELS:
+            raise ModelError(f"model {name!r} is registered twice")
+        _MODELS[name] = factory
+        return factory
+
+    return add
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    _load_builtin()
+    return sorted(_MODELS)
+
+
+def create_model(name: str, **kwargs: Any) -> CrackModel:
+    """Build a registered model by name; an unknown name lists the valid ones."""
+    _load_builtin()
+    if name not in _MODELS:
+        raise ModelError(f"unknown model {name!r}: choose one of {', '.join(sorted(_MODELS))}")
+    return _MODELS[name](**kwargs)
+
+
+def _load_builtin() -> None:
+    import inspector.baseline  # noqa: F401  (registers the classical baselines)

@@ -1,0 +1,98 @@
+"""Pictures for people: PR curves, overlays and galleries of the worst cases (PNG files)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import matplotlib as mpl
+import numpy as np
+
+mpl.use("Agg")
+import matplotlib.pyplot as plt
+
+TRUTH_ONLY = (40, 200, 40)  # green: a true crack pixel the prediction missed
+PRED_ONLY = (230, 40, 40)  # red: predicted where there is no crack
+BOTH = (250, 220, 30)  # yellow: found
+
+
+def overlay(
+    grey: np.ndarray, predicted: np.ndarray, truth: np.ndarray | None = None, size: int | None = None
+) -> np.ndarray:
+    """RGB picture of a visible image with predicted (red), true (green) and found (yellow) crack pixels.
+
+    Args:
+        grey: (H, W) uint8 visible image.
+        predicted: (H, W) bool predicted crack pixels.
+        truth: (H, W) bool true crack pixels, if known.
+        size: longest side of the output; masks are max-pooled so thin cracks stay visible.
+
+    """
+    truth = np.zeros_like(predicted) if truth is None else truth
+    image, pred, true = grey, predicted.astype(np.uint8), truth.astype(np.uint8)
+    if size is not None and max(grey.shape) > size:
+        factor = max(grey.shape) / size
+        dsize = (round(grey.shape[1] / factor), round(grey.shape[0] / factor))
+        kernel = np.ones((int(np.ceil(factor)),) * 2, np.uint8)
+        image = np.asarray(cv2.resize(grey, dsize, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        pred = np.asarray(cv2.resize(cv2.dilate(pred, kernel), dsize, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        true = np.asarray(cv2.resize(cv2.dilate(true, kernel), dsize, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    rgb = np.repeat((image.astype(np.float32) * 0.8)[..., None], 3, axis=2)
+    p, t = pred > 0, true > 0
+    for sel, colour in ((t & ~p, TRUTH_ONLY), (p & ~t, PRED_ONLY), (p & t, BOTH)):
+        rgb[sel] = colour
+    return np.asarray(rgb.clip(0, 255).astype(np.uint8))
+
+
+def save_rgb(path: Path, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 array as PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def plot_pr_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], path: Path, title: str) -> None:
+    """Precision-recall curves (one per model) with the operating point at threshold 0.5 marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=110)
+    for name, curve in curves.items():
+        recall = [p["recall"] for p in curve]
+        precision = [p["precision"] for p in curve]
+        (line,) = ax.plot(recall, precision, marker=".", label=name)
+        at = [p for p in curve if abs(p["threshold"] - 0.5) < 1e-9]
+        if at:
+            ax.plot(at[0]["recall"], at[0]["precision"], "o", ms=9, mfc="none", color=line.get_color())
+    ax.set(xlabel="recall (2 px tolerance)", ylabel="precision (2 px tolerance)", xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8, title="○ = threshold 0.5", title_fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    """One tile of a gallery."""
+
+    title: str
+    rgb: np.ndarray
+
+
+def save_gallery(items: Sequence[GalleryItem], path: Path, title: str, columns: int = 4) -> None:
+    """Tiles with titles in a grid, written as one PNG."""
+    if not items:
+        return
+    rows = (len(items) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), dpi=100, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, item in zip(axes.ravel(), items, strict=False):
+        ax.imshow(item.rgb)
+        ax.set_title(item.title, fontsize=7)
+    fig.suptitle(f"{title}\ngreen: missed   red: false   yellow: found", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

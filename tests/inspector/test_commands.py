@@ -1,0 +1,125 @@
+"""The CLI commands end to end on a small synthetic line: predict, predict-dir, eval, bench, demo."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from inspector.calibration import Calibration, save_calibration
+from inspector.cli import app
+from inspector.dataset import list_ids, read_meta
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def predictions(small_line: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pred")
+    result = runner.invoke(app, ["predict-dir", str(small_line), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def pair(data: Path, sample_id: str) -> tuple[str, str]:
+    return str(data / f"{sample_id}.visible.png"), str(data / f"{sample_id}.infrared.png")
+
+
+def test_predict_one_pair_with_mm_per_px(small_line: Path, tmp_path: Path) -> None:
+    sample_id = list_ids(small_line)[0]
+    result = runner.invoke(
+        app, ["predict", *pair(small_line, sample_id), "--mm-per-px", "0.05", "--out", str(tmp_path), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["id"] == sample_id and doc["verdict"] in ("OK", "NG")
+    assert set(doc["timings_ms"]) == {"register", "model", "measure", "total"}
+    assert (tmp_path / f"{sample_id}.pred.png").exists()
+
+
+def test_predict_with_calibration_file(small_line: Path, tmp_path: Path) -> None:
+    sample_id = list_ids(small_line)[1]
+    meta = read_meta(small_line / f"{sample_id}.json")
+    cal = Calibration(
+        mm_per_px=meta.mm_per_px, ir_to_visible=meta.ir_to_visible, visible_shape=(384, 384), ir_shape=(96, 96)
+    )
+    save_calibration(tmp_path / "calibration.yaml", cal)
+    args = ["predict", *pair(small_line, sample_id), "--calibration", str(tmp_path / "calibration.yaml")]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output
+
+
+def test_predict_bad_inputs_name_the_file(small_line: Path, tmp_path: Path) -> None:
+    visible, infrared = pair(small_line, list_ids(small_line)[0])
+    truncated = tmp_path / "broken.visible.png"
+    truncated.write_bytes(Path(visible).read_bytes()[:200])
+    cases = [
+        ([str(truncated), infrared, "--mm-per-px", "0.05"], "broken.visible.png: unreadable or truncated"),
+        ([visible, str(tmp_path / "nope.png"), "--mm-per-px", "0.05"], "nope.png: missing infrared image"),
+        ([infrared, visible, "--mm-per-px", "0.05"], "must be uint8, found uint16"),
+        ([visible, infrared], "exactly one of --calibration"),
+        ([visible, infrared, "--mm-per-px", "0.05", "--model", "magic"], "unknown model 'magic': choose one of"),
+        ([visible, infrared, "--calibration", str(tmp_path / "none.yaml")], "none.yaml"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, ["predict", *args, "--out", str(tmp_path / "o")])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (message, result.output)
+
+
+def test_predict_dir_goes_on_past_broken_pairs(small_line: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_line, data)
+    ids = list_ids(data)
+    (data / f"{ids[2]}.infrared.png").unlink()  # a missing IR partner
+    (data / f"{ids[3]}.visible.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # truncated
+    result = runner.invoke(app, ["predict-dir", str(data), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert f"failed {ids[2]}" in result.output and "missing infrared image" in result.output
+    assert f"failed {ids[3]}" in result.output
+    written = sorted(p.name.removesuffix(".result.json") for p in (tmp_path / "out").glob("*.result.json"))
+    assert written == [i for i in ids if i not in (ids[2], ids[3])]
+
+
+def test_eval_writes_report_and_figures(small_line: Path, predictions: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["eval", "--data", str(small_line), "--predictions", str(predictions), "--out", str(tmp_path), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["samples"] == 8
+    assert set(report["recall_by_width"]) == {"<0.1", "0.1-0.2", "0.2-0.3", ">=0.3"}
+    assert 0 <= report["pixel"]["f1"] <= 1
+    assert (tmp_path / "pr_curve.png").stat().st_size > 1000
+    assert report["failed"] == []
+
+
+def test_eval_reports_missing_predictions(small_line: Path, predictions: Path, tmp_path: Path) -> None:
+    partial = tmp_path / "partial"
+    shutil.copytree(predictions, partial)
+    first = list_ids(small_line)[0]
+    (partial / f"{first}.pred.png").unlink()
+    result = runner.invoke(app, ["eval", "--data", str(small_line), "--predictions", str(partial)])
+    assert result.exit_code == 1
+    assert f"not evaluated {first}" in result.output
+
+
+def test_bench_measure_meets_the_width_target(small_line: Path) -> None:
+    result = runner.invoke(app, ["bench", "measure", "--data", str(small_line), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["samples"] == 8
+    if doc["cracks_ge_0_2mm"]:
+        assert doc["max_width_mae_mm_ge_0_2"] <= 0.03
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--count", "2", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "overlays").glob("*.png"))) == 2
+    assert (tmp_path / "gallery.png").exists()
+    assert "synthetic" in result.output
