@@ -150,6 +150,42 @@ def bench_models(
         console.print(f"figures in {work} (pr_curves.png, */eval/worst.png)")
 
 
+@bench_app.command("synth")
+def bench_synth(
+    preset: Annotated[str, typer.Option(help="Synthetic preset.")] = "default",
+    count: Annotated[int, typer.Option(min=1, help="Pairs per repeat.")] = 30,
+    repeats: Annotated[int, typer.Option(min=1, help="Repeats; the median is reported.")] = 3,
+    size: Annotated[int, typer.Option(help="Visible frame side in pixels.")] = 1024,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Generator speed: pairs per second written to disk, median over repeats."""
+    from inspector.synth import SynthError, generate_set
+
+    rates = []
+    try:
+        for repeat in range(repeats):
+            with tempfile.TemporaryDirectory(prefix="inspector-synth-") as tmp:
+                summary = generate_set(Path(tmp), count, seed=repeat, preset=preset, size=size, workers=workers)
+                rates.append(count / summary.seconds)
+    except SynthError as exc:
+        fail(exc)
+    document = {
+        "benchmark": "synth",
+        "preset": preset,
+        "size": size,
+        "workers": workers,
+        "count": count,
+        "repeats": repeats,
+        "pairs_per_s_median": statistics.median(rates),
+        "pairs_per_s": rates,
+        "machine": machine(),
+    }
+    table = Table("generator", "value")
+    table.add_row(f"{preset}, {size}x{size}, {workers} worker(s)", f"{statistics.median(rates):.1f} pairs/s (median)")
+    emit(document, table, as_json)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` group to the CLI."""
     app.add_typer(bench_app, name="bench")

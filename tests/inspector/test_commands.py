@@ -123,3 +123,21 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert len(list((tmp_path / "overlays").glob("*.png"))) == 2
     assert (tmp_path / "gallery.png").exists()
     assert "synthetic" in result.output
+
+
+def test_bench_synth_reports_a_median_rate() -> None:
+    result = runner.invoke(app, ["bench", "synth", "--count", "2", "--repeats", "2", "--size", "256", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert len(doc["pairs_per_s"]) == 2 and doc["pairs_per_s_median"] > 0
+
+
+def test_bench_models_compares_side_by_side(small_line: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["bench", "models", "--data", str(small_line), "--models", "baseline,baseline-ir", "--limit", "3",
+              "--out", str(tmp_path), "--json"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert set(doc["models"]) == {"baseline", "baseline-ir"}
+    assert (tmp_path / "pr_curves.png").exists() and (tmp_path / "bench.json").exists()
