@@ -19,11 +19,14 @@ from inspector.dataset import DataError, list_ids, read_image, read_sample
 from inspector.errors import InspectorError
 from inspector.model import CrackModel, create_model, list_models
 from inspector.pipeline import InspectionResult, inspect_pair, write_prediction
+from inspector.verdict import VerdictRules
 
 ModelOption = Annotated[
     str, typer.Option("--model", "-m", help="Crack model: a registered name (see `inspector models`).")
 ]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Folder for {stem}.pred.png and {stem}.result.json.")]
+MinWidthOption = Annotated[float, typer.Option("--min-width-mm", help="Verdict rule: a crack this wide makes NG.")]
+MinLengthOption = Annotated[float, typer.Option("--min-length-mm", help="Verdict rule: ... and this long.")]
 
 
 def load_model(name: str) -> CrackModel:
@@ -74,6 +77,8 @@ def predict(
         typer.Option("--mm-per-px", help="Visible scale when there is no calibration file (cameras assumed coaxial)."),
     ] = None,
     model: ModelOption = "baseline",
+    min_width_mm: MinWidthOption = 0.2,
+    min_length_mm: MinLengthOption = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result JSON.")] = False,
 ) -> None:
     """Inspect one visible + infrared pair: crack map, measurements in mm and an OK/NG verdict."""
@@ -94,7 +99,8 @@ def predict(
             homography, scale = cal.homography, cal.mm_per_px
         assert scale is not None
         stem = stem_of(visible)
-        result, probability = inspect_pair(vis, ir, homography, scale, crack_model, sample_id=stem)
+        rules = VerdictRules(min_width_mm=min_width_mm, min_length_mm=min_length_mm)
+        result, probability = inspect_pair(vis, ir, homography, scale, crack_model, rules=rules, sample_id=stem)
         write_prediction(out, stem, probability, result)
     except InspectorError as exc:
         fail(exc)
@@ -115,7 +121,12 @@ class BatchOutcome:
 
 
 def predict_folder(
-    data: Path, out: Path, crack_model: CrackModel, limit: int | None = None, show_progress: bool = True
+    data: Path,
+    out: Path,
+    crack_model: CrackModel,
+    limit: int | None = None,
+    show_progress: bool = True,
+    rules: VerdictRules | None = None,
 ) -> BatchOutcome:
     """Predict every sample of a data folder, going on past broken ones."""
     ids = list_ids(data)[:limit]
@@ -135,6 +146,7 @@ def predict_folder(
                     meta.homography,
                     meta.mm_per_px,
                     crack_model,
+                    rules=rules,
                     sample_id=sample_id,
                     part_id=meta.part_id,
                 )
@@ -151,12 +163,15 @@ def predict_dir(
     out: OutOption,
     model: ModelOption = "baseline",
     limit: Annotated[int | None, typer.Option(help="Only the first N samples.")] = None,
+    min_width_mm: MinWidthOption = 0.2,
+    min_length_mm: MinLengthOption = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Inspect every pair of a data folder; broken pairs are skipped and listed at the end (exit 1)."""
     crack_model = load_model(model)
+    rules = VerdictRules(min_width_mm=min_width_mm, min_length_mm=min_length_mm)
     try:
-        outcome = predict_folder(data, out, crack_model, limit, show_progress=not as_json)
+        outcome = predict_folder(data, out, crack_model, limit, show_progress=not as_json, rules=rules)
     except DataError as exc:
         fail(exc)
     ng = sum(r.verdict == "NG" for r in outcome.results)

@@ -38,6 +38,11 @@ def test_predict_one_pair_with_mm_per_px(small_line: Path, tmp_path: Path) -> No
     assert doc["id"] == sample_id and doc["verdict"] in ("OK", "NG")
     assert set(doc["timings_ms"]) == {"register", "model", "measure", "total"}
     assert (tmp_path / f"{sample_id}.pred.png").exists()
+    lenient = runner.invoke(
+        app, ["predict", *pair(small_line, sample_id), "--mm-per-px", "0.05", "--out", str(tmp_path), "--json",
+              "--min-width-mm", "5"]
+    )  # fmt: skip
+    assert json.loads(lenient.output)["verdict"] == "OK"  # no crack is 5 mm wide
 
 
 def test_predict_with_calibration_file(small_line: Path, tmp_path: Path) -> None:
