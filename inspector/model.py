@@ -3,7 +3,7 @@
 Every model the CLI can run (``--model NAME``) takes a registered visible + infrared pair and returns a
 crack-probability map at visible resolution. Classical baselines and learned ``mla`` models alike::
 
-    model = create_model("baseline")
+    model = create_model("baseline")              # or a trained model file: create_model("models/crack.pt")
     out = model.predict(ModelInput(visible=grey, infrared=ir_on_visible_grid, mm_per_px=0.05))
     out.probability        # (H, W) float32 in [0, 1]
     out.modal_weights      # {"visible": 0.7, "infrared": 0.3} when the model has them, else None
@@ -31,6 +31,8 @@ class ModelInput:
     visible: np.ndarray  # (H, W) uint8 grey
     infrared: np.ndarray | None  # (H, W) float32 IR counts warped onto the visible grid, NaN outside; None if absent
     mm_per_px: float
+    infrared_raw: np.ndarray | None = None  # (h, w) IR at its native resolution, for models that warp it themselves
+    ir_to_visible: np.ndarray | None = None  # (3, 3) homography IR pixel -> visible pixel
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,20 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, **kwargs: Any) -> CrackModel:
-    """Build a registered model by name; an unknown name lists the valid ones."""
+    """Build a registered model by name, or load a trained one from a ``.pt`` file.
+
+    An unknown name lists the valid ones.
+    """
     _load_builtin()
-    if name not in _MODELS:
-        raise ModelError(f"unknown model {name!r}: choose one of {', '.join(sorted(_MODELS))}")
-    return _MODELS[name](**kwargs)
+    if name in _MODELS:
+        return _MODELS[name](**kwargs)
+    if name.endswith(".pt") or "/" in name:
+        from inspector.mla_model import load_crack_model
+
+        return load_crack_model(name, **kwargs)
+    raise ModelError(
+        f"unknown model {name!r}: choose one of {', '.join(sorted(_MODELS))}, or a trained model file (.pt)"
+    )
 
 
 def _load_builtin() -> None:

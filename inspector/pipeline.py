@@ -115,7 +115,7 @@ def inspect_pair(
         raise InputError(f"mm_per_px must be > 0, got {mm_per_px}")
     t0 = clock()
     grey = to_grey(visible)
-    registered = None
+    registered, homography = None, None
     if infrared is not None:
         if infrared.ndim != 2:
             raise InputError(f"infrared image must be single-channel (h, w), got shape {infrared.shape}")
@@ -127,7 +127,14 @@ def inspect_pair(
         homography = ir_to_visible if ir_to_visible is not None else nominal_homography(infrared.shape, grey.shape)
         registered = warp_to_visible(infrared, homography, grey.shape)
     t1 = clock()
-    output = model.predict(ModelInput(visible=grey, infrared=registered, mm_per_px=mm_per_px))
+    inputs = ModelInput(
+        visible=grey,
+        infrared=registered,
+        mm_per_px=mm_per_px,
+        infrared_raw=infrared,
+        ir_to_visible=homography if infrared is not None else None,
+    )
+    output = model.predict(inputs)
     probability = np.asarray(output.probability, dtype=np.float32)
     if probability.shape != grey.shape:
         raise InputError(f"model {model.name} returned a {probability.shape} map for a {grey.shape} image")

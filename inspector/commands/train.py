@@ -1,0 +1,180 @@
+"""``inspector train``: train a crack model on a data folder and save it as one ``.pt`` file."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from inspector.commands.common import console, fail
+from inspector.crack_data import CrackTileSet
+from inspector.dataset import DataError, list_ids, read_meta
+from inspector.errors import InspectorError
+from inspector.training import (
+    VARIANTS,
+    crack_loss,
+    crack_model_config,
+    describe,
+    to_batch,
+    validation_batches,
+    validation_f1,
+)
+
+
+def data_origin(folder: Path) -> dict[str, Any]:
+    """Which synthetic sets a folder came from: presets, seeds, scales and the sample count."""
+    ids = list_ids(folder)
+    metas = [read_meta(folder / f"{i}.json") for i in ids]
+    return {
+        "folder": str(folder),
+        "samples": len(ids),
+        "presets": sorted({m.preset or "?" for m in metas}),
+        "seeds": sorted({m.seed for m in metas if m.seed is not None}),
+        "mm_per_px": sorted({m.mm_per_px for m in metas}),
+    }
+
+
+def model_card(path: Path, metadata: dict[str, Any]) -> str:
+    """A short Markdown model card written next to the model file."""
+    figures = metadata.get("validation", {})
+    lines = [
+        f"# Model card: {metadata['name']}",
+        "",
+        f"- **What**: crack segmentation ({metadata['variant']}), `mla` multi-modal model, "
+        f"{metadata['parameters']:,} parameters, {metadata['macs_per_512_tile'] / 1e9:.2f} GMAC per 512x512 tile.",
+        "- **Trained on synthetic data only** (`inspector synth`, see docs/DATA.md): "
+        f"{json.dumps(metadata['train_data'])}.",
+        f"- **Validation** (synthetic, separate seeds): {json.dumps(metadata['validation_data'])}.",
+        f"- **Command**: `{metadata['command']}`",
+        f"- **Training**: {metadata['steps']} steps, batch {metadata['batch']} x tile {metadata['tile']}, "
+        f"{metadata['train_seconds'] / 60:.1f} min on {metadata['machine']}.",
+        f"- **Validation figures** (pixel, 2 px tolerance, on validation tiles): {json.dumps(figures)}.",
+        "- **Held-out figures**: docs/BENCHMARKS.md. Not checked on real parts: validate on your own "
+        "captures before trusting its verdicts.",
+        f"- **File**: `{path.name}`; load with `inspector predict ... --model {path}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Training data folder (with masks).")],
+    val: Annotated[Path, typer.Option("--val", help="Validation data folder (other seeds than --data).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Model file to write (.pt); a .md model card goes beside it.")
+    ],
+    fusion: Annotated[str, typer.Option(help=f"Model variant: {', '.join(VARIANTS)}.")] = "hffn",
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1500,
+    batch: Annotated[int, typer.Option(min=1, help="Tiles per micro-batch.")] = 8,
+    tile: Annotated[int, typer.Option(help="Training tile side in visible pixels (a multiple of 16).")] = 256,
+    accum_steps: Annotated[int, typer.Option(min=1, help="Micro-batches per optimizer step.")] = 1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = 3e-3,
+    width: Annotated[int, typer.Option(min=8, help="Base width of the visible encoder and the fusion.")] = 32,
+    amp: Annotated[bool, typer.Option(help="Mixed precision: bf16 on CPU, fp16 on CUDA.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed of the weights and the tile sampler.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N training samples.")] = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Checkpoints, metrics.jsonl and curves.png (default: runs/train-<name>).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a crack model (visible + infrared, or one of them) on synthetic data and save it."""
+    import torch
+
+    import mla
+    from mla.train import TrainConfig, Trainer, plot_metrics
+
+    if fusion not in VARIANTS:
+        fail(f"unknown --fusion {fusion!r}: choose one of {', '.join(VARIANTS)}")
+    if tile % 16:
+        fail(f"--tile {tile} must be a multiple of 16")
+    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    try:
+        console.print(f"loading {data} and {val} ...")
+        train_tiles = CrackTileSet.load(data, limit=limit)
+        val_tiles = CrackTileSet.load(val)
+        origin, val_origin = data_origin(data), data_origin(val)
+    except (DataError, InspectorError) as exc:
+        fail(exc)
+    overlap = (
+        set(origin["seeds"]) & set(val_origin["seeds"])
+        if set(origin["presets"]) & set(val_origin["presets"])
+        else set()
+    )
+    if overlap:
+        fail(f"--data and --val share seeds {sorted(overlap)}: validation must not see training parts")
+    model = mla.MLAModel(crack_model_config(fusion, width=width))
+    name = out.stem
+    workdir = workdir or Path("runs") / f"train-{name}"
+    cfg = TrainConfig(
+        lr=lr,
+        min_lr_ratio=0.05,
+        warmup_steps=max(steps // 20, 1),
+        total_steps=steps,
+        accum_steps=accum_steps,
+        amp=amp,
+        seed=seed,
+        log_every=max(steps // 100, 1),
+        eval_every=max(steps // 10, 1),
+        checkpoint_every=max(steps // 5, 1),
+        device=device,
+    )
+    val_batches = validation_batches(val_tiles, count=6, size=8, tile=256)
+    micro_steps = steps * accum_steps
+
+    def batches(epoch: int):  # type: ignore[no-untyped-def]
+        stream = train_tiles.batches(seed=seed * 1000 + epoch, size=batch, tile=tile)
+        return (to_batch(b) for b in itertools.islice(stream, micro_steps))
+
+    trainer = Trainer(
+        model,
+        crack_loss,
+        cfg,
+        workdir,
+        evaluate=lambda m: validation_f1(m, val_batches),
+        progress=progress,
+        extra={"model_config": model.to_dict()},
+    )
+    started = time.perf_counter()
+    result = trainer.fit(batches, overwrite=True)
+    seconds = time.perf_counter() - started
+    plot_metrics(workdir / "metrics.jsonl", workdir / "curves.png")
+    model = trainer.model.to("cpu").eval()
+    final = validation_f1(model, val_batches)
+    metadata: dict[str, Any] = {
+        "name": name,
+        "version": "1",
+        "variant": fusion,
+        "command": "inspector train " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else "inspector train",
+        "train_data": origin,
+        "validation_data": val_origin,
+        "steps": result.step,
+        "batch": batch * accum_steps,
+        "tile": tile,
+        "lr": lr,
+        "seed": seed,
+        "train_seconds": round(seconds, 1),
+        "machine": f"{os.cpu_count()} CPU cores" if device == "cpu" else device,
+        "validation": {k: round(v, 4) for k, v in final.items()},
+        **describe(model),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mla.save_model(model, out, metadata=metadata)
+    out.with_suffix(".md").write_text(model_card(out, metadata))
+    console.print(
+        f"trained {name} ({fusion}) in {seconds / 60:.1f} min: validation F1 {final['val_f1']:.3f} "
+        f"(P {final['val_precision']:.3f}, R {final['val_recall']:.3f}) -> {out}, curves in {workdir / 'curves.png'}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` to the CLI."""
+    app.command("train")(train)

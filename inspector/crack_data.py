@@ -1,0 +1,106 @@
+"""Training tiles for crack models: visible tile, its IR tile at native resolution, its mask.
+
+A data folder is loaded once into memory (visible as uint8, IR warped onto the visible image's
+quarter grid as float16, masks as uint8). Batches are random tiles: a share of them centred near a
+crack pixel (cracks are thin and rare, so uniform tiles would be nearly all background), the rest
+anywhere. Origins are multiples of the scale, so a visible tile of side T at (x, y) pairs exactly
+with the IR tile of side T/4 at (x/4, y/4). Flips and quarter turns are applied to all three alike.
+
+Pure numpy; the caller turns batches into tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from inspector.dataset import DataError, list_ids, read_sample
+from inspector.pipeline import to_grey
+from inspector.tiles import ir_on_quarter_grid, normalise_ir, normalise_visible
+
+
+@dataclass
+class CrackTileSet:
+    """Samples of a data folder held in memory, ready to cut into training tiles."""
+
+    visible: list[np.ndarray] = field(default_factory=list)  # (H, W) uint8
+    infrared: list[np.ndarray] = field(default_factory=list)  # (H/s, W/s) float16, normalised
+    masks: list[np.ndarray] = field(default_factory=list)  # (H, W) uint8 0/1
+    crack_pixels: list[np.ndarray] = field(default_factory=list)  # (K, 2) rows, cols of mask pixels
+    scale: int = 4
+
+    @classmethod
+    def load(cls, folder: Path, limit: int | None = None, scale: int = 4) -> CrackTileSet:
+        """Load a data folder (samples without a mask are skipped with an error)."""
+        tiles = cls(scale=scale)
+        for sample_id in list_ids(folder)[:limit]:
+            sample = read_sample(folder, sample_id)
+            if sample.mask is None:
+                raise DataError(f"{folder / sample_id}.mask.png: training needs ground-truth masks")
+            grey = to_grey(sample.visible)
+            ir = ir_on_quarter_grid(sample.infrared, sample.meta.homography, grey.shape, scale)
+            tiles.visible.append(grey)
+            tiles.infrared.append(normalise_ir(ir).astype(np.float16))
+            tiles.masks.append(sample.mask.astype(np.uint8))
+            tiles.crack_pixels.append(np.argwhere(sample.mask))
+        if not tiles.visible:
+            raise DataError(f"data folder {folder} has no samples")
+        return tiles
+
+    def __len__(self) -> int:
+        return len(self.visible)
+
+    def _origin(self, rng: np.random.Generator, index: int, tile: int, near_crack: bool) -> tuple[int, int]:
+        height, width = self.visible[index].shape
+        s = self.scale
+        pixels = self.crack_pixels[index]
+        if near_crack and len(pixels):
+            row, col = pixels[rng.integers(len(pixels))]
+            y = int(row) - tile // 2 + int(rng.integers(-tile // 4, tile // 4 + 1))
+            x = int(col) - tile // 2 + int(rng.integers(-tile // 4, tile // 4 + 1))
+        else:
+            y, x = int(rng.integers(0, height - tile + 1)), int(rng.integers(0, width - tile + 1))
+        y = min(max(y, 0), height - tile) // s * s
+        x = min(max(x, 0), width - tile) // s * s
+        return y, x
+
+    def batch(
+        self, rng: np.random.Generator, size: int, tile: int, crack_fraction: float = 0.6, augment: bool = True
+    ) -> dict[str, np.ndarray]:
+        """A random batch: ``visible`` (B, 1, T, T), ``infrared`` (B, 1, T/s, T/s), ``mask`` (B, 1, T, T)."""
+        s = self.scale
+        if tile % s:
+            raise ValueError(f"tile {tile} must be a multiple of the scale {s}")
+        vis, ir, mask = [], [], []
+        cracked = [k for k, pixels in enumerate(self.crack_pixels) if len(pixels)]
+        for _ in range(size):
+            near_crack = bool(cracked) and rng.random() < crack_fraction
+            index = cracked[int(rng.integers(len(cracked)))] if near_crack else int(rng.integers(len(self)))
+            y, x = self._origin(rng, index, tile, near_crack=near_crack)
+            v = self.visible[index][y : y + tile, x : x + tile]
+            i = self.infrared[index][y // s : (y + tile) // s, x // s : (x + tile) // s]
+            m = self.masks[index][y : y + tile, x : x + tile]
+            if augment:
+                k, flip = int(rng.integers(4)), bool(rng.integers(2))
+                v, i, m = (np.rot90(a, k) for a in (v, i, m))
+                if flip:
+                    v, i, m = (a[:, ::-1] for a in (v, i, m))
+            vis.append(normalise_visible(np.ascontiguousarray(v)))
+            ir.append(np.ascontiguousarray(i, dtype=np.float32))
+            mask.append(np.ascontiguousarray(m, dtype=np.float32))
+        return {
+            "visible": np.stack(vis)[:, None],
+            "infrared": np.stack(ir)[:, None],
+            "mask": np.stack(mask)[:, None],
+        }
+
+    def batches(
+        self, seed: int, size: int, tile: int, crack_fraction: float = 0.6, augment: bool = True
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """An endless, seeded stream of batches."""
+        rng = np.random.default_rng(seed)
+        while True:
+            yield self.batch(rng, size, tile, crack_fraction, augment)

@@ -1,0 +1,104 @@
+"""The learned crack-model path end to end: train a tiny model for a few steps, save, load, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import mla
+from inspector.cli import app
+from inspector.dataset import list_ids, read_sample
+from inspector.model import ModelError, ModelInput, create_model
+from inspector.training import VARIANTS, crack_model_config
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_builds(variant: str) -> None:
+    model = mla.MLAModel(crack_model_config(variant, width=8))
+    expected = {"visible-only": ("visible",), "ir-only": ("infrared",)}.get(variant, ("visible", "infrared"))
+    assert tuple(model.modalities) == expected
+
+
+def test_unknown_variant() -> None:
+    with pytest.raises(ValueError, match="choose one of hffn, dma"):
+        crack_model_config("transformer")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(small_line: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from inspector.synth import generate_set
+
+    root = tmp_path_factory.mktemp("train")
+    generate_set(root / "val", 2, seed=124, preset="default", size=256)
+    out = root / "tiny.pt"
+    args = ["train", "--data", str(small_line), "--val", str(root / "val"), "--out", str(out), "--steps", "3",
+            "--batch", "2", "--tile", "64", "--width", "8", "--no-progress",
+            "--workdir", str(root / "run")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_training_writes_model_card_curves_and_metrics(tiny_model: Path) -> None:
+    card = tiny_model.with_suffix(".md").read_text()
+    assert "synthetic data only" in card and "inspector train" in card
+    run = tiny_model.parent / "run"
+    assert (run / "curves.png").exists()
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_f1" in x for x in lines) and any("loss" in x for x in lines)
+    meta = mla.load_metadata(tiny_model)
+    assert meta["variant"] == "hffn" and meta["train_data"]["seeds"] == [123]
+
+
+def test_training_refuses_validation_on_training_parts(small_line: Path, tmp_path: Path) -> None:
+    args = [
+        "train",
+        "--data",
+        str(small_line),
+        "--val",
+        str(small_line),
+        "--out",
+        str(tmp_path / "m.pt"),
+        "--steps",
+        "1",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "share seeds" in result.output
+
+
+def test_trained_file_is_a_model_for_predict_dir(tiny_model: Path, small_line: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["predict-dir", str(small_line), "--out", str(tmp_path), "--model", str(tiny_model), "--limit", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(next(tmp_path.glob("*.result.json")).read_text())
+    assert set(doc["modal_weights"]) == {"visible", "infrared"}
+    assert abs(sum(doc["modal_weights"].values()) - 1) < 1e-3
+    assert "sha256:" in doc["model"]["version"]
+
+
+def test_missing_infrared_degrades_gracefully(tiny_model: Path, small_line: Path) -> None:
+    model = create_model(str(tiny_model))
+    sample = read_sample(small_line, list_ids(small_line)[0])
+    out = model.predict(ModelInput(visible=sample.visible, infrared=None, mm_per_px=0.05))
+    assert out.probability.shape == sample.visible.shape and np.isfinite(out.probability).all()
+    assert out.modal_weights is not None and out.modal_weights["infrared"] == 0.0
+
+
+def test_ir_only_model_needs_infrared(tmp_path: Path) -> None:
+    path = tmp_path / "ir.pt"
+    mla.save_model(mla.MLAModel(crack_model_config("ir-only", width=8)), path)
+    model = create_model(str(path))
+    with pytest.raises(ModelError, match="sees only infrared"):
+        model.predict(ModelInput(visible=np.zeros((64, 64), np.uint8), infrared=None, mm_per_px=0.05))
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        create_model(str(tmp_path / "none.pt"))

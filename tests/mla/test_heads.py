@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mla import FeatureSpec, FusionOutput, HeadInput, MLAConfigError, MLAInputError, ModalFeatures, create_head
+from mla.heads.sequence import SequenceHead
+from mla.text import EOS, PAD, VOCAB_SIZE
+
+SPECS = {
+    "image": FeatureSpec(vector_dim=32, level_channels=(8, 16, 32)),
+    "text": FeatureSpec(vector_dim=12, token_dim=12),
+}
+
+
+def head_input(batch: int = 2, size: int = 64, tokens: torch.Tensor | None = None) -> HeadInput:
+    levels = tuple(torch.randn(batch, 16, size // s, size // s) for s in (4, 8, 16))
+    fused = FusionOutput(vector=torch.randn(batch, 16), weights=torch.full((batch, 2), 0.5), levels=levels)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])[:batch]
+    text = ModalFeatures(vector=torch.randn(batch, 12), tokens=torch.randn(batch, 5, 12), token_mask=mask)
+    return HeadInput(fused=fused, features={"text": text}, image_size=(size, size), tokens=tokens)
+
+
+def test_segmentation_is_at_reference_resolution() -> None:
+    head = create_head("segmentation", width=16, modalities=SPECS)
+    logits = head(head_input(size=64))
+    assert logits.shape == (2, 1, 64, 64)
+    # the classifier bias starts at logit(0.01): a rare foreground
+    assert torch.sigmoid(head.classifier.bias).item() == pytest.approx(0.01)
+
+
+def test_segmentation_non_square() -> None:
+    head = create_head("segmentation", width=16, modalities=SPECS, classes=3)
+    fused = FusionOutput(
+        vector=torch.randn(1, 16),
+        weights=torch.ones(1, 1),
+        levels=(torch.randn(1, 16, 32, 16), torch.randn(1, 16, 16, 8), torch.randn(1, 16, 8, 4)),
+    )
+    assert head(HeadInput(fused=fused, image_size=(128, 64))).shape == (1, 3, 128, 64)
+
+
+def test_segmentation_without_levels_explains() -> None:
+    head = create_head("segmentation", width=16, modalities=SPECS)
+    fused = FusionOutput(vector=torch.randn(1, 16), weights=torch.ones(1, 1))
+    with pytest.raises(MLAInputError, match="needs an image-like modality"):
+        head(HeadInput(fused=fused))
+
+
+def test_classification_shape() -> None:
+    assert create_head("classification", width=16, num_classes=5)(head_input()).shape == (2, 5)
+
+
+def test_answer_uses_question_tokens() -> None:
+    head = create_head("answer", width=16, modalities=SPECS, num_answers=9, heads=2).eval()
+    inputs = head_input()
+    logits = head(inputs)
+    assert logits.shape == (2, 9)
+    # without the question the answer changes, and still is finite
+    blind = head(HeadInput(fused=inputs.fused, image_size=inputs.image_size))
+    assert torch.isfinite(blind).all()
+    assert not torch.allclose(logits, blind)
+
+
+def test_answer_needs_a_token_modality() -> None:
+    with pytest.raises(MLAConfigError, match="question modality with tokens"):
+        create_head("answer", width=16, modalities={"image": SPECS["image"]})
+
+
+def test_sequence_teacher_forcing_and_generation() -> None:
+    head = create_head("sequence", width=16, modalities=SPECS, depth=1, heads=2, max_len=8)
+    assert isinstance(head, SequenceHead)
+    tokens = torch.randint(4, VOCAB_SIZE, (2, 6))
+    logits = head(head_input(tokens=tokens))
+    assert logits.shape == (2, 6, VOCAB_SIZE)
+    head.eval()
+    ids = head.generate(head_input(), max_len=5)
+    assert ids.dtype == torch.long
+    assert ids.shape[0] == 2 and 1 <= ids.shape[1] <= 5
+    steps = head(head_input())  # no tokens: the greedy steps' logits
+    assert steps.shape[0] == 2 and steps.shape[2] == VOCAB_SIZE
+
+
+def test_sequence_is_causal() -> None:
+    head = create_head("sequence", width=16, modalities=SPECS, depth=1, heads=2, max_len=8).eval()
+    inputs = head_input()
+    a = torch.randint(4, VOCAB_SIZE, (2, 6))
+    b = a.clone()
+    b[:, 4:] = torch.randint(4, VOCAB_SIZE, (2, 2))
+    la = head(HeadInput(fused=inputs.fused, features=inputs.features, tokens=a))
+    lb = head(HeadInput(fused=inputs.fused, features=inputs.features, tokens=b))
+    torch.testing.assert_close(la[:, :4], lb[:, :4])
+
+
+def test_sequence_pads_after_eos() -> None:
+    head = create_head("sequence", width=16, modalities=SPECS, depth=1, heads=2, max_len=8).eval()
+    with torch.no_grad():
+        head.lm_head.bias.fill_(0)
+        head.lm_head.bias[EOS] = 100.0  # always says EOS
+    ids = head.generate(head_input(), max_len=6)
+    assert ids.tolist() == [[EOS], [EOS]]
+    assert PAD == 0
+
+
+def test_sequence_token_checks() -> None:
+    head = create_head("sequence", width=16, modalities=SPECS, depth=1, heads=2, max_len=8)
+    with pytest.raises(MLAInputError, match="takes 1 to 8"):
+        head(head_input(tokens=torch.ones(2, 9, dtype=torch.long)))
+    with pytest.raises(MLAInputError, match="integer tensor"):
+        head(head_input(tokens=torch.ones(2, 3)))
