@@ -3,7 +3,8 @@
     model = load_crack_model("models/crack-hffn.pt")      # or: inspector predict ... --model models/crack-hffn.pt
     out = model.predict(ModelInput(...))                   # full resolution, by overlapping tiles
 
-The visible frame is never downscaled: it is cut into overlapping tiles (512 px, 64 px overlap) that
+The visible frame is never downscaled: it is cut into overlapping tiles (576 px, at least 64 px of
+overlap; a 1024 px frame takes 2x2 tiles) that
 are blended back without seams (:mod:`inspector.tiles`). The infrared image is warped straight from its
 native pixels onto the visible image's quarter grid, exactly as in training (:mod:`inspector.crack_data`),
 so the IR encoder sees IR at its own resolution. A missing IR image is a missing modality: models with
@@ -38,7 +39,7 @@ class MLACrackModel:
         *,
         name: str = "mla",
         version: str = "0",
-        tile: int = 512,
+        tile: int = 576,
         overlap: int = 64,
         batch_size: int = 2,
         device: str = "cpu",
@@ -98,7 +99,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_crack_model(path: str | Path, *, device: str = "cpu", tile: int = 512, overlap: int = 64) -> MLACrackModel:
+def load_crack_model(path: str | Path, *, device: str = "cpu", tile: int = 576, overlap: int = 64) -> MLACrackModel:
     """Load a crack model saved by ``inspector train`` (an ``mla`` checkpoint, read with weights_only=True)."""
     path = Path(path)
     if not path.is_file():

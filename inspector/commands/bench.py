@@ -22,8 +22,11 @@ from rich.table import Table
 from inspector.commands.common import console, err_console, fail
 from inspector.commands.evaluate import _clean, evaluate_folder, report_table, write_figures
 from inspector.commands.predict import load_model, predict_folder
-from inspector.dataset import DataError, iter_samples
+from inspector.dataset import DataError, iter_samples, list_ids, read_sample
 from inspector.evaluate import WIDTH_BINS, match_cracks, width_bin
+from inspector.model import CrackModel, ModelInput
+from inspector.pipeline import to_grey
+from inspector.registration import warp_to_visible
 from inspector.report import plot_pr_curves
 
 bench_app = typer.Typer(help="Benchmarks: print a table and JSON, for docs/BENCHMARKS.md.", no_args_is_help=True)
@@ -107,39 +110,86 @@ def bench_measure(
     emit(document, table, as_json)
 
 
+def latency_512(model: CrackModel, data: Path, repeats: int = 10) -> float:
+    """Median milliseconds of ``model.predict`` on a 512x512 crop (visible + its IR) of the first sample."""
+    sample = read_sample(data, list_ids(data)[0], with_mask=False)
+    grey = to_grey(sample.visible)[:512, :512]
+    scale = grey.shape[0] // 4
+    ir = sample.infrared[:scale, :scale]
+    homography = sample.meta.homography
+    inputs = ModelInput(
+        visible=grey,
+        infrared=warp_to_visible(ir, homography, grey.shape),
+        mm_per_px=sample.meta.mm_per_px,
+        infrared_raw=ir,
+        ir_to_visible=homography,
+    )
+    times = []
+    for index in range(repeats + 2):
+        t0 = time.perf_counter()
+        model.predict(inputs)
+        if index >= 2:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def model_size(model: CrackModel) -> dict[str, Any]:
+    """Parameters and MACs per 512x512 tile of a learned model (None for the classical ones)."""
+    inner = getattr(model, "model", None)
+    if inner is None:
+        return {"parameters": None, "macs_per_512_tile": None}
+    from inspector.training import describe
+
+    return describe(inner)
+
+
 @bench_app.command("models")
 def bench_models(
     data: Annotated[Path, typer.Option("--data", help="Held-out data folder with ground truth.")],
     models: Annotated[
-        str, typer.Option(help="Comma-separated model names, compared side by side.")
+        str, typer.Option(help="Comma-separated model names or trained model files, compared side by side.")
     ] = "baseline,baseline-ir",
     out: Annotated[Path | None, typer.Option(help="Keep predictions and figures here (default: a temp dir).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N samples.")] = None,
+    without_ir: Annotated[bool, typer.Option(help="Withhold the IR images (an IR camera down).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run several models on the same held-out data and compare every figure side by side."""
     names = [m.strip() for m in models.split(",") if m.strip()]
     work = out or Path(tempfile.mkdtemp(prefix="inspector-bench-"))
-    reports, speeds, document_models = {}, {}, {}
+    reports, speeds, latencies, document_models = {}, {}, {}, {}
+    labels = []
     for name in names:
+        label = Path(name).stem if name.endswith(".pt") else name
+        labels.append(label)
         model = load_model(name)
-        outcome = predict_folder(data, work / name, model, limit, show_progress=not as_json)
+        outcome = predict_folder(data, work / label, model, limit, show_progress=not as_json, without_ir=without_ir)
         if outcome.failures:
-            err_console.print(f"[yellow]{name}: {len(outcome.failures)} samples failed[/], e.g. {outcome.failures[0]}")
-        folder = evaluate_folder(data, work / name, show_progress=not as_json)
+            err_console.print(f"[yellow]{label}: {len(outcome.failures)} samples failed[/], e.g. {outcome.failures[0]}")
+        folder = evaluate_folder(data, work / label, show_progress=not as_json)
         if not folder.evaluations:
-            fail(f"{name}: nothing could be evaluated", code=1)
-        reports[name] = folder.report()
+            fail(f"{label}: nothing could be evaluated", code=1)
+        reports[label] = folder.report()
         model_ms = [r.timings_ms["model"] for r in outcome.results]
-        speeds[name] = statistics.median(model_ms) if model_ms else float("nan")
-        write_figures(data, work / name, reports[name], work / name / "eval", name)
-        document_models[name] = reports[name].to_dict() | {"median_model_ms": speeds[name]}
+        speeds[label] = statistics.median(model_ms) if model_ms else float("nan")
+        latencies[label] = latency_512(model, data)
+        write_figures(data, work / label, reports[label], work / label / "eval", label)
+        document_models[label] = reports[label].to_dict() | {
+            "model": name,
+            "median_model_ms_per_pair": speeds[label],
+            "median_ms_per_512_pair": latencies[label],
+            **model_size(model),
+        }
     plot_pr_curves({n: r.pr_curve for n, r in reports.items()}, work / "pr_curves.png", f"pixel PR on {data.name}")
     table = report_table(reports)
-    table.add_row("median model ms / pair", *(f"{speeds[n]:.0f}" for n in names))
+    table.add_row("median model ms / full pair", *(f"{speeds[n]:.0f}" for n in labels))
+    table.add_row("median ms / 512x512 pair", *(f"{latencies[n]:.0f}" for n in labels))
+    for key in ("parameters", "macs_per_512_tile"):
+        table.add_row(key, *(str(document_models[n][key]) for n in labels))
     document = {
         "benchmark": "models",
         "data": str(data),
+        "without_ir": without_ir,
         "out": str(work),
         "models": document_models,
         "machine": machine(),

@@ -127,8 +127,12 @@ def predict_folder(
     limit: int | None = None,
     show_progress: bool = True,
     rules: VerdictRules | None = None,
+    without_ir: bool = False,
 ) -> BatchOutcome:
-    """Predict every sample of a data folder, going on past broken ones."""
+    """Predict every sample of a data folder, going on past broken ones.
+
+    ``without_ir`` withholds every infrared image, as when the IR camera is down.
+    """
     ids = list_ids(data)[:limit]
     results: list[InspectionResult] = []
     failures: list[tuple[str, str]] = []
@@ -142,7 +146,7 @@ def predict_folder(
                 meta = sample.meta
                 result, probability = inspect_pair(
                     sample.visible,
-                    sample.infrared,
+                    None if without_ir else sample.infrared,
                     meta.homography,
                     meta.mm_per_px,
                     crack_model,

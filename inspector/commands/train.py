@@ -84,6 +84,13 @@ def train(
     workdir: Annotated[
         Path | None, typer.Option(help="Checkpoints, metrics.jsonl and curves.png (default: runs/train-<name>).")
     ] = None,
+    pretrain_steps: Annotated[
+        int,
+        typer.Option(
+            help="Progressive pre-training: steps of masked reconstruction and of visible<->IR alignment on the "
+            "training images (masks unused) before the supervised stage; 0 = none."
+        ),
+    ] = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a crack model (visible + infrared, or one of them) on synthetic data and save it."""
@@ -144,6 +151,23 @@ def train(
         extra={"model_config": model.to_dict()},
     )
     started = time.perf_counter()
+    if pretrain_steps:
+        from mla.pretrain import applicable_stages, pretrain
+
+        def unlabelled(epoch: int):  # type: ignore[no-untyped-def]
+            # crack_fraction=0: the masks must not choose the tiles that self-supervision sees
+            stream = train_tiles.batches(seed=seed * 1000 + 500 + epoch, size=batch, tile=tile, crack_fraction=0.0)
+            return (to_batch(b) for b in itertools.islice(stream, pretrain_steps * accum_steps))
+
+        stage_cfg = TrainConfig(
+            lr=1e-3, total_steps=pretrain_steps, warmup_steps=max(pretrain_steps // 20, 1), amp=amp,
+            device=device, seed=seed, log_every=max(pretrain_steps // 20, 1), accum_steps=accum_steps,
+        )  # fmt: skip
+        console.print(f"pre-training ({', '.join(applicable_stages(model))}), {pretrain_steps} steps each ...")
+        pretrain(
+            model, unlabelled, workdir / "pretrain", train=stage_cfg, stages=applicable_stages(model),
+            overwrite=True, progress=progress,
+        )  # fmt: skip
     result = trainer.fit(batches, overwrite=True)
     seconds = time.perf_counter() - started
     plot_metrics(workdir / "metrics.jsonl", workdir / "curves.png")
@@ -161,6 +185,7 @@ def train(
         "tile": tile,
         "lr": lr,
         "seed": seed,
+        "pretrain_steps": pretrain_steps,
         "train_seconds": round(seconds, 1),
         "machine": f"{os.cpu_count()} CPU cores" if device == "cpu" else device,
         "validation": {k: round(v, 4) for k, v in final.items()},

@@ -102,3 +102,17 @@ def test_ir_only_model_needs_infrared(tmp_path: Path) -> None:
 def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="does not exist"):
         create_model(str(tmp_path / "none.pt"))
+
+
+def test_training_with_progressive_pretraining(small_line: Path, tmp_path: Path) -> None:
+    from inspector.synth import generate_set
+
+    generate_set(tmp_path / "val", 1, seed=125, preset="default", size=256)
+    out = tmp_path / "ppt.pt"
+    args = ["train", "--data", str(small_line), "--val", str(tmp_path / "val"), "--out", str(out), "--steps", "2",
+            "--batch", "2", "--tile", "64", "--width", "8", "--no-progress", "--pretrain-steps", "2",
+            "--workdir", str(tmp_path / "run")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert mla.load_metadata(out)["pretrain_steps"] == 2
+    assert (tmp_path / "run" / "pretrain").is_dir()
