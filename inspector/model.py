@@ -92,5 +92,25 @@ def create_model(name: str, **kwargs: Any) -> CrackModel:
     )
 
 
+SHIPPED_MODELS = ("crack-hffn",)  # trained here on synthetic data; files and model cards in inspector/models/
+
+
+def shipped_model_path(name: str) -> Any:
+    """Path of a model file that ships inside the package (``inspector/models/{name}.pt``)."""
+    from importlib.resources import files
+
+    return files("inspector") / "models" / f"{name}.pt"
+
+
 def _load_builtin() -> None:
     import inspector.baseline  # noqa: F401  (registers the classical baselines)
+
+    for name in SHIPPED_MODELS:
+        if name not in _MODELS:
+
+            def load(_name: str = name, **kwargs: Any) -> CrackModel:
+                from inspector.mla_model import load_crack_model
+
+                return load_crack_model(str(shipped_model_path(_name)), **kwargs)
+
+            _MODELS[name] = load

@@ -91,6 +91,7 @@ def train(
             "training images (masks unused) before the supervised stage; 0 = none."
         ),
     ] = 0,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a crack model (visible + infrared, or one of them) on synthetic data and save it."""
@@ -103,7 +104,7 @@ def train(
         fail(f"unknown --fusion {fusion!r}: choose one of {', '.join(VARIANTS)}")
     if tile % 16:
         fail(f"--tile {tile} must be a multiple of 16")
-    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    torch.set_num_threads(threads or max(os.cpu_count() or 1, 1))
     try:
         console.print(f"loading {data} and {val} ...")
         train_tiles = CrackTileSet.load(data, limit=limit)
@@ -187,7 +188,9 @@ def train(
         "seed": seed,
         "pretrain_steps": pretrain_steps,
         "train_seconds": round(seconds, 1),
-        "machine": f"{os.cpu_count()} CPU cores" if device == "cpu" else device,
+        "machine": f"{torch.get_num_threads()} torch thread(s) on a {os.cpu_count()}-core CPU"
+        if device == "cpu"
+        else device,
         "validation": {k: round(v, 4) for k, v in final.items()},
         **describe(model),
     }
