@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+import torch
 
 from tests.mla.tiny import MakeInputs, TinyConfig, inputs_for, tiny
 
@@ -15,3 +18,12 @@ def tiny_config() -> TinyConfig:
 @pytest.fixture
 def make_inputs() -> MakeInputs:
     return inputs_for
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from more threads, and lose a lot when other work shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
