@@ -61,6 +61,11 @@ def ridge_response(image: np.ndarray, sigmas: list[float], beta: float = 0.5) ->
     return best
 
 
+def _check_thresholds(name: str, low: float, high: float) -> None:
+    if not 0 < low <= high:
+        raise ModelError(f"{name} thresholds need 0 < low <= high, got low={low}, high={high}")
+
+
 def _probability(strength: np.ndarray, accepted: np.ndarray, high: float) -> np.ndarray:
     """Map a noise-normalised strength to [0, 1] with the decision at exactly 0.5."""
     ranked = np.clip(strength / (2 * high), 0.0, 1.0)
@@ -77,8 +82,7 @@ class RidgeBaseline:
     version = "1"
 
     def __init__(self, low: float = 6.0, high: float = 14.0, max_width_mm: float = 0.8, min_area_mm2: float = 0.02):
-        if not 0 < low <= high:
-            raise ModelError(f"baseline thresholds need 0 < low <= high, got low={low}, high={high}")
+        _check_thresholds(self.name, low, high)
         self.low, self.high, self.max_width_mm, self.min_area_mm2 = low, high, max_width_mm, min_area_mm2
 
     def predict(self, inputs: ModelInput) -> ModelOutput:
@@ -107,8 +111,7 @@ class ThermalBaseline:
     version = "1"
 
     def __init__(self, low: float = 4.0, high: float = 8.0, background_mm: float = 2.5, min_area_mm2: float = 0.1):
-        if not 0 < low <= high:
-            raise ModelError(f"baseline-ir thresholds need 0 < low <= high, got low={low}, high={high}")
+        _check_thresholds(self.name, low, high)
         self.low, self.high, self.background_mm, self.min_area_mm2 = low, high, background_mm, min_area_mm2
 
     def predict(self, inputs: ModelInput) -> ModelOutput:

@@ -130,7 +130,7 @@ def match_cracks(
     tolerance_px: int = TOLERANCE_PX,
 ) -> list[CrackMatch]:
     """Match true cracks to the connected regions of a predicted (H, W) bool map and measure them."""
-    count, labels = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8)
+    _, labels = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8)
     near = cv2.dilate(labels.astype(np.float32), _disk(tolerance_px)).astype(np.int32)  # label of a nearby region
     height, width = binary.shape
     measured_cache: dict[int, CrackMeasurement] = {}
@@ -150,7 +150,6 @@ def match_cracks(
                 measured_cache[label] = measure_region(region, values[y0:y1, x0:x1], mm_per_px, origin=(x0, y0))
             measured = measured_cache[label]
         matches.append(CrackMatch(truth=crack, coverage=coverage, measured=measured))
-    del count
     return matches
 
 

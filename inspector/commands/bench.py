@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 
 from inspector.commands.common import console, err_console, fail
-from inspector.commands.evaluate import _clean, evaluate_folder, report_table, write_figures
+from inspector.commands.evaluate import evaluate_folder, json_safe, report_table, write_figures
 from inspector.commands.predict import load_model, predict_folder
 from inspector.dataset import DataError, iter_samples, list_ids, read_sample
 from inspector.evaluate import WIDTH_BINS, match_cracks, width_bin
@@ -47,7 +47,7 @@ def machine() -> dict[str, Any]:
 
 def emit(document: dict[str, Any], table: Table | None, as_json: bool) -> None:
     """Print the table (unless --json) and the JSON document."""
-    document = _clean(document)
+    document = json_safe(document)
     if table is not None and not as_json:
         console.print(table)
     console.print_json(json.dumps(document))
@@ -194,7 +194,7 @@ def bench_models(
         "models": document_models,
         "machine": machine(),
     }
-    (work / "bench.json").write_text(json.dumps(_clean(document), indent=1) + "\n")
+    (work / "bench.json").write_text(json.dumps(json_safe(document), indent=1) + "\n")
     emit(document, table, as_json)
     if not as_json:
         console.print(f"figures in {work} (pr_curves.png, */eval/worst.png)")

@@ -22,14 +22,14 @@ from inspector.report import GalleryItem, overlay, plot_pr_curves, save_gallery
 from inspector.verdict import Verdict, VerdictRules
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN → None so that the JSON is valid."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -146,7 +146,7 @@ def evaluate_command(
     report = folder.report()
     out = out or predictions / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    document = _clean(report.to_dict() | {"failed": [{"id": i, "error": e} for i, e in folder.failures]})
+    document = json_safe(report.to_dict() | {"failed": [{"id": i, "error": e} for i, e in folder.failures]})
     (out / "eval.json").write_text(json.dumps(document, indent=1) + "\n")
     figures = write_figures(data, predictions, report, out, predictions.name)
     if as_json:
