@@ -34,8 +34,9 @@ class Member(threading.Thread):
             partition_assignment_strategy=[RangePartitionAssignor()],
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=6000,
+            session_timeout_ms=10000,
             heartbeat_interval_ms=1000,
+            max_poll_interval_ms=30000,
         )
         self.consumer.subscribe(topics)
         self.stop = stop
@@ -56,6 +57,27 @@ class Member(threading.Thread):
             self.error = exc
         finally:
             self.consumer.close()
+
+
+def warm_up_group_coordinator(bootstrap: str, topic: str, attempts: int = 4) -> None:
+    """Join a throw-away group until it gets an assignment.
+
+    On a broker that has just started, kafka-python 3.0.12 was seen to wait indefinitely for its
+    first group join while the coordinator (``__consumer_offsets``) was being created; a fresh
+    consumer after that joins at once. This absorbs it before the test's own group forms.
+    """
+    for _ in range(attempts):
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=f"warm-up-{uuid.uuid4().hex[:8]}")
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 15
+        try:
+            while time.monotonic() < deadline:
+                consumer.poll(timeout_ms=200)
+                if consumer.assignment():
+                    return
+        finally:
+            consumer.close()
+    pytest.fail(f"no consumer group could form on {bootstrap} after {attempts} attempts")
 
 
 def wait_for(predicate, timeout: float, what: str, members: list[Member]) -> None:  # type: ignore[no-untyped-def]
@@ -85,14 +107,22 @@ def test_co_partitioned_topics_reach_the_same_consumer_exactly_once(stack: Stack
         assert time.monotonic() < deadline, "topic metadata never showed the new partitions"
         time.sleep(0.2)
     probe.close()
+    warm_up_group_coordinator(stack.kafka_bootstrap, visible)
     stop = threading.Event()
     members = [Member(f"member-{i}", stack.kafka_bootstrap, group, [visible, infrared], stop) for i in range(2)]
     try:
-        for m in members:
-            m.start()
         every = {TopicPartition(t, p) for t in (visible, infrared) for p in range(PARTITIONS)}
+        # One member first, the second once the first holds everything: a single, ordinary rebalance
+        # rather than two members racing through the group's first join (see wait note above).
+        members[0].start()
+        wait_for(lambda: members[0].assignment == every, 60, "the first consumer to join", members)
+        members[1].start()
         wait_for(
-            lambda: all(m.assignment for m in members) and set().union(*(m.assignment for m in members)) == every,
+            lambda: (
+                all(m.assignment for m in members)
+                and not members[0].assignment & members[1].assignment
+                and set().union(*(m.assignment for m in members)) == every
+            ),
             60,
             "both consumers to share all partitions",
             members,
@@ -127,7 +157,8 @@ def test_co_partitioned_topics_reach_the_same_consumer_exactly_once(stack: Stack
     finally:
         stop.set()
         for m in members:
-            m.join(timeout=15)
+            if m.ident is not None:
+                m.join(timeout=15)
     for m in members:
         assert m.error is None, f"{m.name} failed: {m.error!r}"
 
