@@ -2,8 +2,10 @@
 
 A data folder is loaded once into memory (visible as uint8, IR warped onto the visible image's
 quarter grid as float16, masks as uint8). Batches are random tiles: a share of them centred near a
-crack pixel (cracks are thin and rare, so uniform tiles would be nearly all background), the rest
-anywhere. Origins are multiples of the scale, so a visible tile of side T at (x, y) pairs exactly
+crack pixel (cracks are thin and rare, so uniform tiles would be nearly all background), a share
+centred on a recorded distractor (scratch, machining mark, print, oil, IR reflection: the hard
+negatives a model must learn to leave alone), the rest anywhere.
+Origins are multiples of the scale, so a visible tile of side T at (x, y) pairs exactly
 with the IR tile of side T/4 at (x/4, y/4). Flips and quarter turns are applied to all three alike.
 
 Pure numpy; the caller turns batches into tensors.
@@ -30,13 +32,21 @@ class CrackTileSet:
     infrared: list[np.ndarray] = field(default_factory=list)  # (H/s, W/s) float16, normalised
     masks: list[np.ndarray] = field(default_factory=list)  # (H, W) uint8 0/1
     crack_pixels: list[np.ndarray] = field(default_factory=list)  # (K, 2) rows, cols of mask pixels
+    distractor_boxes: list[np.ndarray] = field(default_factory=list)  # (D, 4) x0, y0, x1, y1 visible pixels
     scale: int = 4
 
     @classmethod
     def load(cls, folder: Path, limit: int | None = None, scale: int = 4) -> CrackTileSet:
-        """Load a data folder (samples without a mask are skipped with an error)."""
+        """Load a data folder; a sample without a mask is an error.
+
+        ``limit`` keeps N samples spread evenly over the sorted ids (so a folder holding several
+        presets or seeds contributes from each), not the first N.
+        """
         tiles = cls(scale=scale)
-        for sample_id in list_ids(folder)[:limit]:
+        ids = list_ids(folder)
+        if limit is not None and limit < len(ids):
+            ids = [ids[int(k)] for k in np.linspace(0, len(ids) - 1, max(limit, 0)).round()]
+        for sample_id in ids:
             sample = read_sample(folder, sample_id)
             if sample.mask is None:
                 raise DataError(f"{folder / sample_id}.mask.png: training needs ground-truth masks")
@@ -46,6 +56,8 @@ class CrackTileSet:
             tiles.infrared.append(normalise_ir(ir).astype(np.float16))
             tiles.masks.append(sample.mask.astype(np.uint8))
             tiles.crack_pixels.append(np.argwhere(sample.mask))
+            boxes = [d.bbox for d in sample.meta.distractors]
+            tiles.distractor_boxes.append(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
         if not tiles.visible:
             raise DataError(f"data folder {folder} has no samples")
         return tiles
@@ -53,14 +65,18 @@ class CrackTileSet:
     def __len__(self) -> int:
         return len(self.visible)
 
-    def _origin(self, rng: np.random.Generator, index: int, tile: int, near_crack: bool) -> tuple[int, int]:
+    def _origin(self, rng: np.random.Generator, index: int, tile: int, centre: str) -> tuple[int, int]:
         height, width = self.visible[index].shape
         s = self.scale
-        pixels = self.crack_pixels[index]
-        if near_crack and len(pixels):
+        pixels, boxes = self.crack_pixels[index], self.distractor_boxes[index]
+        if centre == "crack" and len(pixels):
             row, col = pixels[rng.integers(len(pixels))]
             y = int(row) - tile // 2 + int(rng.integers(-tile // 4, tile // 4 + 1))
             x = int(col) - tile // 2 + int(rng.integers(-tile // 4, tile // 4 + 1))
+        elif centre == "distractor" and len(boxes):
+            x0, y0, x1, y1 = boxes[rng.integers(len(boxes))]
+            y = int(rng.uniform(y0, max(y1, y0 + 1))) - tile // 2
+            x = int(rng.uniform(x0, max(x1, x0 + 1))) - tile // 2
         else:
             y, x = int(rng.integers(0, height - tile + 1)), int(rng.integers(0, width - tile + 1))
         y = min(max(y, 0), height - tile) // s * s
@@ -68,18 +84,43 @@ class CrackTileSet:
         return y, x
 
     def batch(
-        self, rng: np.random.Generator, size: int, tile: int, crack_fraction: float = 0.6, augment: bool = True
+        self,
+        rng: np.random.Generator,
+        size: int,
+        tile: int,
+        crack_fraction: float = 0.6,
+        augment: bool = True,
+        distractor_fraction: float = 0.0,
     ) -> dict[str, np.ndarray]:
-        """A random batch: ``visible`` (B, 1, T, T), ``infrared`` (B, 1, T/s, T/s), ``mask`` (B, 1, T, T)."""
+        """A random batch: ``visible`` (B, 1, T, T), ``infrared`` (B, 1, T/s, T/s), ``mask`` (B, 1, T, T).
+
+        ``crack_fraction`` of the tiles are centred near a crack, ``distractor_fraction`` on a
+        distractor (where the folder records any), the rest anywhere.
+        """
         s = self.scale
         if tile % s:
             raise ValueError(f"tile {tile} must be a multiple of the scale {s}")
+        if crack_fraction < 0 or distractor_fraction < 0 or crack_fraction + distractor_fraction > 1:
+            raise ValueError(
+                f"crack_fraction {crack_fraction} + distractor_fraction {distractor_fraction} must lie in [0, 1]"
+            )
         vis, ir, mask = [], [], []
-        cracked = [k for k, pixels in enumerate(self.crack_pixels) if len(pixels)]
+        pools = {
+            "crack": [k for k, pixels in enumerate(self.crack_pixels) if len(pixels)],
+            "distractor": [k for k, boxes in enumerate(self.distractor_boxes) if len(boxes)],
+        }
         for _ in range(size):
-            near_crack = bool(cracked) and rng.random() < crack_fraction
-            index = cracked[int(rng.integers(len(cracked)))] if near_crack else int(rng.integers(len(self)))
-            y, x = self._origin(rng, index, tile, near_crack=near_crack)
+            draw = rng.random()
+            centre = (
+                "crack"
+                if draw < crack_fraction
+                else "distractor"
+                if draw < crack_fraction + distractor_fraction
+                else "any"
+            )
+            pool = pools.get(centre) or list(range(len(self)))
+            index = pool[int(rng.integers(len(pool)))]
+            y, x = self._origin(rng, index, tile, centre)
             v = self.visible[index][y : y + tile, x : x + tile]
             i = self.infrared[index][y // s : (y + tile) // s, x // s : (x + tile) // s]
             m = self.masks[index][y : y + tile, x : x + tile]
@@ -98,9 +139,15 @@ class CrackTileSet:
         }
 
     def batches(
-        self, seed: int, size: int, tile: int, crack_fraction: float = 0.6, augment: bool = True
+        self,
+        seed: int,
+        size: int,
+        tile: int,
+        crack_fraction: float = 0.6,
+        augment: bool = True,
+        distractor_fraction: float = 0.0,
     ) -> Iterator[dict[str, np.ndarray]]:
         """An endless, seeded stream of batches."""
         rng = np.random.default_rng(seed)
         while True:
-            yield self.batch(rng, size, tile, crack_fraction, augment)
+            yield self.batch(rng, size, tile, crack_fraction, augment, distractor_fraction)

@@ -209,10 +209,18 @@ class EvaluationReport:
     parts: dict[str, float]
     worst: list[str] = field(default_factory=list)
 
+    @property
+    def defect_crack_recall(self) -> dict[str, float]:
+        """Recall over the cracks of defect size (max width ≥ 0.2 mm): found, cracks, recall."""
+        bins = [self.recall_by_width[b] for b in ("0.2-0.3", ">=0.3") if b in self.recall_by_width]
+        found, cracks = sum(b["found"] for b in bins), sum(b["cracks"] for b in bins)
+        return {"found": found, "cracks": cracks, "recall": found / cracks if cracks else float("nan")}
+
     def to_dict(self) -> dict[str, object]:
         """Plain dict for ``--json``."""
         return {
             "samples": self.samples,
+            "defect_crack_recall": self.defect_crack_recall,
             "pixel": self.pixel,
             "pr_curve": self.pr_curve,
             "recall_by_width": self.recall_by_width,

@@ -83,9 +83,12 @@ def crack_loss(model: mla.MLAModel, batch: TileBatch) -> tuple[torch.Tensor, dic
 
 
 def validation_batches(tiles: CrackTileSet, count: int, size: int, tile: int, seed: int = 12345) -> list[TileBatch]:
-    """Fixed validation tiles (half of them near cracks), the same at every evaluation."""
+    """Fixed validation tiles (half near cracks, a quarter on distractors), the same at every evaluation."""
     rng = np.random.default_rng(seed)
-    return [to_batch(tiles.batch(rng, size, tile, crack_fraction=0.5, augment=False)) for _ in range(count)]
+    return [
+        to_batch(tiles.batch(rng, size, tile, crack_fraction=0.5, augment=False, distractor_fraction=0.25))
+        for _ in range(count)
+    ]
 
 
 def validation_f1(model: mla.MLAModel, batches: list[TileBatch]) -> dict[str, float]:

@@ -34,6 +34,7 @@ from mla.errors import MLACheckpointError, MLAConfigError, MLAInputError
 from mla.fusion import Fusion, FusionOutput, create_fusion
 from mla.heads import Head, HeadInput, create_head
 from mla.heads.sequence import SequenceHead
+from mla.shapes import apply_structure, structure
 
 logger = logging.getLogger(__name__)
 
@@ -269,6 +270,8 @@ def save_model(model: MLAModel, path: str | Path, metadata: dict[str, Any] | Non
         "state_dict": model.state_dict(),
         "metadata": dict(metadata or {}),
     }
+    if getattr(model, "pruned", False):
+        checkpoint["structure"] = structure(model)  # the pruned layer sizes, rebuilt by load_model
     torch.save(checkpoint, Path(path))
     logger.info("saved %s model to %s", model.config.fusion_type, path)
 
@@ -306,6 +309,9 @@ def load_model(path: str | Path, map_location: str | torch.device | None = None)
         msg = f"{path} is not an {CHECKPOINT_FORMAT} checkpoint (found {found!r}); write it with mla.save_model"
         raise MLACheckpointError(msg)
     model = MLAModel.from_dict(checkpoint["config"])
+    if "structure" in checkpoint:
+        apply_structure(model, checkpoint["structure"], checkpoint["state_dict"])
+        setattr(model, "pruned", True)  # noqa: B010
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:

@@ -23,7 +23,7 @@ from inspector.commands.common import console, err_console, fail
 from inspector.commands.evaluate import evaluate_folder, json_safe, report_table, write_figures
 from inspector.commands.predict import load_model, predict_folder
 from inspector.dataset import DataError, iter_samples, list_ids, read_sample
-from inspector.evaluate import WIDTH_BINS, match_cracks, width_bin
+from inspector.evaluate import WIDTH_BINS, EvaluationReport, match_cracks, width_bin
 from inspector.model import CrackModel, ModelInput
 from inspector.pipeline import to_grey
 from inspector.registration import warp_to_visible
@@ -143,59 +143,100 @@ def model_size(model: CrackModel) -> dict[str, Any]:
     return describe(inner)
 
 
+def summary_table(results: dict[str, dict[str, EvaluationReport]], document_models: dict[str, Any]) -> Table:
+    """One row per model: the headline figures on every data folder, then size and latency."""
+    folders = list(next(iter(results.values())))
+    table = Table("model", *(f"{f}\nF1 / rec>=0.2 / FR / wMAE" for f in folders), "params", "GMAC/512²", "ms/512²")
+    for label, reports in results.items():
+        cells = []
+        for folder in folders:
+            r = reports[folder]
+            cells.append(
+                f"{r.pixel['f1']:.3f} / {r.defect_crack_recall['recall']:.3f} / "
+                f"{r.parts['false_reject_rate']:.3f} / {r.measurement['max_width_mae_mm_ge_0_2']:.3f}"
+            )
+        info = document_models[label]
+        params = f"{info['parameters']:,}" if info["parameters"] else "-"
+        macs = f"{info['macs_per_512_tile'] / 1e9:.2f}" if info["macs_per_512_tile"] else "-"
+        table.add_row(label, *cells, params, macs, f"{info['median_ms_per_512_pair']:.0f}")
+    return table
+
+
 @bench_app.command("models")
 def bench_models(
-    data: Annotated[Path, typer.Option("--data", help="Held-out data folder with ground truth.")],
+    data: Annotated[str, typer.Option("--data", help="Held-out data folder(s) with ground truth, comma-separated.")],
     models: Annotated[
         str, typer.Option(help="Comma-separated model names or trained model files, compared side by side.")
     ] = "baseline,baseline-ir",
     out: Annotated[Path | None, typer.Option(help="Keep predictions and figures here (default: a temp dir).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N samples.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N samples of each folder.")] = None,
     without_ir: Annotated[bool, typer.Option(help="Withhold the IR images (an IR camera down).")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Run several models on the same held-out data and compare every figure side by side."""
+    """Run several models on the same held-out data and compare every figure side by side.
+
+    With several data folders (e.g. the default and hard presets at two resolutions) every model
+    runs on each, and a last table puts one row per model: pixel F1, recall of cracks >= 0.2 mm,
+    false-reject rate on clean parts, width MAE, parameters, MACs and latency per 512x512 pair.
+    """
+    folders = [Path(d.strip()) for d in data.split(",") if d.strip()]
+    for folder in folders:
+        if not folder.is_dir():
+            fail(f"--data {folder} is not a folder: make it with `inspector synth` (see docs/BENCHMARKS.md)")
     names = [m.strip() for m in models.split(",") if m.strip()]
     work = out or Path(tempfile.mkdtemp(prefix="inspector-bench-"))
-    reports, speeds, latencies, document_models = {}, {}, {}, {}
-    labels = []
+    results: dict[str, dict[str, EvaluationReport]] = {}
+    document_models: dict[str, Any] = {}
     for name in names:
         label = Path(name).stem if name.endswith(".pt") else name
-        labels.append(label)
         model = load_model(name)
-        outcome = predict_folder(data, work / label, model, limit, show_progress=not as_json, without_ir=without_ir)
-        if outcome.failures:
-            err_console.print(f"[yellow]{label}: {len(outcome.failures)} samples failed[/], e.g. {outcome.failures[0]}")
-        folder = evaluate_folder(data, work / label, show_progress=not as_json)
-        if not folder.evaluations:
-            fail(f"{label}: nothing could be evaluated", code=1)
-        reports[label] = folder.report()
-        model_ms = [r.timings_ms["model"] for r in outcome.results]
-        speeds[label] = statistics.median(model_ms) if model_ms else float("nan")
-        latencies[label] = latency_512(model, data)
-        write_figures(data, work / label, reports[label], work / label / "eval", label)
-        document_models[label] = reports[label].to_dict() | {
+        results[label], per_folder = {}, {}
+        for folder in folders:
+            where = work / folder.name / label if len(folders) > 1 else work / label
+            outcome = predict_folder(folder, where, model, limit, show_progress=not as_json, without_ir=without_ir)
+            if outcome.failures:
+                err_console.print(
+                    f"[yellow]{label}: {len(outcome.failures)} samples failed[/], e.g. {outcome.failures[0]}"
+                )
+            evaluated = evaluate_folder(folder, where, show_progress=not as_json)
+            if not evaluated.evaluations:
+                fail(f"{label} on {folder}: nothing could be evaluated", code=1)
+            report = results[label][folder.name] = evaluated.report()
+            write_figures(folder, where, report, where / "eval", label)
+            model_ms = [r.timings_ms["model"] for r in outcome.results]
+            per_folder[folder.name] = report.to_dict() | {
+                "median_model_ms_per_pair": statistics.median(model_ms) if model_ms else float("nan")
+            }
+        document_models[label] = {
             "model": name,
-            "median_model_ms_per_pair": speeds[label],
-            "median_ms_per_512_pair": latencies[label],
+            "data": per_folder,
+            "median_ms_per_512_pair": latency_512(model, folders[0]),
             **model_size(model),
         }
-    plot_pr_curves({n: r.pr_curve for n, r in reports.items()}, work / "pr_curves.png", f"pixel PR on {data.name}")
-    table = report_table(reports)
-    table.add_row("median model ms / full pair", *(f"{speeds[n]:.0f}" for n in labels))
-    table.add_row("median ms / 512x512 pair", *(f"{latencies[n]:.0f}" for n in labels))
-    for key in ("parameters", "macs_per_512_tile"):
-        table.add_row(key, *(str(document_models[n][key]) for n in labels))
+    for folder in folders:
+        reports = {label: results[label][folder.name] for label in results}
+        where = work / folder.name if len(folders) > 1 else work
+        plot_pr_curves(
+            {n: r.pr_curve for n, r in reports.items()}, where / "pr_curves.png", f"pixel PR on {folder.name}"
+        )
+        if not as_json:
+            table = report_table(reports)
+            table.title = str(folder)
+            table.add_row(
+                "median model ms / full pair",
+                *(f"{document_models[n]['data'][folder.name]['median_model_ms_per_pair']:.0f}" for n in reports),
+            )
+            console.print(table)
     document = {
         "benchmark": "models",
-        "data": str(data),
+        "data": [str(f) for f in folders],
         "without_ir": without_ir,
         "out": str(work),
         "models": document_models,
         "machine": machine(),
     }
     (work / "bench.json").write_text(json.dumps(json_safe(document), indent=1) + "\n")
-    emit(document, table, as_json)
+    emit(document, summary_table(results, document_models), as_json)
     if not as_json:
         console.print(f"figures in {work} (pr_curves.png, */eval/worst.png)")
 
@@ -237,5 +278,7 @@ def bench_synth(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``bench`` group to the CLI."""
+    """Add the ``bench`` group to the CLI (``bench labels`` lives in its own module)."""
+    from inspector.commands import bench_labels  # noqa: F401  (registers ``bench labels`` on bench_app)
+
     app.add_typer(bench_app, name="bench")

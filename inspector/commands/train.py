@@ -64,6 +64,53 @@ def model_card(path: Path, metadata: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def initial_model(fusion: str, width: int, init: Path | None) -> Any:
+    """A fresh model of the variant, or one starting from the weights of ``init``."""
+    import mla
+
+    model = mla.MLAModel(crack_model_config(fusion, width=width))
+    if init is not None:
+        try:
+            model.load_state_dict(mla.load_model(init, map_location="cpu").state_dict())
+        except (mla.MLAError, RuntimeError) as exc:
+            fail(f"--init {init}: cannot start from it ({exc}); it must be a {fusion} model of width {width}")
+    return model
+
+
+def progressive_pretraining(
+    model: Any,
+    tiles: CrackTileSet,
+    steps: int,
+    workdir: Path,
+    *,
+    batch: int,
+    tile: int,
+    accum_steps: int,
+    amp: bool,
+    device: str,
+    seed: int,
+    progress: bool,
+) -> None:
+    """Stages 1-2 of progressive pre-training on the images of ``tiles`` (masks unused), in place."""
+    from mla.pretrain import applicable_stages, pretrain
+    from mla.train import TrainConfig
+
+    def unlabelled_batches(epoch: int):  # type: ignore[no-untyped-def]
+        # crack_fraction=0: the masks must not choose the tiles that self-supervision sees
+        stream = tiles.batches(seed=seed * 1000 + 500 + epoch, size=batch, tile=tile, crack_fraction=0.0)
+        return (to_batch(b) for b in itertools.islice(stream, steps * accum_steps))
+
+    stage_cfg = TrainConfig(
+        lr=1e-3, total_steps=steps, warmup_steps=max(steps // 20, 1), amp=amp,
+        device=device, seed=seed, log_every=max(steps // 20, 1), accum_steps=accum_steps,
+    )  # fmt: skip
+    console.print(f"pre-training ({', '.join(applicable_stages(model))}), {steps} steps each on {len(tiles)} parts ...")
+    pretrain(
+        model, unlabelled_batches, workdir, train=stage_cfg, stages=applicable_stages(model),
+        overwrite=True, progress=progress,
+    )  # fmt: skip
+
+
 def train(
     data: Annotated[Path, typer.Option("--data", help="Training data folder (with masks).")],
     val: Annotated[Path, typer.Option("--val", help="Validation data folder (other seeds than --data).")],
@@ -71,7 +118,9 @@ def train(
         Path, typer.Option("--out", "-o", help="Model file to write (.pt); a .md model card goes beside it.")
     ],
     fusion: Annotated[str, typer.Option(help=f"Model variant: {', '.join(VARIANTS)}.")] = "hffn",
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1500,
+    steps: Annotated[
+        int, typer.Option(min=0, help="Supervised optimizer steps (0 with --pretrain-steps: a pre-trained model only).")
+    ] = 1500,
     batch: Annotated[int, typer.Option(min=1, help="Tiles per micro-batch.")] = 8,
     tile: Annotated[int, typer.Option(help="Training tile side in visible pixels (a multiple of 16).")] = 256,
     accum_steps: Annotated[int, typer.Option(min=1, help="Micro-batches per optimizer step.")] = 1,
@@ -80,7 +129,24 @@ def train(
     amp: Annotated[bool, typer.Option(help="Mixed precision: bf16 on CPU, fp16 on CUDA.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of the weights and the tile sampler.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N training samples.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Use only N labelled training samples, spread evenly over the folder.")
+    ] = None,
+    crack_fraction: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of training tiles centred near a crack.")
+    ] = 0.5,
+    distractor_fraction: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="Share of training tiles centred on a recorded distractor (hard negatives)."),
+    ] = 0.3,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Start from the weights of this model file (same variant and width), e.g. pre-trained."),
+    ] = None,
+    unlabelled: Annotated[
+        Path | None,
+        typer.Option(help="Folder whose images (masks unused) feed --pretrain-steps (default: all of --data)."),
+    ] = None,
     workdir: Annotated[
         Path | None, typer.Option(help="Checkpoints, metrics.jsonl and curves.png (default: runs/train-<name>).")
     ] = None,
@@ -104,12 +170,20 @@ def train(
         fail(f"unknown --fusion {fusion!r}: choose one of {', '.join(VARIANTS)}")
     if tile % 16:
         fail(f"--tile {tile} must be a multiple of 16")
+    if crack_fraction + distractor_fraction > 1:
+        fail(f"--crack-fraction {crack_fraction} + --distractor-fraction {distractor_fraction} must be <= 1")
+    if steps == 0 and not pretrain_steps:
+        fail("--steps 0 only makes sense with --pretrain-steps (a pre-trained model, no supervised stage)")
     torch.set_num_threads(threads or max(os.cpu_count() or 1, 1))
     try:
         console.print(f"loading {data} and {val} ...")
         train_tiles = CrackTileSet.load(data, limit=limit)
         val_tiles = CrackTileSet.load(val)
         origin, val_origin = data_origin(data), data_origin(val)
+        origin["labelled_samples"] = len(train_tiles)
+        unlabelled_tiles = CrackTileSet.load(unlabelled) if unlabelled else None
+        if unlabelled_tiles is None and limit is not None and pretrain_steps:
+            unlabelled_tiles = CrackTileSet.load(data)
     except (DataError, InspectorError) as exc:
         fail(exc)
     overlap = (
@@ -119,14 +193,14 @@ def train(
     )
     if overlap:
         fail(f"--data and --val share seeds {sorted(overlap)}: validation must not see training parts")
-    model = mla.MLAModel(crack_model_config(fusion, width=width))
+    model = initial_model(fusion, width, init)
     name = out.stem
     workdir = workdir or Path("runs") / f"train-{name}"
     cfg = TrainConfig(
         lr=lr,
         min_lr_ratio=0.05,
         warmup_steps=max(steps // 20, 1),
-        total_steps=steps,
+        total_steps=max(steps, 1),
         accum_steps=accum_steps,
         amp=amp,
         seed=seed,
@@ -139,7 +213,10 @@ def train(
     micro_steps = steps * accum_steps
 
     def batches(epoch: int):  # type: ignore[no-untyped-def]
-        stream = train_tiles.batches(seed=seed * 1000 + epoch, size=batch, tile=tile)
+        stream = train_tiles.batches(
+            seed=seed * 1000 + epoch, size=batch, tile=tile, crack_fraction=crack_fraction,
+            distractor_fraction=distractor_fraction,
+        )  # fmt: skip
         return (to_batch(b) for b in itertools.islice(stream, micro_steps))
 
     trainer = Trainer(
@@ -153,25 +230,14 @@ def train(
     )
     started = time.perf_counter()
     if pretrain_steps:
-        from mla.pretrain import applicable_stages, pretrain
-
-        def unlabelled(epoch: int):  # type: ignore[no-untyped-def]
-            # crack_fraction=0: the masks must not choose the tiles that self-supervision sees
-            stream = train_tiles.batches(seed=seed * 1000 + 500 + epoch, size=batch, tile=tile, crack_fraction=0.0)
-            return (to_batch(b) for b in itertools.islice(stream, pretrain_steps * accum_steps))
-
-        stage_cfg = TrainConfig(
-            lr=1e-3, total_steps=pretrain_steps, warmup_steps=max(pretrain_steps // 20, 1), amp=amp,
-            device=device, seed=seed, log_every=max(pretrain_steps // 20, 1), accum_steps=accum_steps,
+        progressive_pretraining(
+            model, unlabelled_tiles or train_tiles, pretrain_steps, workdir / "pretrain",
+            batch=batch, tile=tile, accum_steps=accum_steps, amp=amp, device=device, seed=seed, progress=progress,
         )  # fmt: skip
-        console.print(f"pre-training ({', '.join(applicable_stages(model))}), {pretrain_steps} steps each ...")
-        pretrain(
-            model, unlabelled, workdir / "pretrain", train=stage_cfg, stages=applicable_stages(model),
-            overwrite=True, progress=progress,
-        )  # fmt: skip
-    result = trainer.fit(batches, overwrite=True)
+    supervised_steps = trainer.fit(batches, overwrite=True).step if steps else 0
     seconds = time.perf_counter() - started
-    plot_metrics(workdir / "metrics.jsonl", workdir / "curves.png")
+    if steps:
+        plot_metrics(workdir / "metrics.jsonl", workdir / "curves.png")
     model = trainer.model.to("cpu").eval()
     final = validation_f1(model, val_batches)
     metadata: dict[str, Any] = {
@@ -181,7 +247,11 @@ def train(
         "command": "inspector train " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else "inspector train",
         "train_data": origin,
         "validation_data": val_origin,
-        "steps": result.step,
+        "steps": supervised_steps,
+        "crack_fraction": crack_fraction,
+        "distractor_fraction": distractor_fraction,
+        "init": str(init) if init else None,
+        "unlabelled_data": data_origin(unlabelled) if unlabelled else None,
         "batch": batch * accum_steps,
         "tile": tile,
         "lr": lr,

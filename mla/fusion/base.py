@@ -16,7 +16,8 @@ Non-spatial modalities (text, tabular) join the pyramid broadcast over space.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -190,9 +191,33 @@ def masked_softmax(logits: Tensor, mask: Tensor) -> Tensor:
     return logits.float().masked_fill(~mask, float("-inf")).softmax(dim=-1)
 
 
+class _Tracing:
+    """Whether the modal weights enter :func:`weighted_sum` as constants (see :func:`modal_weights_as_constants`)."""
+
+    constant_weights = False
+
+
+@contextmanager
+def modal_weights_as_constants() -> Iterator[None]:
+    """Treat the modal weights as constants in :func:`weighted_sum` while a graph is traced for pruning.
+
+    A weight is one scalar per sample and modality, not a channel; but a tracer that follows
+    element-wise products (torch-pruning's dependency graph) would otherwise tie the fused width W to
+    the gate's M outputs and refuse to prune W at all. Only for tracing: training needs the gradient.
+    """
+    before = _Tracing.constant_weights
+    _Tracing.constant_weights = True
+    try:
+        yield
+    finally:
+        _Tracing.constant_weights = before
+
+
 def weighted_sum(parts: Mapping[int, Tensor], weights: Tensor) -> Tensor:
     """Σ_m w_m · part_m over the given parts: parts (B, W, ...) by modality index, weights (B, M)."""
     total: Tensor | None = None
+    if _Tracing.constant_weights:
+        weights = weights.detach()
     for i, part in parts.items():
         w = weights[:, i].to(part.dtype).view(-1, *([1] * (part.dim() - 1)))  # (B, 1, ...)
         total = w * part if total is None else total + w * part
@@ -202,19 +227,56 @@ def weighted_sum(parts: Mapping[int, Tensor], weights: Tensor) -> Tensor:
     return total
 
 
-def gate_input(pooled: Mapping[int, Tensor], mask: Tensor, width: int, *extra: Tensor) -> Tensor:
-    """The gate's input: every modality's pooled (B, W) (zeros when missing or dropped), extras, and the mask.
+class ModalGate(nn.Module):
+    """The gate of ``dma`` and ``hffn``: logits over the M modalities of each sample.
 
-    Returns:
-        (B, M·W + Σ extra widths + M).
+    It reads every modality's pooled (B, W) feature (nothing from a missing or dropped one), optional
+    extra (B, W) context and the (B, M) presence mask. It is one Linear over their concatenation,
+    GELU, then Linear(hidden, M) — but the first layer is kept as one bias-free Linear per slot plus
+    one for the mask, and summed. The result is the same; the difference is for pruning: a pruner
+    that removes channels of W then finds one consumer per slot (torch-pruning cannot map one channel
+    group repeated inside a concatenation). Checkpoints of the concatenated form load unchanged
+    (``_load_from_state_dict`` splits their first layer).
+
+    Args:
+        count: M, the number of modalities.
+        width: W of each pooled feature.
+        extras: How many extra (B, W) context inputs the gate takes.
+        hidden: Hidden width (default W).
 
     """
-    anchor = next(iter(pooled.values()))
-    slots = []
-    for i in range(mask.shape[1]):
-        keep = mask[:, i : i + 1].to(anchor.dtype)  # (B, 1)
-        slots.append(pooled[i] * keep if i in pooled else anchor.new_zeros(anchor.shape[0], width))
-    return torch.cat([*slots, *(e.to(anchor.dtype) for e in extra), mask.to(anchor.dtype)], dim=1)
+
+    def __init__(self, count: int, width: int, extras: int = 0, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or width
+        self.count, self.extras = count, extras
+        self.slots = nn.ModuleList(nn.Linear(width, hidden, bias=False) for _ in range(count + extras))
+        self.presence = nn.Linear(count, hidden)  # the first layer's mask columns and its bias
+        self.act = nn.GELU()
+        self.out = nn.Linear(hidden, count)
+
+    def forward(self, pooled: Mapping[int, Tensor], mask: Tensor, *extra: Tensor) -> Tensor:
+        """Logits (B, M) from pooled {m: (B, W)}, the (B, M) bool mask and extras (B, W)."""
+        anchor = next(iter(pooled.values()))
+        h: Tensor = self.presence(mask.to(anchor.dtype))  # (B, hidden)
+        for i, feature in pooled.items():
+            h = h + self.slots[i](feature * mask[:, i : i + 1].to(anchor.dtype))  # a dropped modality adds 0
+        for j, context in enumerate(extra):
+            h = h + self.slots[self.count + j](context.to(anchor.dtype))
+        logits: Tensor = self.out(self.act(h))  # (B, M)
+        return logits
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        first = state_dict.pop(f"{prefix}0.weight", None)
+        if first is not None:  # the concatenated form: Sequential(Linear(M·W + E·W + M, hidden), GELU, Linear)
+            width = int(cast(nn.Linear, self.slots[0]).in_features)
+            for k in range(self.count + self.extras):
+                state_dict[f"{prefix}slots.{k}.weight"] = first[:, k * width : (k + 1) * width]
+            state_dict[f"{prefix}presence.weight"] = first[:, -self.count :]
+            state_dict[f"{prefix}presence.bias"] = state_dict.pop(f"{prefix}0.bias")
+            state_dict[f"{prefix}out.weight"] = state_dict.pop(f"{prefix}2.weight")
+            state_dict[f"{prefix}out.bias"] = state_dict.pop(f"{prefix}2.bias")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 FUSIONS: Registry[Fusion] = Registry("fusion")

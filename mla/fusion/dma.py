@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mla.encoders.base import NUM_LEVELS, FeatureSpec, ModalFeatures
-from mla.fusion.base import Fusion, FusionOutput, gate_input, masked_softmax, register_fusion, weighted_sum
+from mla.fusion.base import Fusion, FusionOutput, ModalGate, masked_softmax, register_fusion, weighted_sum
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +48,14 @@ class DynamicModalAttention(Fusion):
         super().__init__(modalities, width, modality_dropout)
         count = len(self.names)
         self.prior = nn.Parameter(torch.zeros(count))
-        self.gate = nn.Sequential(
-            nn.Linear(count * width + count, hidden or width), nn.GELU(), nn.Linear(hidden or width, count)
-        )
+        self.gate = ModalGate(count, width, hidden=hidden)
         self.norm = nn.LayerNorm(width)
 
     def forward(self, features: Mapping[str, ModalFeatures | None]) -> FusionOutput:
         """Fuse the present modalities (see the module docstring for shapes)."""
         found, mask = self.present(features)  # {m: features}, (B, M) bool
         vectors = self.project_vectors(found)  # {m: (B, W)}
-        logits = self.prior + self.gate(gate_input(vectors, mask, self.width))  # (B, M)
+        logits = self.prior + self.gate(vectors, mask)  # (B, M)
         weights = masked_softmax(logits, mask)  # (B, M), rows sum to 1 over present modalities
         vector = self.norm(weighted_sum(vectors, weights))  # (B, W)
         sizes = self.level_sizes(found)

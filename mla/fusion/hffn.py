@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from mla.encoders.base import NUM_LEVELS, FeatureSpec, ModalFeatures
 from mla.encoders.blocks import SeparableBlock, upsample
-from mla.fusion.base import Fusion, FusionOutput, gate_input, masked_softmax, register_fusion, weighted_sum
+from mla.fusion.base import Fusion, FusionOutput, ModalGate, masked_softmax, register_fusion, weighted_sum
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +57,7 @@ class HierarchicalFusion(Fusion):
         super().__init__(modalities, width, modality_dropout)
         count = len(self.names)
         self.prior = nn.Parameter(torch.zeros(NUM_LEVELS, count))
-        self.gates = nn.ModuleList(
-            nn.Sequential(
-                nn.Linear(count * width + width + count, hidden or width), nn.GELU(), nn.Linear(hidden or width, count)
-            )
-            for _ in range(NUM_LEVELS)
-        )
+        self.gates = nn.ModuleList(ModalGate(count, width, extras=1, hidden=hidden) for _ in range(NUM_LEVELS))
         blocks = NUM_LEVELS if self.spatial else 0
         self.merge = nn.ModuleList(SeparableBlock(width, width, 1, act) for _ in range(blocks))
         self.down = nn.ModuleList(SeparableBlock(width, width, 2, act) for _ in range(max(blocks - 1, 0)))
@@ -75,15 +70,14 @@ class HierarchicalFusion(Fusion):
         found, mask = self.present(features)  # {m: features}, (B, M) bool
         vectors = self.project_vectors(found)  # {m: (B, W)}
         sizes = self.level_sizes(found)  # [(H_l, W_l)] or None
-        zeros = next(iter(vectors.values())).new_zeros(mask.shape[0], self.width)  # (B, W)
         context: Tensor | None = None  # the finer fused level, downsampled to this level
         fused: list[Tensor] = []
         level_weights: list[Tensor] = []
         for index in range(NUM_LEVELS):
             parts = self.project_levels(found, index, sizes[index]) if sizes else {}  # {m: (B, W, H_l, W_l)}
             pooled = {i: part.mean(dim=(2, 3)) for i, part in parts.items()} if parts else vectors  # {m: (B, W)}
-            summary = context.mean(dim=(2, 3)) if context is not None else zeros  # (B, W)
-            logits = self.prior[index] + self.gates[index](gate_input(pooled, mask, self.width, summary))  # (B, M)
+            summary = (context.mean(dim=(2, 3)),) if context is not None else ()  # (B, W); none at the fine level
+            logits = self.prior[index] + self.gates[index](pooled, mask, *summary)  # (B, M)
             weights = masked_softmax(logits, mask)  # (B, M)
             level_weights.append(weights)
             if parts:

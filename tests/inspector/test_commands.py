@@ -146,3 +146,27 @@ def test_bench_models_compares_side_by_side(small_line: Path, tmp_path: Path) ->
     doc = json.loads(result.output)
     assert set(doc["models"]) == {"baseline", "baseline-ir"}
     assert (tmp_path / "pr_curves.png").exists() and (tmp_path / "bench.json").exists()
+    figures = doc["models"]["baseline"]["data"][small_line.name]
+    assert 0 <= figures["pixel"]["f1"] <= 1 and figures["samples"] == 3
+
+
+def test_bench_models_on_several_folders_gives_one_row_per_model(small_line: Path, tmp_path: Path) -> None:
+    second = tmp_path / "second-set"
+    second.symlink_to(small_line, target_is_directory=True)
+    out = tmp_path / "bench"
+    result = runner.invoke(
+        app, ["bench", "models", "--data", f"{small_line},{second}", "--models", "baseline", "--limit", "2",
+              "--out", str(out)]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "bench.json").read_text())
+    per_folder = doc["models"]["baseline"]["data"]
+    assert set(per_folder) == {small_line.name, "second-set"}
+    assert per_folder[small_line.name]["pixel"] == per_folder["second-set"]["pixel"]  # same parts, same figures
+    assert (out / "second-set" / "pr_curves.png").exists()
+    assert "GMAC" in result.output  # the one-row-per-model summary table
+
+
+def test_bench_models_missing_folder(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bench", "models", "--data", str(tmp_path / "nope"), "--models", "baseline"])
+    assert result.exit_code != 0 and "inspector synth" in result.output

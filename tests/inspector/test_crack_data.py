@@ -30,6 +30,33 @@ def test_crack_fraction_puts_cracks_in_tiles(tiles: CrackTileSet) -> None:
     assert anywhere.mean() < with_cracks.mean()
 
 
+def test_distractor_tiles_cover_a_distractor(tiles: CrackTileSet) -> None:
+    rng = np.random.default_rng(3)
+    with_boxes = [k for k, boxes in enumerate(tiles.distractor_boxes) if len(boxes)]
+    assert with_boxes, "the fixture parts record distractors"
+    tile = 96
+    for k in with_boxes:
+        for _ in range(10):
+            y, x = tiles._origin(rng, k, tile, "distractor")
+            boxes = tiles.distractor_boxes[k]
+            overlaps = (boxes[:, 0] < x + tile) & (boxes[:, 2] >= x) & (boxes[:, 1] < y + tile) & (boxes[:, 3] >= y)
+            assert overlaps.any()
+
+
+def test_fractions_out_of_range(tiles: CrackTileSet) -> None:
+    with pytest.raises(ValueError, match="distractor_fraction"):
+        tiles.batch(np.random.default_rng(0), 2, 64, crack_fraction=0.7, distractor_fraction=0.5)
+
+
+def test_limit_spreads_over_the_folder(small_line: Path) -> None:
+    from inspector.dataset import list_ids
+
+    ids = list_ids(small_line)
+    subset = CrackTileSet.load(small_line, limit=3)
+    assert len(subset) == 3
+    np.testing.assert_array_equal(subset.visible[-1], CrackTileSet.load(small_line).visible[len(ids) - 1])
+
+
 def test_augmentation_keeps_ir_aligned(tiles: CrackTileSet) -> None:
     # replace the IR of every sample by the block means of its mask: aligned IR equals the mask's 4x4 means
     for k, mask in enumerate(tiles.masks):

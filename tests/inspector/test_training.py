@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import mla
 from inspector.cli import app
+from inspector.commands.train import initial_model
 from inspector.dataset import list_ids, read_sample
 from inspector.model import ModelError, ModelInput, create_model
 from inspector.training import VARIANTS, crack_model_config
@@ -116,3 +118,54 @@ def test_training_with_progressive_pretraining(small_line: Path, tmp_path: Path)
     assert result.exit_code == 0, result.output
     assert mla.load_metadata(out)["pretrain_steps"] == 2
     assert (tmp_path / "run" / "pretrain").is_dir()
+
+
+def test_pretrained_only_model_then_fine_tuning_from_it(small_line: Path, tmp_path: Path) -> None:
+    from inspector.synth import generate_set
+
+    generate_set(tmp_path / "val", 1, seed=125, preset="default", size=256)
+    common = ["--data", str(small_line), "--val", str(tmp_path / "val"), "--batch", "2", "--tile", "64",
+              "--width", "8", "--no-progress"]  # fmt: skip
+    pre = tmp_path / "pre.pt"
+    args = [
+        "train",
+        *common,
+        "--out",
+        str(pre),
+        "--steps",
+        "0",
+        "--pretrain-steps",
+        "2",
+        "--workdir",
+        str(tmp_path / "a"),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert mla.load_metadata(pre)["steps"] == 0
+    tuned = tmp_path / "tuned.pt"
+    args = ["train", *common, "--out", str(tuned), "--steps", "1", "--init", str(pre), "--limit", "3",
+            "--workdir", str(tmp_path / "b")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    meta = mla.load_metadata(tuned)
+    assert meta["init"] == str(pre) and meta["train_data"]["labelled_samples"] == 3
+    start = initial_model("hffn", 8, pre).state_dict()
+    for key, value in mla.load_model(pre).state_dict().items():
+        assert torch.equal(start[key], value), key
+
+
+def test_init_of_another_shape_is_a_clear_error(tiny_model: Path, small_line: Path, tmp_path: Path) -> None:
+    from inspector.synth import generate_set
+
+    generate_set(tmp_path / "val", 1, seed=127, preset="default", size=256)
+    args = ["train", "--data", str(small_line), "--val", str(tmp_path / "val"), "--out", str(tmp_path / "x.pt"),
+            "--steps", "1", "--width", "16", "--init", str(tiny_model)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0 and "--init" in result.output and "width 16" in result.output
+
+
+def test_steps_zero_without_pretraining_is_refused(small_line: Path, tmp_path: Path) -> None:
+    args = ["train", "--data", str(small_line), "--val", str(small_line), "--out", str(tmp_path / "x.pt"),
+            "--steps", "0"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0 and "--pretrain-steps" in result.output
