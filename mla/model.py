@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -131,12 +131,21 @@ class MLAModel(nn.Module):
         """Run :meth:`forward` with the module hooks (typed for callers)."""
         return cast(MLAOutput, super().__call__(*inputs, **named))
 
-    def forward(self, *inputs: Any, head_inputs: Mapping[str, Tensor] | None = None, **named: Any) -> MLAOutput:
+    def forward(
+        self,
+        *inputs: Any,
+        head_inputs: Mapping[str, Tensor] | None = None,
+        presence: Tensor | None = None,
+        **named: Any,
+    ) -> MLAOutput:
         """Run the model.
 
         Args:
             inputs: Modality inputs in configured order, or one ``{name: input}`` dict.
             head_inputs: Extra inputs per head: ``{"sequence": ids (B, T)}`` for teacher forcing.
+            presence: Optional (B, M) mask in modality order: 0 marks a given input as absent for that
+                sample (its weight becomes 0, exactly as if it were not given). Lets a fixed-input graph
+                (ONNX, TensorRT) serve captures whose IR image is missing: feed zeros and presence 0.
             named: Modality inputs by name.
 
         Raises:
@@ -144,7 +153,7 @@ class MLAModel(nn.Module):
                 Inf, grids that do not meet at their scale, unequal batch sizes.
 
         """
-        features, fused, image_size = self.fuse(*inputs, **named)
+        features, fused, image_size = self.fuse(*inputs, presence=presence, **named)
         extra = dict(head_inputs or {})
         unknown = sorted(set(extra) - set(self.heads))
         if unknown:
@@ -167,11 +176,19 @@ class MLAModel(nn.Module):
             level_weights=fused.level_weights,
         )
 
-    def fuse(self, *inputs: Any, **named: Any) -> tuple[dict[str, ModalFeatures], FusionOutput, tuple[int, int] | None]:
+    def fuse(
+        self, *inputs: Any, presence: Tensor | None = None, **named: Any
+    ) -> tuple[dict[str, ModalFeatures], FusionOutput, tuple[int, int] | None]:
         """Check and encode the inputs and fuse them: (features, fusion output, reference (H, W) or None)."""
         prepared = self._prepare(self._gather(inputs, named))
         image_size = self._reference_size(prepared)
         features = {name: self.encoder(name)(x) for name, x in prepared.items()}
+        if presence is not None:
+            if presence.dim() != 2 or presence.shape[1] != len(self.modalities):
+                msg = f"presence must have shape (B, {len(self.modalities)}), got {tuple(presence.shape)}"
+                raise MLAInputError(msg)
+            index = {name: i for i, name in enumerate(self.modalities)}
+            features = {n: replace(f, present=presence[:, index[n]] > 0.5) for n, f in features.items()}
         return features, self.fusion(features), image_size
 
     @torch.no_grad()
@@ -230,8 +247,8 @@ class MLAModel(nn.Module):
         if not prepared:
             msg = f"all modalities are missing: give at least one of {', '.join(self.modalities)}"
             raise MLAInputError(msg)
-        batches = {name: int(x.shape[0]) for name, x in prepared.items()}
-        if len(set(batches.values())) > 1:
+        batches = {name: x.shape[0] for name, x in prepared.items()}
+        if not torch.compiler.is_compiling() and len({int(b) for b in batches.values()}) > 1:
             msg = f"modalities have different batch sizes: {batches}"
             raise MLAInputError(msg)
         return prepared
@@ -243,7 +260,7 @@ class MLAModel(nn.Module):
             encoder = self.encoder(name)
             if not encoder.size_multiple:
                 continue
-            size = (int(x.shape[-2]) * encoder.scale, int(x.shape[-1]) * encoder.scale)
+            size = (x.shape[-2] * encoder.scale, x.shape[-1] * encoder.scale)  # symbolic under export
             if reference is None:
                 reference = (name, size)
             elif size != reference[1]:

@@ -41,6 +41,8 @@ class ModalFeatures:
             modalities without space (text, tabular).
         tokens: (B, T, C) per-token features of sequence modalities, else None.
         token_mask: (B, T) bool, True on real tokens (False on padding), with ``tokens``.
+        present: (B,) bool, False where this modality is to be treated as missing for a sample
+            (set from the model's ``presence`` input); None means present for every sample.
 
     """
 
@@ -48,11 +50,12 @@ class ModalFeatures:
     levels: tuple[Tensor, ...] | None = None
     tokens: Tensor | None = None
     token_mask: Tensor | None = None
+    present: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
         """B."""
-        return int(self.vector.shape[0])
+        return self.vector.shape[0]  # a SymInt under export: no int()
 
     @property
     def spatial(self) -> bool:
@@ -94,12 +97,14 @@ class Encoder(nn.Module):
         scale: Reference (visible) pixels per input pixel along each axis: 1 for the visible camera,
             4 for an infrared camera with a 4× coarser grid.
         size_multiple: Input height and width must be multiples of this (0 when the input has no space).
+        in_channels: Channels (or features) of the raw input, where that is fixed.
 
     """
 
     spec: FeatureSpec
     scale: int = 1
     size_multiple: int = 0
+    in_channels: int = 1
 
     def prepare(self, value: object, name: str) -> Tensor:
         """Check a raw input and turn it into the tensor :meth:`forward` takes.
@@ -168,7 +173,7 @@ def check_image(value: object, name: str, in_channels: int, multiple: int, *, fi
     if not value.is_floating_point():
         msg = f"{name} must be a floating-point tensor, got {value.dtype} (convert with x.float(), scaled to [0, 1])"
         raise MLAInputError(msg)
-    channels, height, width = (int(size) for size in value.shape[1:])
+    channels, height, width = value.shape[1:]  # no int(): symbolic sizes must stay symbolic under export
     if channels != in_channels:
         msg = f"{name} has {channels} channels but its encoder takes {in_channels}: shape {tuple(value.shape)}"
         raise MLAInputError(msg)
@@ -179,7 +184,7 @@ def check_image(value: object, name: str, in_channels: int, multiple: int, *, fi
             f"(the pyramid's coarsest stride): pad or crop to e.g. {need_h}×{need_w}"
         )
         raise MLAInputError(msg)
-    if finite:
+    if finite and not torch.compiler.is_compiling():  # a data-dependent branch cannot be exported
         check_finite(value, name)
     return value
 

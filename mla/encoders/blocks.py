@@ -76,4 +76,4 @@ class SeparableBlock(nn.Module):
 
 def upsample(x: Tensor, size: Sequence[int]) -> Tensor:
     """Bilinear resize of (B, C, h, w) to (B, C, *size)."""
-    return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=(size[0], size[1]), mode="bilinear", align_corners=False)  # sizes may be symbolic

@@ -136,12 +136,15 @@ class Fusion(nn.Module):
             msg = f"all modalities are missing: give at least one of {', '.join(self.names)}"
             raise MLAInputError(msg)
         sizes = {self.names[i]: f.batch_size for i, f in found.items()}
-        if len(set(sizes.values())) > 1:
+        if not torch.compiler.is_compiling() and len({int(b) for b in sizes.values()}) > 1:
             msg = f"modalities have different batch sizes: {sizes}"
             raise MLAInputError(msg)
         first = next(iter(found.values())).vector
         mask = torch.zeros(first.shape[0], len(self.names), dtype=torch.bool, device=first.device)
         mask[:, list(found)] = True  # (B, M)
+        for i, f in found.items():
+            if f.present is not None:  # the model's presence input: absent for some samples
+                mask[:, i] = f.present
         if self.training and self.modality_dropout > 0:
             mask = drop_modalities(mask, self.modality_dropout)
         return found, mask
@@ -150,7 +153,7 @@ class Fusion(nn.Module):
         """(H_l, W_l) of each pyramid level, from the first present spatial modality; None if none is."""
         for features in found.values():
             if features.levels is not None:
-                return [(int(t.shape[-2]), int(t.shape[-1])) for t in features.levels[:NUM_LEVELS]]
+                return [(t.shape[-2], t.shape[-1]) for t in features.levels[:NUM_LEVELS]]  # symbolic under export
         return None
 
     def project_vectors(self, found: Mapping[int, ModalFeatures]) -> dict[int, Tensor]:

@@ -1,0 +1,162 @@
+"""ONNX export of an ``mla`` model with dynamic batch, height and width, and a parity check against torch.
+
+::
+
+    path = export_onnx(model, "crack.onnx")                   # opset 18, torch.export (dynamo) path
+    report = check_parity(model, "crack.onnx", inputs)        # max |torch - onnxruntime| per output
+
+The graph takes every image-like modality at its own resolution plus a ``presence`` input (B, M) in
+modality order: 0 marks a modality as missing for that sample (feed zeros for its image), exactly as
+if it had not been given to the torch model — so one graph serves captures with and without IR.
+Outputs: each head's tensor (``segmentation`` logits (B, 1, H, W), ``classification`` (B, K)) and
+``modal_weights`` (B, M).
+
+Text and tabular modalities are not exported (their tokenisers live outside the graph).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mla.errors import MLAConfigError
+from mla.model import MLAModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+EXPORTABLE_HEADS = ("segmentation", "classification")
+
+
+class ExportGraph(nn.Module):
+    """``MLAModel`` with positional image inputs and tensor outputs, as the exported graph sees it."""
+
+    def __init__(self, model: MLAModel) -> None:
+        super().__init__()
+        self.model = model
+        self.modalities = tuple(model.modalities)
+        self.heads = tuple(h for h in model.heads if h in EXPORTABLE_HEADS)
+
+    def forward(self, *args: Tensor) -> tuple[Tensor, ...]:
+        """(modality images..., presence (B, M)) → (head outputs..., modal_weights)."""
+        *images, presence = args
+        out = self.model(**dict(zip(self.modalities, images, strict=True)), presence=presence)
+        return (*(out.outputs[h] for h in self.heads), out.modal_weights)
+
+
+def graph_names(model: MLAModel) -> tuple[list[str], list[str]]:
+    """Input and output names of the exported graph."""
+    heads = [h for h in model.heads if h in EXPORTABLE_HEADS]
+    return [*model.modalities, "presence"], [*heads, "modal_weights"]
+
+
+def _check_exportable(model: MLAModel) -> None:
+    for name in model.modalities:
+        if not model.encoder(name).size_multiple:
+            msg = f"modality {name!r} is not an image; only image-like modalities export to ONNX"
+            raise MLAConfigError(msg)
+    if not any(h in EXPORTABLE_HEADS for h in model.heads):
+        msg = f"no exportable head among {', '.join(model.heads)} (exportable: {', '.join(EXPORTABLE_HEADS)})"
+        raise MLAConfigError(msg)
+
+
+def example_arguments(model: MLAModel, batch: int = 2, side: int = 256) -> tuple[Tensor, ...]:
+    """Random example inputs for tracing: every modality at ``side`` reference pixels, all present."""
+    images = [torch.rand(batch, model.encoder(m).in_channels, side // model.encoder(m).scale,
+                         side // model.encoder(m).scale) for m in model.modalities]  # fmt: skip
+    return (*images, torch.ones(batch, len(model.modalities)))
+
+
+def export_onnx(model: MLAModel, path: str | Path, *, opset: int = DEFAULT_OPSET, side: int = 256) -> Path:
+    """Write ``model`` as an ONNX graph with dynamic batch, height and width.
+
+    Args:
+        model: Image-only ``mla`` model (exported in eval mode, on the CPU).
+        path: The ``.onnx`` file to write.
+        opset: ONNX opset (≥ 17).
+        side: Reference side of the tracing example (any multiple of the coarsest stride works later).
+
+    Raises:
+        MLAConfigError: A non-image modality, no exportable head, or an opset below 17.
+
+    """
+    from torch.export import Dim
+
+    if opset < 17:
+        msg = f"opset {opset} is too old: use 17 or later"
+        raise MLAConfigError(msg)
+    _check_exportable(model)
+    model = model.eval().to("cpu")
+    graph = ExportGraph(model).eval()
+    stride = max(model.encoder(m).size_multiple * model.encoder(m).scale for m in model.modalities)
+    batch = Dim("batch", min=1, max=1024)
+    rows, cols = Dim("rows", min=1, max=4096), Dim("cols", min=1, max=4096)
+    shapes: list[dict[int, Any]] = []
+    for name in model.modalities:
+        per = stride // model.encoder(name).scale  # input pixels per row unit
+        shapes.append({0: batch, 2: per * rows, 3: per * cols})
+    shapes.append({0: batch})
+    inputs, outputs = graph_names(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(
+            graph, example_arguments(model, 2, side), str(path), input_names=inputs, output_names=outputs,
+            dynamic_shapes=(tuple(shapes),), opset_version=opset, dynamo=True, verbose=False,
+        )  # fmt: skip
+    logger.info("exported %s to %s (opset %d, inputs %s)", model.config.fusion_type, path, opset, inputs)
+    return path
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Largest absolute differences between torch and onnxruntime on the same inputs."""
+
+    max_abs_diff: dict[str, float]
+
+    @property
+    def worst(self) -> float:
+        """The largest difference over all outputs."""
+        return max(self.max_abs_diff.values())
+
+
+def check_parity(model: MLAModel, path: str | Path, inputs: Mapping[str, Tensor | None]) -> ParityReport:
+    """Run ``model`` (torch, fp32, CPU) and the ONNX file (onnxruntime, CPU) on ``inputs`` and compare.
+
+    A missing modality in ``inputs`` (None) is fed to the graph as zeros with presence 0.
+    """
+    import onnxruntime as ort
+
+    model = model.eval().to("cpu")
+    given = {k: v for k, v in inputs.items() if v is not None}
+    with torch.no_grad():
+        reference = ExportGraph(model)(*_graph_args(model, given))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names, outputs = graph_names(model)
+    feed = {n: a.numpy() for n, a in zip(names, _graph_args(model, given), strict=True)}
+    got = session.run(outputs, feed)
+    diffs = {n: float(np.abs(np.asarray(g) - r.numpy()).max()) for n, g, r in zip(outputs, got, reference, strict=True)}
+    return ParityReport(max_abs_diff=diffs)
+
+
+def _graph_args(model: MLAModel, given: Mapping[str, Tensor]) -> tuple[Tensor, ...]:
+    """Positional graph inputs: zeros for missing modalities, and the presence mask."""
+    anchor_name, anchor = next(iter(given.items()))
+    anchor_scale = model.encoder(anchor_name).scale
+    batch, height, width = anchor.shape[0], anchor.shape[-2] * anchor_scale, anchor.shape[-1] * anchor_scale
+    images, presence = [], torch.zeros(batch, len(model.modalities))
+    for i, name in enumerate(model.modalities):
+        encoder = model.encoder(name)
+        if name in given:
+            images.append(given[name].float())
+            presence[:, i] = 1.0
+        else:
+            images.append(torch.zeros(batch, encoder.in_channels, height // encoder.scale, width // encoder.scale))
+    return (*images, presence)
