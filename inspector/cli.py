@@ -94,7 +94,7 @@ def _register_commands() -> None:
         importlib.import_module(f"inspector.commands.{name}").register(app)
 
 
-COMMAND_MODULES: tuple[str, ...] = ("demo", "predict", "evaluate", "bench", "calibrate", "synth", "train")
+COMMAND_MODULES: tuple[str, ...] = ("demo", "predict", "evaluate", "bench", "calibrate", "synth", "train", "export")
 _register_commands()
 
 if __name__ == "__main__":

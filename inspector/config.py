@@ -145,6 +145,20 @@ class MetricsSettings(_Section):
     port: int = Field(9400, ge=0, le=65535, description="0 picks a free port")
 
 
+class InferenceSettings(_Section):
+    """How crack models run: backend, device, precision, tiling."""
+
+    backend: Literal["torch", "onnxruntime", "tensorrt"] = Field(
+        "torch", description="torch (a .pt model), onnxruntime (an exported .onnx), tensorrt (a built .engine)"
+    )
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")
+    amp: bool = Field(False, description="mixed precision in the torch backend: bf16 on CPU, fp16 on CUDA")
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
+    tile: int = Field(576, ge=64, description="tile side in visible pixels (a multiple of 16)")
+    overlap: int = Field(64, ge=0, description="overlap between tiles in visible pixels")
+    batch_size: int = Field(2, ge=1, description="tiles per model call")
+
+
 class Settings(BaseSettings):
     """All settings; sections are added by the pieces that need them."""
 
@@ -155,6 +169,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     metrics: MetricsSettings = MetricsSettings()
+    inference: InferenceSettings = InferenceSettings()
 
     @classmethod
     def settings_customise_sources(

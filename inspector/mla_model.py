@@ -14,6 +14,7 @@ so the IR encoder sees IR at its own resolution. A missing IR image is a missing
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,44 +25,57 @@ import torch
 import mla
 from inspector.model import ModelError, ModelInput, ModelOutput
 from inspector.tiles import ir_on_quarter_grid, normalise_ir, normalise_visible, tiled_predict
+from mla.runtime import Backend, create_backend
 
 logger = logging.getLogger(__name__)
 
 
 class MLACrackModel:
-    """An ``mla`` segmentation model (visible and/or infrared) run by overlapping tiles."""
+    """An ``mla`` segmentation model (visible and/or infrared) run by overlapping tiles on a runtime backend.
+
+    Args:
+        backend: Where the network runs (:mod:`mla.runtime`: torch, onnxruntime, tensorrt).
+        name: Model name reported with results.
+        version: Version reported with results (carries the file's SHA-256).
+        scale: Visible pixels per IR pixel.
+        tile: Tile side in visible pixels.
+        overlap: Overlap between tiles.
+        batch_size: Tiles per backend call.
+        metadata: What the model file says about itself (training command, figures, sizes).
+        model: The torch module when there is one (for parameter and MAC counts).
+
+    """
 
     version: str
 
     def __init__(
         self,
-        model: mla.MLAModel,
+        backend: Backend,
         *,
         name: str = "mla",
         version: str = "0",
+        scale: int = 4,
         tile: int = 576,
         overlap: int = 64,
         batch_size: int = 2,
-        device: str = "cpu",
         metadata: dict[str, Any] | None = None,
+        model: mla.MLAModel | None = None,
     ) -> None:
-        self.model = model.eval().to(device)
+        self.backend, self.model = backend, model
         self.name, self.version, self.tile, self.overlap = name, version, tile, overlap
-        self.batch_size, self.device = batch_size, torch.device(device)
+        self.batch_size, self.scale = batch_size, scale
         self.metadata = dict(metadata or {})
-        self.modalities = tuple(model.modalities)
-        self.scale = int(model.config.encoders["infrared"].scale or 4) if "infrared" in self.modalities else 4
+        self.modalities = tuple(backend.modalities)
 
     def _tiles(self, visible: np.ndarray, ir: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        named: dict[str, torch.Tensor | None] = {}
+        named: dict[str, np.ndarray | None] = {}
         if "visible" in self.modalities:
-            named["visible"] = torch.from_numpy(visible[:, None]).to(self.device)
+            named["visible"] = visible[:, None]
         if "infrared" in self.modalities:
-            named["infrared"] = torch.from_numpy(ir[:, None]).to(self.device) if ir is not None else None
-        with torch.inference_mode():
-            out = self.model(**named)
-        probability = torch.sigmoid(out.outputs["segmentation"].float())[:, 0]
-        return probability.cpu().numpy(), out.modal_weights.float().cpu().numpy()
+            named["infrared"] = ir[:, None] if ir is not None else None
+        out = self.backend.run(named)
+        probability = 1.0 / (1.0 + np.exp(-out["segmentation"][:, 0].astype(np.float32)))
+        return probability.astype(np.float32), out["modal_weights"].astype(np.float32)
 
     def predict(self, inputs: ModelInput) -> ModelOutput:
         """Crack probability at full visible resolution, with the modal weights averaged over tiles."""
@@ -99,26 +113,69 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_crack_model(path: str | Path, *, device: str = "cpu", tile: int = 576, overlap: int = 64) -> MLACrackModel:
-    """Load a crack model saved by ``inspector train`` (an ``mla`` checkpoint, read with weights_only=True)."""
+def sidecar_path(path: Path) -> Path:
+    """``crack.onnx`` → ``crack.onnx.json``: what an exported graph is (modalities, scale, name, version)."""
+    return path.with_name(path.name + ".json")
+
+
+def load_crack_model(
+    path: str | Path,
+    *,
+    device: str = "cpu",
+    backend: str | None = None,
+    amp: bool = False,
+    threads: int | None = None,
+    tile: int = 576,
+    overlap: int = 64,
+    batch_size: int = 2,
+) -> MLACrackModel:
+    """Load a crack model from a ``.pt`` (torch), ``.onnx`` (onnxruntime) or ``.engine`` (tensorrt) file.
+
+    A ``.pt`` comes from ``inspector train`` (read with weights_only=True), an ``.onnx`` from
+    ``inspector export``, an ``.engine`` from ``deploy/jetson/build-engine.sh``. An ``.onnx`` or
+    ``.engine`` file says its backend; ``backend`` (the configured one) applies to a ``.pt``, which then
+    runs as the ``.onnx`` or ``.engine`` exported beside it.
+    """
     path = Path(path)
+    backend = {".onnx": "onnxruntime", ".engine": "tensorrt"}.get(path.suffix, backend or "torch")
+    if backend != "torch" and path.suffix == ".pt":
+        path = path.with_suffix(".onnx" if backend == "onnxruntime" else ".engine")
+        if not path.is_file():
+            raise ModelError(f"{path} does not exist: export the model first (`inspector export --model ...`)")
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist: train one with `inspector train` or use a built-in name")
+    if threads:
+        torch.set_num_threads(threads)
+    sha = file_sha256(path)
     try:
-        model = mla.load_model(path, map_location=device)
-        metadata = mla.load_metadata(path)
+        if backend == "torch":
+            model = mla.load_model(path, map_location=device)
+            metadata = mla.load_metadata(path)
+            if "segmentation" not in model.heads:
+                raise ModelError(f"{path} has no segmentation head, so it is not a crack model")
+            runner: Backend = create_backend("torch", model=model, device=device, amp=amp)
+            scale = int(model.config.encoders["infrared"].scale or 4) if "infrared" in model.modalities else 4
+        else:
+            model = None
+            side = sidecar_path(path)
+            if not side.is_file():
+                raise ModelError(f"{side} is missing: export with `inspector export`, which writes it beside the graph")
+            metadata = json.loads(side.read_text())
+            scales = {str(k): int(v) for k, v in metadata["scales"].items()}
+            extra = {"device": device, "threads": threads} if backend == "onnxruntime" else {}
+            runner = create_backend(backend, path=path, modalities=metadata["modalities"], scales=scales, **extra)
+            scale = scales.get("infrared", 4)
     except mla.MLAError as exc:
         raise ModelError(str(exc)) from None
-    if "segmentation" not in model.heads:
-        raise ModelError(f"{path} has no segmentation head, so it is not a crack model")
-    sha = file_sha256(path)
-    logger.info("loaded crack model %s (sha256 %s)", path, sha)
+    logger.info("loaded crack model %s on %s (sha256 %s)", path, runner.description, sha)
     return MLACrackModel(
-        model,
+        runner,
         name=str(metadata.get("name", path.stem)),
         version=f"{metadata.get('version', '0')}+sha256:{sha[:12]}",
+        scale=scale,
         tile=tile,
         overlap=overlap,
-        device=device,
-        metadata=metadata,
+        batch_size=batch_size,
+        metadata=metadata | {"sha256": sha, "backend": runner.description},
+        model=model,
     )

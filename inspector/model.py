@@ -11,7 +11,7 @@ crack-probability map at visible resolution. Classical baselines and learned ``m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -75,20 +75,31 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, **kwargs: Any) -> CrackModel:
-    """Build a registered model by name, or load a trained one from a ``.pt`` file.
+LEARNED_SUFFIXES = (".pt", ".onnx", ".engine")
+
+
+def create_model(name: str, inference: Mapping[str, Any] | None = None, **kwargs: Any) -> CrackModel:
+    """Build a registered model by name, or load a trained one from a file (``.pt``, ``.onnx``, ``.engine``).
+
+    Args:
+        name: A registered name (see :func:`list_models`) or a model file.
+        inference: For learned models only: backend, device, amp, threads, tile, overlap, batch_size
+            (the ``inference`` section of the settings).
+        kwargs: Passed to the model's factory.
 
     An unknown name lists the valid ones.
+
     """
     _load_builtin()
+    learned = dict(inference or {})
     if name in _MODELS:
-        return _MODELS[name](**kwargs)
-    if name.endswith(".pt") or "/" in name:
+        return _MODELS[name](**(learned if name in SHIPPED_MODELS else {}), **kwargs)
+    if name.endswith(LEARNED_SUFFIXES) or "/" in name:
         from inspector.mla_model import load_crack_model
 
-        return load_crack_model(name, **kwargs)
+        return load_crack_model(name, **learned, **kwargs)
     raise ModelError(
-        f"unknown model {name!r}: choose one of {', '.join(sorted(_MODELS))}, or a trained model file (.pt)"
+        f"unknown model {name!r}: choose one of {', '.join(sorted(_MODELS))}, or a model file (.pt, .onnx, .engine)"
     )
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from inspector.calibration import load_calibration
 from inspector.commands.common import console, err_console, fail
+from inspector.config import load_settings
 from inspector.dataset import DataError, list_ids, read_image, read_sample
 from inspector.errors import InspectorError
 from inspector.model import CrackModel, create_model, list_models
@@ -30,9 +31,11 @@ MinLengthOption = Annotated[float, typer.Option("--min-length-mm", help="Verdict
 
 
 def load_model(name: str) -> CrackModel:
-    """Create a model or exit 2 listing the valid names."""
+    """Create a model (learned ones run as the settings' ``inference`` section says) or exit 2 listing the names."""
     try:
-        return create_model(name)
+        inference = load_settings().inference
+        options = inference.model_dump(exclude_none=True)
+        return create_model(name, inference=options)
     except InspectorError as exc:
         fail(exc)
 

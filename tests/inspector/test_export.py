@@ -1,0 +1,76 @@
+"""``inspector export``: a crack model as ONNX, its parity with torch, and predicting with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import mla
+from inspector.cli import app
+from inspector.model import ModelError, create_model
+from inspector.training import crack_model_config
+
+pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = mla.MLAModel(crack_model_config("hffn", width=8)).eval()
+    path = tmp_path_factory.mktemp("export") / "tiny.pt"
+    mla.save_model(model, path, metadata={"name": "tiny", "version": "3"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_pt: Path, small_line: Path) -> Path:
+    result = runner.invoke(app, ["export", "--model", str(tiny_pt), "--check", str(small_line), "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    return tiny_pt.with_suffix(".onnx")
+
+
+def test_export_writes_graph_and_sidecar_with_parity(exported: Path) -> None:
+    sidecar = json.loads(exported.with_name(exported.name + ".json").read_text())
+    assert sidecar["modalities"] == ["visible", "infrared"] and sidecar["scales"] == {"visible": 1, "infrared": 4}
+    assert sidecar["parity"]["parts"] == 2 and sidecar["parity"]["different_verdict"] == []
+    assert sidecar["parity"]["max_abs_probability_diff"] < 1e-3
+    assert sidecar["name"] == "tiny" and len(sidecar["source"]["sha256"]) == 64
+
+
+def test_predict_dir_with_the_onnx_graph(exported: Path, small_line: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["predict-dir", str(small_line), "--out", str(tmp_path), "--model", str(exported),
+                                 "--limit", "1"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    document = json.loads(next(tmp_path.glob("*.result.json")).read_text())
+    assert document["model"]["name"] == "tiny" and "sha256:" in document["model"]["version"]
+    assert set(document["modal_weights"]) == {"visible", "infrared"}
+
+
+def test_backend_chosen_by_configuration(exported: Path, tiny_pt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = create_model(str(tiny_pt), inference={"backend": "onnxruntime"})  # the .onnx beside the .pt
+    assert "onnxruntime" in model.metadata["backend"]  # type: ignore[attr-defined]
+    monkeypatch.setenv("INSPECTOR__INFERENCE__BACKEND", "onnxruntime")
+    from inspector.commands.predict import load_model
+
+    assert "onnxruntime" in load_model(str(tiny_pt)).metadata["backend"]  # type: ignore[attr-defined]
+
+
+def test_missing_graph_or_sidecar_is_a_clear_error(tmp_path: Path, tiny_pt: Path) -> None:
+    lonely = tmp_path / "lonely.pt"
+    lonely.write_bytes(tiny_pt.read_bytes())
+    with pytest.raises(ModelError, match="inspector export"):
+        create_model(str(lonely), inference={"backend": "onnxruntime"})
+    graph = tmp_path / "graph.onnx"
+    graph.write_bytes(b"not really")
+    with pytest.raises(ModelError, match="inspector export"):
+        create_model(str(graph))
+
+
+def test_export_refuses_non_models(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["export", "--model", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2 and ".pt" in result.output
