@@ -94,7 +94,17 @@ def _register_commands() -> None:
         importlib.import_module(f"inspector.commands.{name}").register(app)
 
 
-COMMAND_MODULES: tuple[str, ...] = ("demo", "predict", "evaluate", "bench", "calibrate", "synth", "train", "export")
+COMMAND_MODULES: tuple[str, ...] = (
+    "demo",
+    "predict",
+    "evaluate",
+    "bench",
+    "calibrate",
+    "synth",
+    "train",
+    "export",
+    "prune",
+)
 _register_commands()
 
 if __name__ == "__main__":

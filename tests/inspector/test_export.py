@@ -74,3 +74,28 @@ def test_missing_graph_or_sidecar_is_a_clear_error(tmp_path: Path, tiny_pt: Path
 def test_export_refuses_non_models(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", "--model", str(tmp_path / "x.onnx")])
     assert result.exit_code == 2 and ".pt" in result.output
+
+
+def test_prune_command_shrinks_and_reports(tiny_pt: Path, small_line: Path, tmp_path: Path) -> None:
+    from inspector.synth import generate_set
+
+    generate_set(tmp_path / "val", 1, seed=131, preset="default", size=256)
+    out = tmp_path / "tiny-pruned.pt"
+    args = ["prune", "--model", str(tiny_pt), "--data", str(small_line), "--val", str(tmp_path / "val"),
+            "--out", str(out), "--ratio", "0.5", "--iterations", "2", "--steps", "2", "--batch", "2",
+            "--tile", "64", "--no-progress"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    pruning = mla.load_metadata(out)["pruning"]
+    assert pruning["after"]["parameters"] < 0.6 * pruning["before"]["parameters"]
+    assert pruning["after"]["macs_per_512_tile"] < 0.6 * pruning["before"]["macs_per_512_tile"]
+    assert len(pruning["rounds"]) == 2 and "ms_per_512" in pruning["after"]
+    pruned = create_model(str(out))  # loads with its pruned shapes and predicts at full size
+    assert pruned.metadata["pruning"]["criterion"] == "taylor"  # type: ignore[attr-defined]
+
+
+def test_prune_needs_one_target(tiny_pt: Path, small_line: Path, tmp_path: Path) -> None:
+    args = ["prune", "--model", str(tiny_pt), "--data", str(small_line), "--val", str(small_line),
+            "--out", str(tmp_path / "x.pt")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "--ratio" in result.output
