@@ -279,6 +279,6 @@ def bench_synth(
 
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` group to the CLI (``bench labels`` lives in its own module)."""
-    from inspector.commands import bench_labels  # noqa: F401  (registers ``bench labels`` on bench_app)
+    from inspector.commands import bench_labels, bench_model  # noqa: F401  (register ``bench labels``, ``bench model``)
 
     app.add_typer(bench_app, name="bench")

@@ -99,3 +99,28 @@ def test_prune_needs_one_target(tiny_pt: Path, small_line: Path, tmp_path: Path)
             "--out", str(tmp_path / "x.pt")]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "--ratio" in result.output
+
+
+def test_bench_model_side_by_side(tiny_pt: Path, small_line: Path, tmp_path: Path) -> None:
+    from mla.prune import prune
+
+    net = mla.load_model(tiny_pt)
+    prune(net, {"visible": torch.rand(1, 1, 64, 64), "infrared": torch.rand(1, 1, 16, 16)}, ratio=0.5, criterion="l1")
+    pruned = tmp_path / "tiny-w50.pt"
+    mla.save_model(net, pruned, metadata={"name": "tiny-w50", "parameters": mla.count_parameters(net)})
+    out = tmp_path / "bench"
+    args = ["bench", "model", "--models", f"{tiny_pt},{pruned}", "--data", str(small_line), "--limit", "1",
+            "--batches", "1,2", "--repeats", "3", "--out", str(out)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "bench.json").read_text())
+    assert doc["conv_reference_gflops"] > 0
+    assert {(r["model"], r["backend"].split()[0]) for r in doc["rows"]} == {
+        ("tiny", "torch"),
+        ("tiny", "onnxruntime"),
+        ("tiny-w50", "torch"),
+        ("tiny-w50", "onnxruntime"),
+    }
+    for row in doc["rows"]:
+        assert row["batch2"]["median_ms"] > 0 and row["batch2"]["p95_ms"] >= row["batch2"]["median_ms"]
+        assert 0 <= row["pixel_f1"] <= 1 and row["speedup_vs_unpruned_batch1"] > 0

@@ -1,0 +1,183 @@
+"""``inspector bench model``: crack models (unpruned and pruned widths) x backends, side by side in one run.
+
+For every model file and backend: median and p95 latency per 512x512 visible + 128x128 IR pair at
+batch 1 and batch 8, megapixels per second, parameters, MACs, the GFLOP/s the model achieves against
+this machine's measured convolution throughput (the physical reference: a dense 3x3 convolution in
+torch), and pixel F1 and recall of cracks >= 0.2 mm on held-out data through that very backend.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from inspector.commands.bench import bench_app, emit, machine
+from inspector.commands.common import console, fail
+from inspector.commands.evaluate import evaluate_folder, json_safe
+from inspector.commands.predict import predict_folder
+from inspector.errors import InspectorError
+from inspector.mla_model import MLACrackModel, load_crack_model
+
+PAIR_MEGAPIXELS = 512 * 512 / 1e6  # visible pixels per 512x512 pair
+
+
+def conv_throughput_gflops(seconds: float = 2.0) -> float:
+    """Dense convolution throughput of this machine in torch (GFLOP/s): 64->64 3x3 on 1x64x256x256, median."""
+    import torch
+
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).eval()
+    x = torch.rand(1, 64, 256, 256)
+    flops = 2 * 64 * 64 * 9 * 256 * 256
+    times: list[float] = []
+    with torch.inference_mode():
+        conv(x)
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end or len(times) < 5:
+            t0 = time.perf_counter()
+            conv(x)
+            times.append(time.perf_counter() - t0)
+    return flops / statistics.median(times) / 1e9
+
+
+def latency(model: MLACrackModel, batch: int, repeats: int) -> dict[str, float]:
+    """Median and p95 ms of the backend on ``batch`` 512x512 pairs (random data; the cost does not depend on it)."""
+    rng = np.random.default_rng(0)
+    inputs: dict[str, np.ndarray | None] = {}
+    for name in model.modalities:
+        side = 512 // (model.scale if name == "infrared" else 1)
+        inputs[name] = rng.standard_normal((batch, 1, side, side), dtype=np.float32)
+    times = []
+    for index in range(repeats + 2):
+        t0 = time.perf_counter()
+        model.backend.run(inputs)
+        if index >= 2:
+            times.append((time.perf_counter() - t0) * 1e3)
+    ordered = sorted(times)
+    return {"median_ms": statistics.median(times), "p95_ms": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]}
+
+
+def ensure_onnx(path: Path, work: Path) -> Path:
+    """The ``.onnx`` exported beside a ``.pt``, or one exported now into ``work``."""
+    beside = path.with_suffix(".onnx")
+    if beside.is_file() and beside.with_name(beside.name + ".json").is_file():
+        return beside
+    from typer.testing import CliRunner
+
+    from inspector.cli import app
+
+    target = work / "onnx" / f"{path.stem}.onnx"
+    result = CliRunner().invoke(app, ["export", "--model", str(path), "--out", str(target)])
+    if result.exit_code != 0:
+        raise InspectorError(f"cannot export {path}: {result.output}")
+    return target
+
+
+def quality(model: MLACrackModel, data: Path, work: Path, limit: int | None) -> dict[str, float]:
+    """Pixel F1 and recall of cracks >= 0.2 mm of this model and backend on held-out data."""
+    where = work / "predictions"
+    predict_folder(data, where, model, limit, show_progress=False)
+    report = evaluate_folder(data, where, show_progress=False).report()
+    return {
+        "pixel_f1": report.pixel["f1"],
+        "defect_crack_recall": report.defect_crack_recall["recall"],
+        "false_reject_rate": report.parts["false_reject_rate"],
+    }
+
+
+def add_ratios(rows: list[dict[str, Any]], unpruned: str) -> None:
+    """Speed-up at batch 1 and F1 share of each row against the unpruned model on the same backend."""
+    base = {r["backend"].split()[0]: r for r in rows if r["model"] == unpruned}
+    for row in rows:
+        first = base.get(row["backend"].split()[0])
+        if first is None:
+            continue
+        if "batch1" in row and "batch1" in first:
+            row["speedup_vs_unpruned_batch1"] = first["batch1"]["median_ms"] / row["batch1"]["median_ms"]
+        if "pixel_f1" in row and first.get("pixel_f1"):
+            row["f1_share_of_unpruned"] = row["pixel_f1"] / first["pixel_f1"]
+
+
+@bench_app.command("model")
+def bench_model(
+    models: Annotated[str, typer.Option(help="Comma-separated .pt files: the unpruned model and its pruned widths.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Held-out folder for F1 and recall.")] = None,
+    backends: Annotated[str, typer.Option(help="Comma-separated: torch, onnxruntime.")] = "torch,onnxruntime",
+    batches: Annotated[str, typer.Option(help="Batch sizes to time.")] = "1,8",
+    repeats: Annotated[int, typer.Option(min=3, help="Timed calls per figure (after 2 warm-up calls).")] = 20,
+    limit: Annotated[int | None, typer.Option(help="Only the first N held-out parts.")] = 50,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch and onnxruntime.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to keep predictions and bench.json.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON document.")] = False,
+) -> None:
+    """Unpruned and pruned crack models on each backend: latency, throughput, GFLOP/s, F1, side by side."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    files = [Path(m.strip()) for m in models.split(",") if m.strip()]
+    for path in files:
+        if path.suffix != ".pt" or not path.is_file():
+            fail(f"--models: {path} is not a trained .pt file")
+    sizes = [int(b) for b in batches.split(",") if b.strip()]
+    work = out or Path(tempfile.mkdtemp(prefix="inspector-bench-model-"))
+    reference = conv_throughput_gflops()
+    rows: list[dict[str, Any]] = []
+    try:
+        for path in files:
+            for backend in [b.strip() for b in backends.split(",") if b.strip()]:
+                file = path if backend == "torch" else ensure_onnx(path, work)
+                model = load_crack_model(file, backend=backend, device=device, threads=threads)
+                macs = model.metadata.get("macs_per_512_tile") or 0
+                row: dict[str, Any] = {
+                    "model": path.stem,
+                    "backend": model.backend.description,
+                    "parameters": model.metadata.get("parameters"),
+                    "macs_per_512_pair": macs,
+                }
+                for size in sizes:
+                    timed = latency(model, size, repeats)
+                    seconds = timed["median_ms"] / 1e3
+                    row[f"batch{size}"] = timed | {
+                        "megapixels_per_s": size * PAIR_MEGAPIXELS / seconds,
+                        "gflops": 2 * macs * size / seconds / 1e9,
+                        "share_of_conv_peak": 2 * macs * size / seconds / 1e9 / reference,
+                    }
+                if data is not None:
+                    row |= quality(model, data, work / path.stem / backend, limit)
+                rows.append(row)
+    except InspectorError as exc:
+        fail(exc)
+    add_ratios(rows, files[0].stem)
+    document = {
+        "benchmark": "model",
+        "data": str(data) if data else None,
+        "held_out_parts": limit,
+        "conv_reference_gflops": reference,
+        "rows": rows,
+        "machine": machine() | {"torch_threads": torch.get_num_threads()},
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "bench.json").write_text(json.dumps(json_safe(document), indent=1) + "\n")
+    table = Table("model", "backend", "params", "GMAC", *(f"b{s} ms (p95)" for s in sizes), "MP/s", "GFLOP/s",
+                  "speed-up", "F1", "rec>=0.2")  # fmt: skip
+    for row in rows:
+        last = row.get(f"batch{sizes[-1]}", {})
+        table.add_row(
+            row["model"], row["backend"], f"{row['parameters'] or 0:,}", f"{(row['macs_per_512_pair'] or 0) / 1e9:.2f}",
+            *(f"{row[f'batch{s}']['median_ms']:.1f} ({row[f'batch{s}']['p95_ms']:.1f})" for s in sizes),
+            f"{last.get('megapixels_per_s', 0):.2f}", f"{last.get('gflops', 0):.1f}",
+            f"{row.get('speedup_vs_unpruned_batch1') or 0:.2f}x",
+            f"{row.get('pixel_f1', float('nan')):.3f}", f"{row.get('defect_crack_recall', float('nan')):.3f}",
+        )  # fmt: skip
+    emit(document, table, as_json)
+    if not as_json:
+        console.print(f"conv reference on this machine: {reference:.1f} GFLOP/s; files in {work}")
