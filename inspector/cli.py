@@ -104,6 +104,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "export",
     "prune",
+    "threshold",
 )
 _register_commands()
 

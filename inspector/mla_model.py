@@ -43,6 +43,9 @@ class MLACrackModel:
         batch_size: Tiles per backend call.
         metadata: What the model file says about itself (training command, figures, sizes).
         model: The torch module when there is one (for parameter and MAC counts).
+        threshold: The model's decision threshold, chosen on validation data (``inspector threshold``);
+            its probabilities are shifted in logit space so that this threshold lands at 0.5, where
+            every downstream step (masks, measurement, verdicts, the 8-bit maps) decides.
 
     """
 
@@ -60,8 +63,13 @@ class MLACrackModel:
         batch_size: int = 2,
         metadata: dict[str, Any] | None = None,
         model: mla.MLAModel | None = None,
+        threshold: float = 0.5,
     ) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ModelError(f"decision threshold must lie in (0, 1), got {threshold}")
         self.backend, self.model = backend, model
+        self.threshold = threshold
+        self.logit_offset = float(np.log(threshold / (1.0 - threshold)))
         self.name, self.version, self.tile, self.overlap = name, version, tile, overlap
         self.batch_size, self.scale = batch_size, scale
         self.metadata = dict(metadata or {})
@@ -74,7 +82,8 @@ class MLACrackModel:
         if "infrared" in self.modalities:
             named["infrared"] = ir[:, None] if ir is not None else None
         out = self.backend.run(named)
-        probability = 1.0 / (1.0 + np.exp(-out["segmentation"][:, 0].astype(np.float32)))
+        logits = out["segmentation"][:, 0].astype(np.float32) - self.logit_offset
+        probability = 1.0 / (1.0 + np.exp(-logits))
         return probability.astype(np.float32), out["modal_weights"].astype(np.float32)
 
     def predict(self, inputs: ModelInput) -> ModelOutput:
@@ -178,4 +187,5 @@ def load_crack_model(
         batch_size=batch_size,
         metadata=metadata | {"sha256": sha, "backend": runner.description},
         model=model,
+        threshold=float(metadata.get("threshold", 0.5)),
     )

@@ -75,6 +75,7 @@ def export(
         "parameters": mla.count_parameters(net),
         "macs_per_512_tile": metadata.get("macs_per_512_tile"),
         "pruning": metadata.get("pruning"),
+        "threshold": metadata.get("threshold", 0.5),
     }
     sidecar_path(target).write_text(json.dumps(sidecar, indent=1) + "\n")
     table = Table("export", "value")

@@ -1,4 +1,4 @@
-"""``inspector export``: a crack model as ONNX, its parity with torch, and predicting with it."""
+"""Model tools on a tiny crack model: ONNX export and parity, backends by configuration, prune, bench model, threshold."""
 
 from __future__ import annotations
 
@@ -124,3 +124,30 @@ def test_bench_model_side_by_side(tiny_pt: Path, small_line: Path, tmp_path: Pat
     for row in doc["rows"]:
         assert row["batch2"]["median_ms"] > 0 and row["batch2"]["p95_ms"] >= row["batch2"]["median_ms"]
         assert 0 <= row["pixel_f1"] <= 1 and row["speedup_vs_unpruned_batch1"] > 0
+
+
+def test_best_threshold_prefers_the_lower_on_ties() -> None:
+    from inspector.commands.threshold import best_threshold
+    from inspector.evaluate import PixelCounts
+
+    totals = {
+        0.05: PixelCounts(10, 10, 10, 10),  # outside the allowed range
+        0.3: PixelCounts(8, 10, 8, 10),
+        0.5: PixelCounts(9, 10, 9, 10),
+        0.7: PixelCounts(9, 10, 9, 10),
+    }
+    assert best_threshold(totals) == 0.5
+
+
+def test_threshold_is_stored_and_used(tiny_pt: Path, tmp_path: Path) -> None:
+    from inspector.synth import generate_set
+
+    generate_set(tmp_path / "val", 2, seed=132, preset="default", size=256)
+    model = tmp_path / "tuned.pt"
+    model.write_bytes(tiny_pt.read_bytes())
+    result = runner.invoke(app, ["threshold", "--model", str(model), "--val", str(tmp_path / "val")])
+    assert result.exit_code == 0, result.output
+    chosen = mla.load_metadata(model)["threshold"]
+    assert 0.1 <= chosen <= 0.9
+    loaded = create_model(str(model))
+    assert loaded.threshold == chosen  # type: ignore[attr-defined]
