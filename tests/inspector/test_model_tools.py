@@ -1,4 +1,4 @@
-"""Model tools on a tiny crack model: ONNX export and parity, backends by configuration, prune, bench model, threshold."""
+"""Model tools on a tiny crack model: ONNX export and parity, backends by config, prune, bench model, threshold."""
 
 from __future__ import annotations
 
