@@ -109,7 +109,7 @@ def export_onnx(model: MLAModel, path: str | Path, *, opset: int = DEFAULT_OPSET
     with torch.no_grad():
         torch.onnx.export(
             graph, example_arguments(model, 2, side), str(path), input_names=inputs, output_names=outputs,
-            dynamic_shapes=(tuple(shapes),), opset_version=opset, dynamo=True, verbose=False,
+            dynamic_shapes=(tuple(shapes),), opset_version=opset, dynamo=True, verbose=False, external_data=False,
         )  # fmt: skip
     logger.info("exported %s to %s (opset %d, inputs %s)", model.config.fusion_type, path, opset, inputs)
     return path
@@ -160,3 +160,42 @@ def _graph_args(model: MLAModel, given: Mapping[str, Tensor]) -> tuple[Tensor, .
         else:
             images.append(torch.zeros(batch, encoder.in_channels, height // encoder.scale, width // encoder.scale))
     return (*images, presence)
+
+
+def quantize_int8(path: str | Path, out: str | Path, calibration: list[dict[str, np.ndarray]]) -> Path:
+    """Static INT8 quantisation of an exported graph with onnxruntime (QDQ, per-channel weights).
+
+    Args:
+        path: The float graph from :func:`export_onnx`.
+        out: The quantised graph to write.
+        calibration: Representative feeds by input name (a few dozen held-out-free tiles), for the
+            activation ranges.
+
+    A quantised graph is only worth keeping when its accuracy holds: compare it on held-out data
+    (``inspector bench model``) before using it.
+
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not calibration:
+        msg = "INT8 calibration needs at least one feed"
+        raise MLAConfigError(msg)
+
+    class _Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.feeds = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
+
+    out = Path(out)
+    prepared = out.with_name(out.stem + ".pre.onnx")
+    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)  # symbolic sizes: ONNX shape inference only
+    quantize_static(
+        str(prepared), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+    )  # fmt: skip
+    prepared.unlink(missing_ok=True)
+    logger.info("quantised %s to INT8: %s", path, out)
+    return out

@@ -120,3 +120,26 @@ def test_export_refuses_what_it_cannot_export(tmp_path: Path) -> None:
         export_onnx(text_model, tmp_path / "x.onnx")
     with pytest.raises(mla.MLAConfigError, match="opset"):
         export_onnx(crack_model(), tmp_path / "x.onnx", opset=13)
+
+
+def test_int8_quantisation_runs_and_stays_close(exported: tuple[mla.MLAModel, Path], tmp_path: Path) -> None:
+    from mla.export import quantize_int8
+
+    model, path = exported
+    rng = np.random.default_rng(1)
+    feeds = [
+        {
+            "visible": rng.random((1, 1, 64, 64), dtype=np.float32),
+            "infrared": rng.random((1, 1, 16, 16), dtype=np.float32),
+            "presence": np.ones((1, 2), dtype=np.float32),
+        }
+        for _ in range(4)
+    ]
+    int8 = quantize_int8(path, tmp_path / "crack.int8.onnx", feeds)
+    backend = create_backend("onnxruntime", path=int8, modalities=("visible", "infrared"), scales={"infrared": 4})
+    inputs = {"visible": feeds[0]["visible"], "infrared": feeds[0]["infrared"]}
+    got = backend.run(inputs)["segmentation"]
+    want = create_backend("torch", model=model).run(inputs)["segmentation"]
+    assert got.shape == want.shape and np.abs(got - want).max() < 0.5 * (np.abs(want).max() + 1e-6)
+    with pytest.raises(mla.MLAConfigError, match="at least one"):
+        quantize_int8(path, tmp_path / "x.onnx", [])
