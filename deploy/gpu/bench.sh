@@ -25,6 +25,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 [[ -d data/heldout-default ]] || inspector synth --out data/heldout-default --count 50 --preset default --seed 9001 --workers 4
 inspector bench model --models "$models" --data data/heldout-default --limit 50 --device cuda \
   --backends torch,onnxruntime --batches 1,8 --repeats 50 --out "$out/fp32" --json > "$out/fp32.json"
-INSPECTOR__INFERENCE__AMP=true inspector bench model --models "$models" --data data/heldout-default --limit 50 \
-  --device cuda --backends torch --batches 1,8 --repeats 50 --out "$out/amp" --json > "$out/amp.json"
+inspector bench model --models "$models" --data data/heldout-default --limit 50 \
+  --device cuda --amp --backends torch --batches 1,8 --repeats 50 --out "$out/amp" --json > "$out/amp.json"
 echo "wrote $out/fp32.json and $out/amp.json"

@@ -114,6 +114,7 @@ def bench_model(
     repeats: Annotated[int, typer.Option(min=3, help="Timed calls per figure (after 2 warm-up calls).")] = 20,
     limit: Annotated[int | None, typer.Option(help="Only the first N held-out parts.")] = 50,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    amp: Annotated[bool, typer.Option(help="torch backend in mixed precision (bf16 CPU, fp16 CUDA).")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch and onnxruntime.")] = None,
     out: Annotated[Path | None, typer.Option(help="Where to keep predictions and bench.json.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON document.")] = False,
@@ -135,7 +136,7 @@ def bench_model(
         for path in files:
             for backend in [b.strip() for b in backends.split(",") if b.strip()]:
                 file = path if backend == "torch" else ensure_onnx(path, work)
-                model = load_crack_model(file, backend=backend, device=device, threads=threads)
+                model = load_crack_model(file, backend=backend, device=device, threads=threads, amp=amp)
                 macs = model.metadata.get("macs_per_512_tile") or 0
                 row: dict[str, Any] = {
                     "model": path.stem,
