@@ -103,7 +103,8 @@ def create_model(name: str, inference: Mapping[str, Any] | None = None, **kwargs
     )
 
 
-SHIPPED_MODELS = ("crack-hffn",)  # trained here on synthetic data; files and model cards in inspector/models/
+# trained here on synthetic data; files and model cards in inspector/models/
+SHIPPED_MODELS = ("crack-hffn", "crack-concat")
 
 
 def shipped_model_path(name: str) -> Any:

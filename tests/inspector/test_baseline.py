@@ -14,7 +14,7 @@ from inspector.registration import warp_to_visible
 
 def test_registry_lists_and_rejects() -> None:
     assert {"baseline", "baseline-ir"} <= set(list_models())
-    with pytest.raises(ModelError, match=r"unknown model .nope.: choose one of baseline, baseline-ir, crack-hffn"):
+    with pytest.raises(ModelError, match=r"unknown model .nope.: choose one of baseline, baseline-ir, crack-concat"):
         create_model("nope")
     with pytest.raises(ModelError, match="low <= high"):
         create_model("baseline", low=5, high=1)
