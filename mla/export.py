@@ -130,36 +130,21 @@ class ParityReport:
 def check_parity(model: MLAModel, path: str | Path, inputs: Mapping[str, Tensor | None]) -> ParityReport:
     """Run ``model`` (torch, fp32, CPU) and the ONNX file (onnxruntime, CPU) on ``inputs`` and compare.
 
-    A missing modality in ``inputs`` (None) is fed to the graph as zeros with presence 0.
+    A missing modality (None) is left out of the torch call and fed to the graph as zeros with presence 0
+    (by :class:`mla.runtime.OnnxRuntimeBackend`).
     """
-    import onnxruntime as ort
+    from mla.runtime import OnnxRuntimeBackend
 
     model = model.eval().to("cpu")
     given = {k: v for k, v in inputs.items() if v is not None}
     with torch.no_grad():
-        reference = ExportGraph(model)(*_graph_args(model, given))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names, outputs = graph_names(model)
-    feed = {n: a.numpy() for n, a in zip(names, _graph_args(model, given), strict=True)}
-    got = session.run(outputs, feed)
-    diffs = {n: float(np.abs(np.asarray(g) - r.numpy()).max()) for n, g, r in zip(outputs, got, reference, strict=True)}
-    return ParityReport(max_abs_diff=diffs)
-
-
-def _graph_args(model: MLAModel, given: Mapping[str, Tensor]) -> tuple[Tensor, ...]:
-    """Positional graph inputs: zeros for missing modalities, and the presence mask."""
-    anchor_name, anchor = next(iter(given.items()))
-    anchor_scale = model.encoder(anchor_name).scale
-    batch, height, width = anchor.shape[0], anchor.shape[-2] * anchor_scale, anchor.shape[-1] * anchor_scale
-    images, presence = [], torch.zeros(batch, len(model.modalities))
-    for i, name in enumerate(model.modalities):
-        encoder = model.encoder(name)
-        if name in given:
-            images.append(given[name].float())
-            presence[:, i] = 1.0
-        else:
-            images.append(torch.zeros(batch, encoder.in_channels, height // encoder.scale, width // encoder.scale))
-    return (*images, presence)
+        out = model(**given)
+    reference = {h: out.outputs[h] for h in graph_names(model)[1] if h in out.outputs}
+    reference["modal_weights"] = out.modal_weights
+    scales = {m: model.encoder(m).scale for m in model.modalities}
+    backend = OnnxRuntimeBackend(path, model.modalities, scales)
+    got = backend.run({m: (v.float().numpy() if v is not None else None) for m, v in inputs.items()})
+    return ParityReport(max_abs_diff={n: float(np.abs(got[n] - r.numpy()).max()) for n, r in reference.items()})
 
 
 def quantize_int8(path: str | Path, out: str | Path, calibration: list[dict[str, np.ndarray]]) -> Path:

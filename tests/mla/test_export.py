@@ -11,6 +11,7 @@ import torch
 import mla
 from mla.export import check_parity, export_onnx, graph_names
 from mla.runtime import create_backend, list_backends
+from tests.mla.tiny import tiny_crack_model
 
 pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")
 
@@ -18,16 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def crack_model(fusion: str = "hffn") -> mla.MLAModel:
-    torch.manual_seed(0)
-    config = mla.crack_config(
-        fusion_type=fusion,
-        width=8,
-        encoders={
-            "visible": mla.EncoderSpec("conv_pyramid", in_channels=1, width=8),
-            "infrared": mla.EncoderSpec("ir_pyramid", in_channels=1, width=8, scale=4),
-        },
-    )
-    return mla.MLAModel(config).eval()
+    return tiny_crack_model(fusion, width=8)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")

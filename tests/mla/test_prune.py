@@ -10,21 +10,13 @@ import torch.nn.functional as F  # noqa: N812
 
 import mla
 from mla.prune import CRITERIA, protected_layers, prune, ratio_for_speedup
+from tests.mla.tiny import tiny_crack_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def crack_model(fusion: str) -> mla.MLAModel:
-    torch.manual_seed(0)
-    config = mla.crack_config(
-        fusion_type=fusion,
-        width=16,
-        encoders={
-            "visible": mla.EncoderSpec("conv_pyramid", in_channels=1, width=16),
-            "infrared": mla.EncoderSpec("ir_pyramid", in_channels=1, width=8, scale=4),
-        },
-    )
-    return mla.MLAModel(config).eval()
+    return tiny_crack_model(fusion, width=16)  # type: ignore[no-any-return]
 
 
 def example(size: int = 64) -> dict[str, torch.Tensor]:

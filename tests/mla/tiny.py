@@ -67,3 +67,19 @@ def inputs_for(modalities: Sequence[str], batch: int = 2, size: int = SIZE, seed
         "tabular": torch.randn(batch, FEATURES, generator=gen),
     }
     return {name: made[name] for name in modalities}
+
+
+def tiny_crack_model(fusion: str = "hffn", width: int = 8) -> Any:
+    """A seeded visible + infrared crack model of fused and visible width ``width`` (infrared width 8), in eval mode."""
+    import mla
+
+    torch.manual_seed(0)
+    config = mla.crack_config(
+        fusion_type=fusion,
+        width=width,
+        encoders={
+            "visible": EncoderSpec("conv_pyramid", in_channels=1, width=width),
+            "infrared": EncoderSpec("ir_pyramid", in_channels=1, width=8, scale=4),
+        },
+    )
+    return mla.MLAModel(config).eval()
