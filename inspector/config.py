@@ -107,6 +107,8 @@ class RedisSettings(_Section):
     password: SecretStr | None = None
     tls: bool = False
     tls_ca_file: Path | None = None
+    key_prefix: str = Field("inspector", pattern=r"^[A-Za-z0-9_.:-]+$", description="prefix of every key written")
+    result_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="how long results and part verdicts are kept")
 
     @field_validator("url")
     @classmethod
@@ -159,6 +161,45 @@ class InferenceSettings(_Section):
     batch_size: int = Field(2, ge=1, description="tiles per model call")
 
 
+class TopicSettings(_Section):
+    """Kafka topic names and the partition count the gateway creates them with."""
+
+    visible: str = Field("frames.visible", min_length=1)
+    infrared: str = Field("frames.infrared", min_length=1)
+    dlq: str = Field("frames.dlq", min_length=1, description="dead letters: records a worker could not use")
+    results: str | None = Field(None, description="optional mirror of every stored result for downstream systems")
+    partitions: int = Field(4, ge=1, description="partitions of both frame topics (co-partitioned: equal counts)")
+    replication: int = Field(1, ge=1)
+
+
+class WorkerSettings(_Section):
+    """How an inspection worker pairs, batches and judges frames."""
+
+    group_id: str = Field("inspector-workers", min_length=1)
+    model: str = Field("crack-hffn", description="a model name (`inspector models`) or a model file")
+    batch_pairs: int = Field(4, ge=1, description="most pairs in one model batch")
+    batch_wait_ms: float = Field(20.0, ge=0, description="longest a formed pair waits for its batch to fill")
+    pair_timeout_ms: float = Field(2000.0, gt=0, description="longest a frame waits for its partner")
+    tolerance_ms: float = Field(2.0, ge=0, description="timestamp pairing tolerance (frames without a seq)")
+    deadline_ms: float = Field(0.0, ge=0, description="drop frames older than this at arrival; 0 keeps every frame")
+    max_clock_skew_ms: float = Field(60_000.0, gt=0, description="a capture time further in the future is rejected")
+    visible_only_unpaired: bool = Field(False, description="inspect a visible frame whose IR partner never came")
+    max_record_bytes: int = Field(32 * 2**20, ge=1024, description="larger records go to the dead-letter topic")
+    max_pixels: int = Field(64_000_000, ge=1, description="larger declared images go to the dead-letter topic")
+    max_poll_records: int = Field(32, ge=1)
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    store_retry_s: float = Field(1.0, gt=0, description="first back-off when Redis or Kafka refuses; doubles to 30 s")
+
+
+class GatewaySettings(_Section):
+    """How the camera gateway publishes frames."""
+
+    compression: Literal["lz4", "zstd", "gzip", "none"] = "lz4"
+    linger_ms: int = Field(5, ge=0)
+    encoding: Literal["png", "jpeg", "raw"] = Field("png", description="pixel encoding of published frames")
+    fps: float = Field(5.0, gt=0, description="captures per second per camera for replayed and synthetic sources")
+
+
 class Settings(BaseSettings):
     """All settings; sections are added by the pieces that need them."""
 
@@ -170,6 +211,9 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     metrics: MetricsSettings = MetricsSettings()
     inference: InferenceSettings = InferenceSettings()
+    topics: TopicSettings = TopicSettings()
+    worker: WorkerSettings = WorkerSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @classmethod
     def settings_customise_sources(

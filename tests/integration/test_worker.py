@@ -1,0 +1,131 @@
+"""The inspection worker on the real broker and Redis: one result per capture, dead letters, re-delivery."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+from kafka import KafkaConsumer, KafkaProducer
+from prometheus_client import CollectorRegistry
+
+from inspector.config import Settings
+from inspector.model import create_model
+from inspector.results import RedisLayout, RedisResultStore, StoreError
+from tests.conftest import Stack
+from tests.integration.frames import create_topics, fresh_settings, publish
+from workers.errors import WorkerError
+from workers.inspection import InspectionWorker, WorkerReport
+from workers.metrics import WorkerMetrics
+
+pytestmark = pytest.mark.integration
+
+CAMERAS = ["rig-a", "rig-b", "rig-c"]
+
+
+def make_worker(settings: Settings, registry: CollectorRegistry | None = None) -> tuple[InspectionWorker, redis.Redis]:
+    client = redis.Redis.from_url(settings.redis.url)
+    store = RedisResultStore(client, RedisLayout(prefix=settings.redis.key_prefix))
+    metrics = WorkerMetrics(registry) if registry is not None else None
+    info = {"name": "baseline", "version": "1", "width": 1.0, "backend": "numpy", "sha256": "-"}
+    return InspectionWorker(settings, create_model("baseline"), store, metrics=metrics, model_info=info), client
+
+
+def results(client: redis.Redis, settings: Settings) -> dict[tuple[str, int], dict]:
+    prefix = settings.redis.key_prefix
+    out = {}
+    for key in client.scan_iter(f"{prefix}:result:*"):
+        document = json.loads(client.get(key))
+        out[(document["camera_id"], document["seq"])] = document
+    return out
+
+
+def test_every_capture_gets_exactly_one_result_and_offsets_commit(stack: Stack) -> None:
+    settings = fresh_settings(stack.kafka_bootstrap, stack.redis_url)
+    create_topics(settings)
+    sent = publish(settings, CAMERAS, range(1, 21))
+    registry = CollectorRegistry()
+    worker, client = make_worker(settings, registry)
+    report = worker.run(timeout=60, count=len(sent))
+
+    stored = results(client, settings)
+    assert sorted(stored) == sorted(sent)
+    assert report.stored == len(sent) and report.frames == 2 * len(sent) and not report.dlq
+    assert client.xlen(f"{settings.redis.key_prefix}:results") == len(sent)
+    ng = [d for d in stored.values() if d["verdict"] == "NG"]
+    assert {d["seq"] % 3 for d in ng} == {0} and len(ng) == 3 * len(CAMERAS) * 2  # seqs 3,6,...,18
+    assert all(client.exists(f"{settings.redis.key_prefix}:overlay:{d['camera_id']}:{d['seq']}") for d in ng)
+    assert json.loads(client.get(f"{settings.redis.key_prefix}:part:rig-a-P3"))["verdict"] == "NG"
+    assert all(d["timings_ms"]["end_to_end"] > 0 for d in stored.values())
+    assert registry.get_sample_value("inspector_parts_total", {"verdict": "NG"}) == len(ng)
+    assert registry.get_sample_value("inspector_frames_consumed_total", {"modality": "infrared"}) == len(sent)
+
+    # Offsets were committed as results were stored: the same group sees nothing new.
+    again, _ = make_worker(settings)
+    assert again.run(timeout=8).frames == 0
+
+
+def test_redelivery_to_a_new_group_stores_nothing_twice(stack: Stack) -> None:
+    settings = fresh_settings(stack.kafka_bootstrap, stack.redis_url)
+    create_topics(settings)
+    sent = publish(settings, CAMERAS, range(1, 11))
+    first, client = make_worker(settings)
+    assert first.run(timeout=60, count=len(sent)).stored == len(sent)
+
+    replay = settings.model_copy(update={"worker": settings.worker.model_copy(update={"group_id": "replay-group"})})
+    second, _ = make_worker(replay)
+    report: WorkerReport = second.run(timeout=60, count=len(sent))
+    assert report.stored == 0 and report.already_stored == len(sent)
+    assert client.xlen(f"{settings.redis.key_prefix}:results") == len(sent)
+    assert len(results(client, settings)) == len(sent)
+
+
+def test_bad_records_go_to_the_dead_letter_topic_with_a_reason(stack: Stack) -> None:
+    settings = fresh_settings(stack.kafka_bootstrap, stack.redis_url, pair_timeout_ms=500)
+    create_topics(settings)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.servers, acks="all")
+    producer.send(settings.topics.visible, value=b"not an image", key=b"rig-a", headers=[("schema", b"x")])
+    producer.send(settings.topics.visible, value=b"no headers at all", key=b"rig-a")
+    sent = publish(settings, ["rig-a"], range(1, 4), producer=producer)
+    producer.close()
+    worker, _ = make_worker(settings)
+    report = worker.run(timeout=20, count=len(sent))
+    assert report.dlq == {"bad_headers": 2} and report.stored == len(sent)
+
+    consumer = KafkaConsumer(
+        settings.topics.dlq, bootstrap_servers=settings.kafka.servers, auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )  # fmt: skip
+    dead = list(consumer)
+    consumer.close()
+    assert len(dead) == 2
+    headers = [dict(m.headers) for m in dead]
+    assert {h["dlq_reason"] for h in headers} == {b"bad_headers"}
+    assert {m.value for m in dead} == {b"not an image", b"no headers at all"}
+    assert all(h["dlq_topic"] == settings.topics.visible.encode() and "dlq_offset" in h for h in headers)
+
+
+def test_unequal_partition_counts_are_refused(stack: Stack) -> None:
+    settings = fresh_settings(stack.kafka_bootstrap, stack.redis_url)
+    create_topics(settings, partitions=4, infrared_partitions=2)
+    with pytest.raises(WorkerError, match=r"\(4 partitions\) and .* \(2\) must have equal partition counts"):
+        make_worker(settings)
+
+
+def test_redis_outage_commits_nothing_unstored_and_recovers(stack: Stack) -> None:
+    settings = fresh_settings(stack.kafka_bootstrap, stack.redis_url, store_retry_s=0.2)
+    create_topics(settings)
+    sent = publish(settings, CAMERAS, range(1, 6))
+    worker, client = make_worker(settings)
+    real_put, failures = worker.store.put, {"left": 6}
+
+    def flaky_put(document, overlay_png=None):  # the first writes find Redis refusing
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise StoreError("redis down (injected)")
+        return real_put(document, overlay_png)
+
+    worker.store.put = flaky_put  # type: ignore[method-assign]
+    report = worker.run(timeout=60, count=len(sent))
+    assert report.store_errors == 6 and report.stored == len(sent)
+    assert len(results(client, settings)) == len(sent)

@@ -1,0 +1,21 @@
+"""The ``inspector`` entry point: :mod:`inspector.cli` plus the service commands that live in ``workers``.
+
+Imports go one way (``workers`` → ``inspector`` → ``mla``), so the commands that run Kafka
+producers and consumers are registered here, on the same Typer app, rather than in ``inspector``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from inspector.cli import app
+
+SERVICE_COMMANDS: tuple[str, ...] = ("gateway", "worker")
+
+for _name in SERVICE_COMMANDS:
+    importlib.import_module(f"workers.commands.{_name}").register(app)
+
+__all__ = ["app"]
+
+if __name__ == "__main__":
+    app()

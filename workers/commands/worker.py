@@ -1,0 +1,120 @@
+"""``inspector worker``: consume frame pairs from Kafka, inspect them, store results in Redis, serve metrics."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from prometheus_client import CollectorRegistry
+from rich.table import Table
+
+from inspector.commands.common import console, fail
+from inspector.config import Settings
+from inspector.errors import InspectorError
+from inspector.model import CrackModel, create_model
+from inspector.results import RedisLayout, RedisResultStore
+from workers.errors import WorkerError
+from workers.health import HealthServer
+from workers.inspection import InspectionWorker, WorkerReport
+from workers.metrics import WorkerMetrics
+
+
+def model_info(model: CrackModel, settings: Settings) -> dict[str, Any]:
+    """What the worker reports about its model: name, version, width, backend, SHA-256 of the file."""
+    metadata = dict(getattr(model, "metadata", {}) or {})
+    return {
+        "name": model.name,
+        "version": model.version,
+        "width": float(metadata.get("width", 1.0)),
+        "backend": str(metadata.get("backend", settings.inference.backend)),
+        "sha256": str(metadata.get("sha256", "")),
+    }
+
+
+def build_worker(settings: Settings, registry: CollectorRegistry) -> InspectionWorker:
+    """The model, the Redis store, the metrics and the worker, all from settings."""
+    import redis
+
+    model = create_model(settings.worker.model, inference=settings.inference.model_dump())
+    client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
+    store = RedisResultStore(client, RedisLayout(prefix=settings.redis.key_prefix, ttl_s=settings.redis.result_ttl_s))
+    metrics = WorkerMetrics(registry)
+    return InspectionWorker(settings, model, store, metrics=metrics, model_info=model_info(model, settings))
+
+
+def report_table(report: WorkerReport) -> Table:
+    """A short summary of a run for people."""
+    table = Table("frames", "pairs", "results stored", "already stored", "dead letters", "unpaired", "seconds")
+    table.add_row(
+        str(report.frames), str(report.pairs), str(report.stored), str(report.already_stored),
+        ", ".join(f"{k} {v}" for k, v in report.dlq.items()) or "0",
+        ", ".join(f"{k} {v}" for k, v in report.unpaired.items()) or "0", f"{report.seconds:.1f}",
+    )  # fmt: skip
+    return table
+
+
+def worker(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML settings; default $INSPECTOR_CONFIG, else defaults.")
+    ] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after this many results (default: run on).")] = None,
+    duration: Annotated[float | None, typer.Option(min=0.1, help="Stop after this many seconds.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Consume frames.visible + frames.infrared as one consumer group, inspect every pair, store results in Redis.
+
+    Start as many workers as the frame topics have partitions (topics.partitions); each owns whole
+    partitions, so both frames of a capture reach the same worker. Results go to Redis
+    (inspector:result:{camera_id}:{seq}, stream inspector:results), offsets are committed only after
+    the results are stored, and /metrics, /healthz and /readyz are served on
+    metrics.bind_address:metrics.port. SIGTERM stops polling, drains, commits and exits.
+    """
+    from inspector.cli import settings_or_exit
+
+    settings = settings_or_exit(config)
+    registry = CollectorRegistry()
+    try:
+        inspection = build_worker(settings, registry)
+    except (InspectorError, WorkerError) as exc:
+        fail(exc)
+    except Exception as exc:  # the broker or Redis unreachable at start: say where
+        fail(f"cannot start the worker ({type(exc).__name__}: {exc}); is Kafka at {settings.kafka.bootstrap} up?")
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        console.print(f"signal {signal.Signals(signum).name}: draining and stopping")
+        inspection.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = HealthServer.from_settings(settings.metrics, registry, inspection.ready)
+    try:
+        server.start()
+    except WorkerError as exc:
+        inspection.close()
+        fail(exc)
+    console.print(
+        f"worker in group {settings.worker.group_id}: model {inspection.core.model.name}, "
+        f"metrics on http://{settings.metrics.bind_address}:{server.port}/metrics"
+    )
+    try:
+        report = inspection.run(timeout=duration, count=count)
+    finally:
+        server.stop()
+    if as_json:
+        console.print_json(
+            data={
+                "frames": report.frames, "pairs": report.pairs, "stored": report.stored,
+                "already_stored": report.already_stored, "dlq": dict(report.dlq), "unpaired": dict(report.unpaired),
+                "store_errors": report.store_errors, "seconds": round(report.seconds, 3),
+            }
+        )  # fmt: skip
+    else:
+        console.print(report_table(report))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``inspector worker``."""
+    app.command("worker")(worker)

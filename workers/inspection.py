@@ -1,0 +1,408 @@
+"""The inspection worker: Kafka frames → :class:`inspector.stream.StreamCore` → Redis results, offsets committed last.
+
+    worker = InspectionWorker(settings, model, store, metrics=WorkerMetrics(registry))
+    worker.run(timeout=60, count=500)      # or run() until stop() / SIGTERM
+
+Delivery is at-least-once with no duplicates: a record's offset is committed only once it is
+settled (its result stored, its dead letter acknowledged, or deliberately skipped as a duplicate or
+unpaired frame), and the result store is idempotent per ``(camera_id, seq)``, so a re-delivered frame
+never produces a second result or stream entry. When Redis (or the dead-letter topic) refuses, the
+worker pauses its partitions, keeps polling (so it stays in the group), retries with back-off from
+``worker.store_retry_s`` doubling to 30 s, and commits nothing it has not stored.
+
+The worker joins group ``worker.group_id`` with the range assignor: both frame topics must have equal
+partition counts so that partition *n* of ``frames.visible`` and of ``frames.infrared`` — which carry
+the same cameras, by key — go to the same worker. It refuses to start otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from inspector.config import Settings
+from inspector.model import CrackModel
+from inspector.results import ResultStore, StoreError
+from inspector.stream import InspectedJob, Record, Rejection, Step, StreamCore, StreamPolicy
+from workers.errors import WorkerError
+from workers.metrics import WorkerMetrics
+from workers.offsets import OffsetTracker, Partition
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 30.0
+LAG_EVERY_S = 2.0
+
+
+@dataclass
+class WorkerReport:
+    """What a :meth:`InspectionWorker.run` call did."""
+
+    frames: int = 0
+    pairs: int = 0
+    stored: int = 0
+    already_stored: int = 0
+    dlq: Counter[str] = field(default_factory=Counter)
+    unpaired: Counter[str] = field(default_factory=Counter)
+    store_errors: int = 0
+    seconds: float = 0.0
+
+    @property
+    def results(self) -> int:
+        """Captures settled by a stored result (new, or found already stored)."""
+        return self.stored + self.already_stored
+
+
+def check_topics(consumer: KafkaConsumer, visible: str, infrared: str) -> int:
+    """Both frame topics exist with equal partition counts; return the count, or raise :class:`WorkerError`."""
+    counts = {topic: consumer.partitions_for_topic(topic) for topic in (visible, infrared)}
+    missing = [topic for topic, parts in counts.items() if not parts]
+    if missing:
+        msg = (
+            f"Kafka topic(s) {', '.join(missing)} do not exist: start `inspector gateway` once (it creates them) "
+            "or create both with equal partition counts"
+        )
+        raise WorkerError(msg)
+    n_visible, n_infrared = len(counts[visible] or ()), len(counts[infrared] or ())
+    if n_visible != n_infrared:
+        msg = (
+            f"Kafka topics {visible} ({n_visible} partitions) and {infrared} ({n_infrared}) must have equal "
+            f"partition counts so both frames of a capture reach the same worker: recreate {infrared} with "
+            f"{n_visible} partitions (or {visible} with {n_infrared})"
+        )
+        raise WorkerError(msg)
+    return n_visible
+
+
+def _where(position: Hashable) -> tuple[str, int, int]:
+    """A record position as this worker builds it: ``(topic, partition, offset)``."""
+    topic, partition, offset = cast(tuple[str, int, int], position)
+    return topic, partition, offset
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: InspectionWorker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self.worker.revoke([(tp.topic, tp.partition) for tp in revoked])
+
+    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self.worker.assigned()
+
+
+class InspectionWorker:
+    """Consume frame pairs, inspect them, store results, commit offsets (see the module docs).
+
+    Args:
+        settings: Kafka, topic and worker settings.
+        model: The crack model to run.
+        store: Where results go (``RedisResultStore`` in production); ``put`` must be idempotent.
+        metrics: Prometheus metrics; ``None`` records nothing.
+        consumer: A ready consumer (tests); default: one built from ``settings``.
+        producer: For dead letters and the optional results mirror; default: built from ``settings``.
+        model_info: ``name``, ``version``, ``width``, ``backend``, ``sha256`` reported as a metric.
+
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: CrackModel,
+        store: ResultStore,
+        *,
+        metrics: WorkerMetrics | None = None,
+        consumer: KafkaConsumer | None = None,
+        producer: KafkaProducer | None = None,
+        model_info: dict[str, Any] | None = None,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.settings, self.store, self.metrics = settings, store, metrics
+        info = dict(model_info or {})
+        self.core = StreamCore(model, StreamPolicy.from_settings(settings.worker), model_width=info.get("width", 1.0))
+        self.topics = {settings.topics.visible: "visible", settings.topics.infrared: "infrared"}
+        kafka = settings.kafka.client_kwargs()
+        self.consumer = consumer or KafkaConsumer(
+            **kafka,
+            group_id=settings.worker.group_id,
+            partition_assignment_strategy=[RangePartitionAssignor],
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.worker.max_poll_records,
+            max_poll_interval_ms=settings.worker.max_poll_interval_ms,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+        self.producer = producer or KafkaProducer(**kafka, acks="all", linger_ms=5, retries=5)
+        self.monotonic_ns, self.wall_ns = monotonic_ns, wall_ns
+        self.offsets = OffsetTracker()
+        self.unstored: list[InspectedJob] = []
+        self.dead: list[Rejection] = []
+        self.report = WorkerReport()
+        self._stopping = False
+        self._retry_at = 0.0
+        self._backoff = settings.worker.store_retry_s
+        self._healthy = True
+        self._last_poll = 0.0
+        self._last_lag = 0.0
+        self._revoked: set[Partition] = set()
+        self._closing = False
+        self._partitions = check_topics(self.consumer, settings.topics.visible, settings.topics.infrared)
+        self.consumer.subscribe(list(self.topics), listener=_Rebalance(self))
+        if metrics is not None and info:
+            metrics.set_model(
+                str(info.get("name", "")), str(info.get("version", "")), float(info.get("width", 1.0)),
+                str(info.get("backend", "")), str(info.get("sha256", "")),
+            )  # fmt: skip
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish: stop polling, drain what is in hand, commit, close (safe from a signal handler)."""
+        self._stopping = True
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready when partitions are assigned, the last poll is recent and the stores accept writes."""
+        if not self._healthy:
+            return False, "result store or dead-letter topic unavailable; retrying"
+        if time.monotonic() - self._last_poll > 10.0:
+            return False, "not polling"
+        if not self.consumer.assignment():
+            return False, "no partitions assigned"
+        return True, f"{len(self.consumer.assignment())} partitions assigned"
+
+    def run(self, *, timeout: float | None = None, count: int | None = None) -> WorkerReport:
+        """Process until ``stop()``, ``timeout`` seconds, or ``count`` results; then drain, commit and close."""
+        start = time.monotonic()
+        try:
+            while not self._stopping:
+                if timeout is not None and time.monotonic() - start >= timeout:
+                    break
+                if count is not None and self.report.results >= count:
+                    break
+                self._step()
+            self._drain()
+        finally:
+            self.report.seconds = time.monotonic() - start
+            self.close()
+        return self.report
+
+    def close(self) -> None:
+        """Close the Kafka clients (no commit: everything settled was committed as it settled)."""
+        if self.metrics is not None:
+            self.metrics.ready.set(0)
+        self._closing = True
+        try:
+            self.consumer.close(autocommit=False)
+        finally:
+            self.producer.close(timeout=5)
+
+    # -- one turn of the loop ----------------------------------------------------------------------
+
+    def _step(self) -> None:
+        self._settle_pending()
+        wait_ms = 100 if not self.core.queued_pairs else max(1, self.settings.worker.batch_wait_ms / 2)
+        polled = self.consumer.poll(timeout_ms=int(wait_ms), max_records=self.settings.worker.max_poll_records)
+        self._last_poll = time.monotonic()
+        records: list[Record] = []
+        for tp, messages in polled.items():
+            modality = self.topics[tp.topic]
+            for m in messages:
+                self.offsets.consumed((tp.topic, tp.partition), m.offset)
+                position = (tp.topic, tp.partition, m.offset)
+                records.append(Record(modality, m.key, m.value or b"", list(m.headers or []), position))  # type: ignore[arg-type]
+        step = self.core.feed(records, now_ns=self.monotonic_ns(), wall_ns=self.wall_ns())
+        self._count(step)
+        self.dead += step.rejected
+        for frame in step.unpaired:
+            if not frame.inspected:
+                self._settle(frame.position)
+        while self.core.due(now_ns=self.monotonic_ns()):
+            jobs, rejected = self.core.inspect_batch(wall_ns=self.wall_ns)
+            self.dead += rejected
+            self.unstored += jobs
+            if self.metrics is not None and jobs:
+                self.metrics.batch_size.observe(len(jobs) + len(rejected) // 2)
+                for job in jobs:
+                    self.metrics.inference.observe(job.inference_s)
+        self._settle_pending()
+        self._commit()
+        self._observe()
+
+    def _settle_pending(self) -> None:
+        """Send dead letters and store results; on failure pause, back off and keep them for the next try."""
+        if not (self.unstored or self.dead) or time.monotonic() < self._retry_at:
+            return
+        try:
+            self._send_dead_letters()
+            self._store_results()
+        except (StoreError, KafkaError) as exc:
+            self.report.store_errors += 1
+            if self.metrics is not None:
+                self.metrics.store_errors.inc()
+            logger.warning(
+                "could not settle %d records: %s; retrying in %.1f s",
+                len(self.unstored) + len(self.dead),
+                exc,
+                self._backoff,
+            )
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(MAX_BACKOFF_S, self._backoff * 2)
+            if self._healthy:
+                self.consumer.pause(*self.consumer.assignment())
+            self._healthy = False
+            return
+        if not self._healthy:
+            logger.info("result store reachable again; resuming")
+            self.consumer.resume(*self.consumer.paused())
+        self._healthy, self._backoff = True, self.settings.worker.store_retry_s
+
+    def _send_dead_letters(self) -> None:
+        if not self.dead:
+            return
+        futures = []
+        for rejection in self.dead:
+            rec = rejection.record
+            topic, partition, offset = _where(rec.position)
+            headers = [(n, v) for n, v in rec.headers if v is not None and not n.startswith("dlq_")]
+            headers += [
+                ("dlq_reason", str(rejection.reason).encode()), ("dlq_detail", rejection.detail[:1000].encode()),
+                ("dlq_topic", str(topic).encode()), ("dlq_partition", str(partition).encode()),
+                ("dlq_offset", str(offset).encode()),
+            ]  # fmt: skip
+            futures.append(self.producer.send(self.settings.topics.dlq, value=rec.value, key=rec.key, headers=headers))
+        self.producer.flush(timeout=10)
+        for future in futures:
+            future.get(timeout=10)  # raises the KafkaError that made a send fail
+        for rejection in self.dead:
+            self.report.dlq[str(rejection.reason)] += 1
+            if self.metrics is not None:
+                self.metrics.dlq.labels(reason=str(rejection.reason)).inc()
+            self._settle(rejection.record.position)
+        self.dead = []
+
+    def _store_results(self) -> None:
+        while self.unstored:
+            job = self.unstored[0]
+            fresh = self.store.put(job.document, job.overlay_png)
+            if fresh:
+                self.report.stored += 1
+                if self.metrics is not None:
+                    self.metrics.observe_document(job.document)
+                if self.settings.topics.results:
+                    key = str(job.document["camera_id"]).encode()
+                    self.producer.send(self.settings.topics.results, value=json.dumps(job.document).encode(), key=key)
+            else:
+                self.report.already_stored += 1
+            for position in job.positions:
+                self._settle(position)
+            self.unstored.pop(0)
+
+    def _settle(self, position: Hashable) -> None:
+        topic, partition, offset = _where(position)
+        self.offsets.settled((topic, partition), offset)
+
+    def _commit(self, only: set[Partition] | None = None) -> None:
+        moves = self.offsets.committable()
+        if only is not None:
+            moves = {p: o for p, o in moves.items() if p in only}
+        if not moves:
+            return
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in moves.items()}
+        try:
+            self.consumer.commit(offsets)
+        except KafkaError as exc:  # a rebalance in progress, or the broker away: commit again next turn
+            logger.warning("offset commit failed (%s); will retry", exc)
+            return
+        self.offsets.mark_committed(moves)
+
+    def _count(self, step: Step) -> None:
+        self.report.frames += sum(step.frames.values())
+        self.report.pairs += step.pairs
+        for frame in step.unpaired:
+            self.report.unpaired[frame.reason] += 1
+        if self.metrics is None:
+            return
+        for modality, n in step.frames.items():
+            self.metrics.frames.labels(modality=modality).inc(n)
+        self.metrics.pairs.inc(step.pairs)
+        for frame in step.unpaired:
+            self.metrics.unpaired.labels(reason=frame.reason).inc()
+
+    def _observe(self) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.last_poll.set(time.time())
+        self.metrics.ready.set(1 if self.ready()[0] else 0)
+        if time.monotonic() - self._last_lag < LAG_EVERY_S:
+            return
+        self._last_lag = time.monotonic()
+        lags: dict[tuple[str, int], int] = {}
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                lags[(tp.topic, tp.partition)] = max(0, high - self.consumer.position(tp))
+        self.metrics.set_lag(lags)
+
+    # -- rebalances and shutdown -------------------------------------------------------------------
+
+    def revoke(self, partitions: list[Partition]) -> None:
+        """Partitions may be leaving: store and commit what is finished; the rest waits for the new assignment."""
+        self._revoked |= set(partitions)
+        if self._closing:  # close() runs this inside the client's own loop; _drain committed already
+            return
+        try:
+            self._settle_pending()
+            self._commit(only=set(partitions))
+        except Exception as exc:
+            logger.info("could not commit on revocation (%s): the next owner re-reads from the last commit", exc)
+
+    def assigned(self) -> None:
+        """The new assignment: drop in-flight state of partitions that went to another worker.
+
+        kafka-python keeps the fetch position of a partition that is revoked and assigned back, so
+        frames in hand for a partition this worker keeps stay valid; those of a partition that moved
+        are dropped, uncommitted, for the new owner to read again.
+        """
+        assignment = self.consumer.assignment()
+        mine = {(tp.topic, tp.partition) for tp in assignment}
+        gone, self._revoked = self._revoked - mine, set()
+        if gone:
+
+            def moved(position: Hashable) -> bool:
+                return _where(position)[:2] in gone
+
+            self.core.forget(moved)
+            self.unstored = [job for job in self.unstored if not any(moved(p) for p in job.positions)]
+            self.dead = [r for r in self.dead if not moved(r.record.position)]
+            self.offsets.forget(gone)
+        if not self._healthy and assignment:
+            self.consumer.pause(*assignment)
+        logger.info("partitions assigned: %s (gone: %s)", sorted(mine), sorted(gone))
+        if self.metrics is not None:
+            self.metrics.assigned_partitions.set(len(assignment))
+
+    def _drain(self) -> None:
+        """On stop: inspect the pairs already formed, settle and commit them; unpaired frames stay uncommitted."""
+        while self.core.queued_pairs:
+            jobs, rejected = self.core.inspect_batch(wall_ns=self.wall_ns)
+            self.unstored += jobs
+            self.dead += rejected
+        deadline = time.monotonic() + 30
+        while (self.unstored or self.dead) and time.monotonic() < deadline:
+            self._retry_at = 0.0
+            self._settle_pending()
+            if self.unstored or self.dead:
+                time.sleep(0.5)
+        self._commit()
