@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed  ## virtual environment with the project and its [dev] tools
 
 demo: install  ## install, then run the main job on its embedded default (no services needed)
-	$(BIN)/inspector demo
+	$(BIN)/inspector run
 
 system-deps:  ## Debian packages for the local stack (Java, Maven, Redis, Prometheus), if missing
 	deploy/local/install-system-deps

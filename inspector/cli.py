@@ -95,6 +95,7 @@ def _register_commands() -> None:
 
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "run",
     "demo",
     "predict",
     "evaluate",
