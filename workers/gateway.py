@@ -34,7 +34,7 @@ from inspector.sources import Capture, SourceError, capture_to_records, pace
 from workers.errors import WorkerError
 from workers.metrics import DROP_REASONS, MODALITIES, GatewayMetrics
 
-__all__ = ["Gateway", "GatewayReport", "ensure_topics", "make_producer"]
+__all__ = ["Gateway", "GatewayReport", "ensure_topics", "make_producer", "prepare_topics"]
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,8 @@ def _unreachable(settings: Settings, exc: Exception) -> WorkerError:
     return WorkerError(msg)
 
 
-def _ensure_topics_with_new_admin(settings: Settings) -> dict[str, int]:
+def prepare_topics(settings: Settings) -> dict[str, int]:
+    """Create or check the topics of ``settings`` with a short-lived admin client (see :func:`ensure_topics`)."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -324,7 +325,7 @@ class Gateway:
 
         """
         if self.check_topics:
-            _ensure_topics_with_new_admin(self.settings)
+            prepare_topics(self.settings)
         owned = self.producer is None
         if owned:
             self.producer = make_producer(self.settings)
