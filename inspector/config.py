@@ -189,6 +189,11 @@ class WorkerSettings(_Section):
     max_poll_records: int = Field(32, ge=1)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     store_retry_s: float = Field(1.0, gt=0, description="first back-off when Redis or Kafka refuses; doubles to 30 s")
+    widths: tuple[str, ...] = Field(
+        (), description="model files of one width family, widest first (inspector prune); the worker picks by load"
+    )
+    latency_budget_ms: float = Field(2000.0, gt=0, description="longest a capture should wait in the queue")
+    probe_size: int = Field(1024, ge=64, description="visible frame side used to time each width variant at start")
 
 
 class GatewaySettings(_Section):

@@ -37,6 +37,7 @@ from inspector.stream import InspectedJob, Record, Rejection, Step, StreamCore, 
 from workers.errors import WorkerError
 from workers.metrics import WorkerMetrics
 from workers.offsets import OffsetTracker, Partition
+from workers.widths import LoadMeter, WidthFamily
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ class InspectionWorker:
         consumer: A ready consumer (tests); default: one built from ``settings``.
         producer: For dead letters and the optional results mirror; default: built from ``settings``.
         model_info: ``name``, ``version``, ``width``, ``backend``, ``sha256`` reported as a metric.
+        widths: A width family (``worker.widths``): the worker switches variants by load; ``model``
+            should be its active one.
 
     """
 
@@ -125,6 +128,7 @@ class InspectionWorker:
         consumer: KafkaConsumer | None = None,
         producer: KafkaProducer | None = None,
         model_info: dict[str, Any] | None = None,
+        widths: WidthFamily | None = None,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -147,6 +151,7 @@ class InspectionWorker:
         self.producer = producer or KafkaProducer(**kafka, acks="all", linger_ms=5, retries=5)
         self.monotonic_ns, self.wall_ns = monotonic_ns, wall_ns
         self.offsets = OffsetTracker()
+        self.widths, self.load_meter = widths, LoadMeter()
         self.unstored: list[InspectedJob] = []
         self.dead: list[Rejection] = []
         self.report = WorkerReport()
@@ -328,6 +333,7 @@ class InspectionWorker:
         self.offsets.mark_committed(moves)
 
     def _count(self, step: Step) -> None:
+        self.load_meter.arrived(time.monotonic(), sum(step.frames.values()))
         self.report.frames += sum(step.frames.values())
         self.report.pairs += step.pairs
         for frame in step.unpaired:
@@ -354,6 +360,26 @@ class InspectionWorker:
             if high is not None:
                 lags[(tp.topic, tp.partition)] = max(0, high - self.consumer.position(tp))
         self.metrics.set_lag(lags)
+        self._adapt(sum(lags.values()))
+
+    def _adapt(self, lag_records: int) -> None:
+        """Let the width policy pick the variant for the current load (``worker.widths``)."""
+        if self.widths is None:
+            return
+        index, changed = self.widths.decide(self.load_meter.load(time.monotonic(), lag_records))
+        if not changed:
+            return
+        self.core.model, self.core.model_width = self.widths.active, self.widths.width
+        info = self.widths.info()
+        logger.info(
+            "load %s: switching to width variant %d (%s, width %.2f)",
+            self.load_meter.load(time.monotonic(), lag_records),
+            index,
+            info["name"],
+            info["width"],
+        )
+        if self.metrics is not None:
+            self.metrics.set_model(info["name"], info["version"], info["width"], info["backend"], info["sha256"])
 
     # -- rebalances and shutdown -------------------------------------------------------------------
 

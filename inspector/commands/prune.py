@@ -147,7 +147,8 @@ def prune(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     name = out.stem
-    mla.save_model(net, out, metadata=metadata | {"name": name, "pruning": pruning} | describe(net))
+    width = round(float(metadata.get("width", 1.0)) * (1.0 - ratio), 4)  # share of the original channels kept
+    mla.save_model(net, out, metadata=metadata | {"name": name, "width": width, "pruning": pruning} | describe(net))
     table = Table("figure", "before", "after", "after / before", title=f"{model.name} -> {out.name}")
     for key in ("val_f1", "parameters", "macs_per_512_tile", "ms_per_512"):
         b, a = float(before[key]), float(after[key])

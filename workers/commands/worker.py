@@ -20,6 +20,7 @@ from workers.errors import WorkerError
 from workers.health import HealthServer
 from workers.inspection import InspectionWorker, WorkerReport
 from workers.metrics import WorkerMetrics
+from workers.widths import WidthFamily
 
 
 def model_info(model: CrackModel, settings: Settings) -> dict[str, Any]:
@@ -38,11 +39,13 @@ def build_worker(settings: Settings, registry: CollectorRegistry) -> InspectionW
     """The model, the Redis store, the metrics and the worker, all from settings."""
     import redis
 
-    model = create_model(settings.worker.model, inference=settings.inference.model_dump())
+    family = WidthFamily.load(settings) if settings.worker.widths else None
+    model = family.active if family else create_model(settings.worker.model, inference=settings.inference.model_dump())
     client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
     store = RedisResultStore(client, RedisLayout(prefix=settings.redis.key_prefix, ttl_s=settings.redis.result_ttl_s))
     metrics = WorkerMetrics(registry)
-    return InspectionWorker(settings, model, store, metrics=metrics, model_info=model_info(model, settings))
+    info = family.info() if family else model_info(model, settings)
+    return InspectionWorker(settings, model, store, metrics=metrics, model_info=info, widths=family)
 
 
 def report_table(report: WorkerReport) -> Table:
