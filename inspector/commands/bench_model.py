@@ -21,8 +21,7 @@ from rich.table import Table
 
 from inspector.commands.bench import bench_app, emit, machine
 from inspector.commands.common import console, fail
-from inspector.commands.evaluate import evaluate_folder, json_safe
-from inspector.commands.predict import predict_folder
+from inspector.commands.evaluate import json_safe, score_model
 from inspector.errors import InspectorError
 from inspector.mla_model import MLACrackModel, load_crack_model
 
@@ -69,27 +68,17 @@ def ensure_onnx(path: Path, work: Path) -> Path:
     beside = path.with_suffix(".onnx")
     if beside.is_file() and beside.with_name(beside.name + ".json").is_file():
         return beside
-    from typer.testing import CliRunner
-
-    from inspector.cli import app
+    from inspector.commands.export import export_model
 
     target = work / "onnx" / f"{path.stem}.onnx"
-    result = CliRunner().invoke(app, ["export", "--model", str(path), "--out", str(target)])
-    if result.exit_code != 0:
-        raise InspectorError(f"cannot export {path}: {result.output}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    export_model(path, target)
     return target
 
 
 def quality(model: MLACrackModel, data: Path, work: Path, limit: int | None) -> dict[str, float]:
-    """Pixel F1 and recall of cracks >= 0.2 mm of this model and backend on held-out data."""
-    where = work / "predictions"
-    predict_folder(data, where, model, limit, show_progress=False)
-    report = evaluate_folder(data, where, show_progress=False).report()
-    return {
-        "pixel_f1": report.pixel["f1"],
-        "defect_crack_recall": report.defect_crack_recall["recall"],
-        "false_reject_rate": report.parts["false_reject_rate"],
-    }
+    """Pixel F1, recall of cracks >= 0.2 mm and false rejects of this model and backend on held-out data."""
+    return score_model(model, data, work / "predictions", limit)
 
 
 def add_ratios(rows: list[dict[str, Any]], unpruned: str) -> None:

@@ -85,6 +85,19 @@ def evaluate_folder(
     return FolderEvaluation(evaluations=evaluations, failures=failures)
 
 
+def score_model(model: Any, data: Path, work: Path, limit: int | None) -> dict[str, float]:
+    """Predict ``limit`` held-out parts into ``work`` and score them: pixel F1, recall ≥ 0.2 mm, false rejects."""
+    from inspector.commands.predict import predict_folder
+
+    predict_folder(data, work, model, limit, show_progress=False)
+    report = evaluate_folder(data, work, show_progress=False).report()
+    return {
+        "pixel_f1": report.pixel["f1"],
+        "defect_crack_recall": report.defect_crack_recall["recall"],
+        "false_reject_rate": report.parts["false_reject_rate"],
+    }
+
+
 def write_figures(
     data: Path, predictions: Path, report: EvaluationReport, out: Path, name: str, gallery_size: int = 8
 ) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,6 +42,81 @@ def verdict_parity(reference: MLACrackModel, exported: MLACrackModel, data: Path
     }
 
 
+def export_model(model: Path, target: Path, opset: int = 18) -> dict[str, Any]:
+    """Export a ``.pt`` crack model to ``target`` (ONNX) and write its sidecar; return the sidecar.
+
+    Raises:
+        InspectorError: The file is not a trained model or cannot be exported.
+
+    """
+    import mla
+    from mla.export import export_onnx
+
+    if model.suffix != ".pt" or not model.is_file():
+        raise InspectorError(f"--model {model}: give a trained .pt file (from `inspector train` or inspector/models/)")
+    try:
+        net = mla.load_model(model, map_location="cpu")
+        metadata = mla.load_metadata(model)
+        export_onnx(net, target, opset=opset)
+    except mla.MLAError as exc:
+        raise InspectorError(str(exc)) from exc
+    sidecar: dict[str, Any] = {
+        "name": metadata.get("name", model.stem),
+        "version": metadata.get("version", "0"),
+        "variant": metadata.get("variant"),
+        "modalities": list(net.modalities),
+        "scales": {m: int(net.encoder(m).scale) for m in net.modalities},
+        "opset": opset,
+        "source": {"file": model.name, "sha256": file_sha256(model)},
+        "parameters": mla.count_parameters(net),
+        "macs_per_512_tile": metadata.get("macs_per_512_tile"),
+        "width": metadata.get("width", 1.0),
+        "pruning": metadata.get("pruning"),
+        "threshold": metadata.get("threshold", 0.5),
+    }
+    sidecar_path(target).write_text(json.dumps(sidecar, indent=1) + "\n")
+    return sidecar
+
+
+def calibration_feeds(data: Path, sidecar: dict[str, Any], count: int = 32, tile: int = 256) -> list[dict[str, Any]]:
+    """INT8 calibration feeds: random training tiles (half on cracks), as the graph's inputs."""
+    from inspector.crack_data import CrackTileSet
+
+    tiles = CrackTileSet.load(data, limit=64)
+    rng = np.random.default_rng(0)
+    feeds = []
+    modalities = sidecar["modalities"]
+    for _ in range(count):
+        batch = tiles.batch(rng, 1, tile, crack_fraction=0.5, augment=False, distractor_fraction=0.25)
+        feed = {m: batch[m].astype(np.float32) for m in modalities}
+        feed["presence"] = np.ones((1, len(modalities)), dtype=np.float32)
+        feeds.append(feed)
+    return feeds
+
+
+def int8_variant(
+    model: Path, target: Path, sidecar: dict[str, Any], calibration: Path, check: Path, limit: int
+) -> dict[str, Any]:
+    """Quantise ``target`` to INT8 and keep it only if held-out pixel F1 drops by at most one point."""
+    from inspector.commands.evaluate import score_model
+    from mla.export import quantize_int8
+
+    quantised = target.with_name(target.stem + ".int8.onnx")
+    quantize_int8(target, quantised, calibration_feeds(calibration, sidecar))
+    sidecar_path(quantised).write_text(json.dumps(sidecar | {"quantisation": "int8 qdq per-channel"}, indent=1) + "\n")
+    with tempfile.TemporaryDirectory(prefix="inspector-int8-") as work:
+        float_f1 = score_model(load_crack_model(target), check, Path(work) / "float", limit)["pixel_f1"]
+        int8_f1 = score_model(load_crack_model(quantised), check, Path(work) / "int8", limit)["pixel_f1"]
+    verdict = {"float_f1": float_f1, "int8_f1": int8_f1, "drop_points": 100 * (float_f1 - int8_f1), "parts": limit}
+    verdict["accepted"] = verdict["drop_points"] <= 1.0
+    if not verdict["accepted"]:
+        quantised.unlink(missing_ok=True)
+        sidecar_path(quantised).unlink(missing_ok=True)
+    else:
+        sidecar_path(quantised).write_text(json.dumps(sidecar | {"int8_check": verdict}, indent=1) + "\n")
+    return verdict | {"file": str(quantised)}
+
+
 def export(
     model: Annotated[Path, typer.Option("--model", "-m", help="Trained crack model (.pt).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="ONNX file (default: beside the model).")] = None,
@@ -49,35 +125,22 @@ def export(
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Parts of --check to compare.")] = 20,
     opset: Annotated[int, typer.Option(min=17, help="ONNX opset.")] = 18,
+    int8: Annotated[
+        bool,
+        typer.Option(help="Also write <out>.int8.onnx (onnxruntime static QDQ), kept only if F1 drops <= 1 point."),
+    ] = False,
+    calibration: Annotated[
+        Path | None, typer.Option(help="Training data folder for the INT8 activation ranges (never held-out data).")
+    ] = None,
 ) -> None:
     """Export a crack model to ONNX (dynamic batch, height, width; IR may be missing) and check its parity."""
-    import mla
-    from mla.export import export_onnx
-
-    if model.suffix != ".pt" or not model.is_file():
-        fail(f"--model {model}: give a trained .pt file (from `inspector train` or inspector/models/)")
     target = out or model.with_suffix(".onnx")
+    if int8 and (calibration is None or check is None):
+        fail("--int8 needs --calibration (training data) and --check (held-out data to measure the F1 drop)")
     try:
-        net = mla.load_model(model, map_location="cpu")
-        metadata = mla.load_metadata(model)
-        export_onnx(net, target, opset=opset)
-    except mla.MLAError as exc:
+        sidecar = export_model(model, target, opset)
+    except InspectorError as exc:
         fail(exc)
-    scales = {m: int(net.encoder(m).scale) for m in net.modalities}
-    sidecar: dict[str, Any] = {
-        "name": metadata.get("name", model.stem),
-        "version": metadata.get("version", "0"),
-        "variant": metadata.get("variant"),
-        "modalities": list(net.modalities),
-        "scales": scales,
-        "opset": opset,
-        "source": {"file": model.name, "sha256": file_sha256(model)},
-        "parameters": mla.count_parameters(net),
-        "macs_per_512_tile": metadata.get("macs_per_512_tile"),
-        "pruning": metadata.get("pruning"),
-        "threshold": metadata.get("threshold", 0.5),
-    }
-    sidecar_path(target).write_text(json.dumps(sidecar, indent=1) + "\n")
     table = Table("export", "value")
     table.add_row("graph", f"{target} ({target.stat().st_size / 1e6:.2f} MB)")
     if check is not None:
@@ -89,6 +152,11 @@ def export(
         sidecar_path(target).write_text(json.dumps(sidecar, indent=1) + "\n")
         table.add_row("max |p_torch - p_onnx|", f"{parity['max_abs_probability_diff']:.2e}")
         table.add_row("same verdict", f"{parity['same_verdict']} / {parity['parts']}")
+    if int8 and calibration is not None and check is not None:
+        verdict = int8_variant(model, target, sidecar, calibration, check, limit)
+        table.add_row("INT8 pixel F1 (float)", f"{verdict['int8_f1']:.3f} ({verdict['float_f1']:.3f})")
+        kept = f"kept: {verdict['file']}" if verdict["accepted"] else "rejected (drop > 1 point), not written"
+        table.add_row("INT8", f"drop {verdict['drop_points']:.2f} points: {kept}")
     console.print(table)
     if check is not None and sidecar["parity"]["different_verdict"]:
         fail(f"verdicts differ on {sidecar['parity']['different_verdict']}", code=1)

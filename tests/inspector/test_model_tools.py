@@ -71,6 +71,38 @@ def test_missing_graph_or_sidecar_is_a_clear_error(tmp_path: Path, tiny_pt: Path
         create_model(str(graph))
 
 
+def test_int8_is_kept_only_when_f1_holds(tiny_pt: Path, small_line: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiny.onnx"
+    base = ["export", "--model", str(tiny_pt), "--out", str(out), "--int8"]
+    refused = runner.invoke(app, base)
+    assert refused.exit_code == 2 and "--calibration" in refused.output
+    args = [*base, "--calibration", str(small_line), "--check", str(small_line), "--limit", "2"]
+    result = runner.invoke(app, args)
+    assert "INT8" in result.output, result.output
+    quantised = tmp_path / "tiny.int8.onnx"
+    if "kept:" in result.output:  # an untrained tiny model has F1 near 0 either way
+        verdict = json.loads(quantised.with_name(quantised.name + ".json").read_text())["int8_check"]
+        assert verdict["accepted"] and verdict["drop_points"] <= 1.0
+        assert create_model(str(quantised)).predict  # loads through the onnxruntime backend
+    else:
+        assert "rejected" in result.output and not quantised.exists()
+
+
+def test_int8_rejected_when_the_drop_is_too_large(
+    tiny_pt: Path, small_line: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inspector.commands import evaluate
+
+    scores = iter([{"pixel_f1": 0.90}, {"pixel_f1": 0.85}])  # float, then INT8: a 5-point drop
+    monkeypatch.setattr(evaluate, "score_model", lambda *a, **k: next(scores))
+    out = tmp_path / "tiny.onnx"
+    args = ["export", "--model", str(tiny_pt), "--out", str(out), "--int8", "--calibration", str(small_line),
+            "--check", str(small_line), "--limit", "1"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert "drop 5.00 points" in result.output and "rejected" in result.output, result.output
+    assert not (tmp_path / "tiny.int8.onnx").exists()
+
+
 def test_export_refuses_non_models(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", "--model", str(tmp_path / "x.onnx")])
     assert result.exit_code == 2 and ".pt" in result.output
@@ -90,6 +122,7 @@ def test_prune_command_shrinks_and_reports(tiny_pt: Path, small_line: Path, tmp_
     assert pruning["after"]["parameters"] < 0.6 * pruning["before"]["parameters"]
     assert pruning["after"]["macs_per_512_tile"] < 0.6 * pruning["before"]["macs_per_512_tile"]
     assert len(pruning["rounds"]) == 2 and "ms_per_512" in pruning["after"]
+    assert mla.load_metadata(out)["width"] == pytest.approx(0.5)  # the share of channels kept, for the worker
     pruned = create_model(str(out))  # loads with its pruned shapes and predicts at full size
     assert pruned.metadata["pruning"]["criterion"] == "taylor"  # type: ignore[attr-defined]
 
