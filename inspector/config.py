@@ -176,7 +176,7 @@ class WorkerSettings(_Section):
     """How an inspection worker pairs, batches and judges frames."""
 
     group_id: str = Field("inspector-workers", min_length=1)
-    model: str = Field("crack-hffn", description="a model name (`inspector models`) or a model file")
+    model: str = Field("crack-concat", description="a model name (`inspector models`) or a model file")
     batch_pairs: int = Field(4, ge=1, description="most pairs in one model batch")
     batch_wait_ms: float = Field(20.0, ge=0, description="longest a formed pair waits for its batch to fill")
     pair_timeout_ms: float = Field(2000.0, gt=0, description="longest a frame waits for its partner")

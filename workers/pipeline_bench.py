@@ -50,7 +50,7 @@ Progress = Callable[[str], None]
 class PipelineBench:
     """What to run: the model, the frames, the loads."""
 
-    model: str = "crack-hffn"
+    model: str = "crack-concat"
     size: int = 512
     partitions: int = 4
     cameras_per_partition: int = 2

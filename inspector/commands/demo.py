@@ -32,7 +32,7 @@ def demo(
     count: Annotated[int, typer.Option(min=1, max=500, help="Parts on the synthetic line.")] = 12,
     preset: Annotated[str, typer.Option(help="Synthetic preset: clean, default or hard.")] = "default",
     seed: Annotated[int, typer.Option(help="Seed of the synthetic line.")] = 7,
-    model: Annotated[str, typer.Option("--model", "-m", help="Crack model (see `inspector models`).")] = "crack-hffn",
+    model: Annotated[str, typer.Option("--model", "-m", help="Crack model (see `inspector models`).")] = "crack-concat",
 ) -> None:
     """Generate a small synthetic line, inspect every part, print verdicts and write overlays."""
     from inspector.synth import SynthError, generate_set

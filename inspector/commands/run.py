@@ -51,7 +51,7 @@ def run(
     preset: Annotated[str, typer.Option(help="Synthetic preset: clean, default or hard.")] = "default",
     seed: Annotated[int, typer.Option(help="Seed of the synthetic parts.")] = 7,
     size: Annotated[int, typer.Option(min=64, help="Synthetic visible frame side in pixels.")] = 1024,
-    model: Annotated[str, typer.Option("--model", "-m", help="Crack model (see `inspector models`).")] = "crack-hffn",
+    model: Annotated[str, typer.Option("--model", "-m", help="Crack model (see `inspector models`).")] = "crack-concat",
     batch: Annotated[int, typer.Option(min=1, help="Pairs per micro-batch.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:

@@ -20,7 +20,7 @@ def bench_pipeline(
     out: Annotated[Path, typer.Option("--out", "-o", help="bench.json and the worker logs go here.")] = Path(
         "runs/bench-pipeline"
     ),
-    model: Annotated[str, typer.Option("--model", "-m", help="Crack model (name or file).")] = "crack-hffn",
+    model: Annotated[str, typer.Option("--model", "-m", help="Crack model (name or file).")] = "crack-concat",
     size: Annotated[int, typer.Option(min=64, help="Visible frame side in pixels (IR is 4x coarser).")] = 512,
     captures: Annotated[int, typer.Option(min=10, help="Captures drained in each throughput phase.")] = 120,
     load_seconds: Annotated[float, typer.Option(min=1, help="Length of each paced latency phase.")] = 30.0,
