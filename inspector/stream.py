@@ -266,8 +266,22 @@ class StreamCore:
         """Pairs waiting for the next batch."""
         return len(self._queue)
 
-    def feed(self, records: Sequence[Record], *, now_ns: int, wall_ns: int) -> Step:
-        """Take newly received records (``now_ns``: a monotonic clock; ``wall_ns``: epoch time)."""
+    @property
+    def pairing_frames(self) -> int:
+        """Frames waiting for their partner."""
+        return len(self._arrivals)
+
+    def feed(self, records: Sequence[Record], *, now_ns: int, wall_ns: int, pairing_ns: int | None = None) -> Step:
+        """Take newly received records.
+
+        Args:
+            records: What arrived since the last call.
+            now_ns: A monotonic clock (batch waits).
+            wall_ns: Epoch time (capture-time checks: skew, deadline).
+            pairing_ns: The clock the pairing timeout runs on (default ``now_ns``); a runner reading
+                a backlog stops it so that partners still unread are not declared missing.
+
+        """
         rejected: list[Rejection] = []
         unpaired: list[UnpairedFrame] = []
         fresh: dict[str, list[Frame]] = {"visible": [], "infrared": []}
@@ -284,7 +298,7 @@ class StreamCore:
             fresh[frame.modality].append(frame)
         result = pair_frames(
             fresh["visible"], fresh["infrared"], tolerance_ns=self.policy.tolerance_ns, state=self._sync,
-            now_ns=now_ns, max_wait_ns=self.policy.pair_timeout_ns,
+            now_ns=pairing_ns if pairing_ns is not None else now_ns, max_wait_ns=self.policy.pair_timeout_ns,
         )  # fmt: skip
         self._sync = result.state
         for pair in result.pairs:

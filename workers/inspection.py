@@ -34,6 +34,7 @@ from inspector.config import Settings
 from inspector.model import CrackModel
 from inspector.results import ResultStore, StoreError
 from inspector.stream import InspectedJob, Record, Rejection, Step, StreamCore, StreamPolicy
+from workers.alignment import PairingClock, StreamAlignment
 from workers.errors import WorkerError
 from workers.metrics import WorkerMetrics
 from workers.offsets import OffsetTracker, Partition
@@ -151,6 +152,9 @@ class InspectionWorker:
         self.producer = producer or KafkaProducer(**kafka, acks="all", linger_ms=5, retries=5)
         self.monotonic_ns, self.wall_ns = monotonic_ns, wall_ns
         self.offsets = OffsetTracker()
+        max_skew_ms = settings.worker.pair_timeout_ms / 2
+        self.alignment = StreamAlignment(settings.topics.visible, settings.topics.infrared, max_skew_ms)
+        self.pairing_clock = PairingClock(max_waiting=8 * settings.worker.max_poll_records)
         self.widths, self.load_meter = widths, LoadMeter()
         self.unstored: list[InspectedJob] = []
         self.dead: list[Rejection] = []
@@ -220,14 +224,23 @@ class InspectionWorker:
         wait_ms = 100 if not self.core.queued_pairs else max(1, self.settings.worker.batch_wait_ms / 2)
         polled = self.consumer.poll(timeout_ms=int(wait_ms), max_records=self.settings.worker.max_poll_records)
         self._last_poll = time.monotonic()
+        lags = self._lags()
+        take = self.alignment.admit(
+            {(tp.topic, tp.partition): [m.timestamp for m in messages] for tp, messages in polled.items()}, lags
+        )
         records: list[Record] = []
         for tp, messages in polled.items():
-            modality = self.topics[tp.topic]
-            for m in messages:
+            modality, count = self.topics[tp.topic], take[(tp.topic, tp.partition)]
+            if count < len(messages):  # ahead of the partner topic: read these again later
+                self.consumer.seek(tp, messages[count].offset)
+            for m in messages[:count]:
                 self.offsets.consumed((tp.topic, tp.partition), m.offset)
                 position = (tp.topic, tp.partition, m.offset)
                 records.append(Record(modality, m.key, m.value or b"", list(m.headers or []), position))  # type: ignore[arg-type]
-        step = self.core.feed(records, now_ns=self.monotonic_ns(), wall_ns=self.wall_ns())
+        now = self.monotonic_ns()
+        behind = any(v > 0 for v in lags.values())
+        pairing = self.pairing_clock.tick(now, behind=behind, waiting=self.core.pairing_frames)
+        step = self.core.feed(records, now_ns=now, wall_ns=self.wall_ns(), pairing_ns=pairing)
         self._count(step)
         self.dead += step.rejected
         for frame in step.unpaired:
@@ -244,6 +257,18 @@ class InspectionWorker:
         self._settle_pending()
         self._commit()
         self._observe()
+
+    def _lags(self) -> dict[Partition, int]:
+        """Records left to read per assigned partition, from the client's cached positions (1 when unknown)."""
+        lags: dict[Partition, int] = {}
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            try:
+                position = self.consumer.position(tp, timeout_ms=100)
+            except KafkaError:
+                position = None
+            lags[(tp.topic, tp.partition)] = 1 if high is None or position is None else max(0, high - position)
+        return lags
 
     def _settle_pending(self) -> None:
         """Send dead letters and store results; on failure pause, back off and keep them for the next try."""
@@ -354,11 +379,7 @@ class InspectionWorker:
         if time.monotonic() - self._last_lag < LAG_EVERY_S:
             return
         self._last_lag = time.monotonic()
-        lags: dict[tuple[str, int], int] = {}
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is not None:
-                lags[(tp.topic, tp.partition)] = max(0, high - self.consumer.position(tp))
+        lags = self._lags()
         self.metrics.set_lag(lags)
         self._adapt(sum(lags.values()))
 
@@ -413,6 +434,7 @@ class InspectionWorker:
             self.unstored = [job for job in self.unstored if not any(moved(p) for p in job.positions)]
             self.dead = [r for r in self.dead if not moved(r.record.position)]
             self.offsets.forget(gone)
+            self.alignment.forget(list(gone))
         if not self._healthy and assignment:
             self.consumer.pause(*assignment)
         logger.info("partitions assigned: %s (gone: %s)", sorted(mine), sorted(gone))

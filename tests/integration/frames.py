@@ -54,9 +54,13 @@ def part(seq: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def publish(
-    settings: Settings, cameras: list[str], seqs: range, producer: KafkaProducer | None = None
+    settings: Settings,
+    cameras: list[str],
+    seqs: range,
+    producer: KafkaProducer | None = None,
+    modalities: tuple[str, ...] = ("visible", "infrared"),
 ) -> list[tuple[str, int]]:
-    """Publish one capture per camera and seq (visible and infrared); return the ``(camera_id, seq)`` sent."""
+    """Publish one capture per camera and seq (the given modalities); return the ``(camera_id, seq)`` sent."""
     own = producer is None
     producer = producer or KafkaProducer(bootstrap_servers=settings.kafka.servers, acks="all", linger_ms=5)
     sent = []
@@ -66,6 +70,8 @@ def publish(
             now = time.time_ns()
             for camera in cameras:
                 for modality, image in (("visible", visible), ("infrared", infrared)):
+                    if modality not in modalities:
+                        continue
                     frame, data = encode_frame(
                         image, camera_id=camera, modality=modality, seq=seq, capture_ts_ns=now,  # type: ignore[arg-type]
                         mm_per_px=0.05 if modality == "visible" else None, part_id=f"{camera}-P{seq}",

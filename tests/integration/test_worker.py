@@ -129,3 +129,15 @@ def test_redis_outage_commits_nothing_unstored_and_recovers(stack: Stack) -> Non
     report = worker.run(timeout=60, count=len(sent))
     assert report.store_errors == 6 and report.stored == len(sent)
     assert len(results(client, settings)) == len(sent)
+
+
+def test_a_lopsided_backlog_still_pairs_every_capture(stack: Stack) -> None:
+    """All visible frames sit in Kafka before any infrared one: nothing is declared unpaired for being unread."""
+    settings = fresh_settings(stack.kafka_bootstrap, stack.redis_url, pair_timeout_ms=300, max_poll_records=8)
+    create_topics(settings)
+    sent = publish(settings, CAMERAS, range(1, 31), modalities=("visible",))
+    publish(settings, CAMERAS, range(1, 31), modalities=("infrared",))
+    worker, client = make_worker(settings)
+    report = worker.run(timeout=120, count=len(sent))
+    assert not report.unpaired and report.stored == len(sent)
+    assert sorted(results(client, settings)) == sorted(sent)

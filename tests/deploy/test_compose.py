@@ -1,0 +1,483 @@
+"""deploy/compose/compose.yaml and the Dockerfiles, checked without a Docker engine.
+
+The compose file is validated against the Compose Specification JSON schema (vendored in
+``tests/deploy/schemas/``, see its README) after variable interpolation, as ``docker compose`` does, and then
+for the facts the line depends on: workers never outnumber the partitions, the frame topics are created
+co-partitioned, every image is pinned or built from a Dockerfile that exists, ports are published only where a
+person needs them, and every ``inspector`` command line parses with the real CLI. The Dockerfiles are parsed with
+the ``dockerfile`` package (Docker's own parser) and checked for a non-root user, the health check and the
+entry point. Nothing here builds an image or starts a container: this machine has no Docker engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import dockerfile  # type: ignore[import-not-found]
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+import typer.core
+import typer.main
+import yaml
+
+from inspector.config import TopicSettings, WorkerSettings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_DIR = REPO / "deploy" / "compose"
+COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
+SCHEMA_FILE = Path(__file__).with_name("schemas") / "compose-spec.json"
+DOCKERFILES = {
+    "cpu": REPO / "deploy" / "docker" / "Dockerfile.cpu",
+    "cuda": REPO / "deploy" / "docker" / "Dockerfile.cuda",
+    "jetson": REPO / "deploy" / "jetson" / "Dockerfile",
+}
+RECORD_OVERHEAD = 64 * 1024  # workers.gateway: room for key, headers and batch framing above the pixel bytes
+PUBLISHED = {"kafka": 9094, "prometheus": 9090, "grafana": 3000}  # the only ports a person on the host needs
+
+_VARIABLE = re.compile(r"\$(?:(\$)|\{(\w+)(?:(:?[-?])([^}]*))?\}|(\w+))")
+
+
+def interpolate(value: Any, env: Mapping[str, str]) -> Any:
+    """Compose's variable interpolation: ``$$``, ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}``."""
+    if isinstance(value, dict):
+        return {key: interpolate(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, env) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        if match[1]:
+            return "$"
+        name = match[2] or match[5]
+        operator, argument = match[3], match[4] or ""
+        present = name in env and (env[name] != "" or not (operator or "").startswith(":"))
+        if operator in (":-", "-"):
+            return env[name] if present else argument
+        if operator in (":?", "?") and not present:
+            raise ValueError(f"variable {name} is required: {argument}")
+        return env.get(name, "")
+
+    return _VARIABLE.sub(replace, value)
+
+
+@cache
+def raw_compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text())  # YAML merge keys (<<) resolved by the loader
+    assert isinstance(data, dict)
+    return data
+
+
+def compose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The compose model with variables interpolated (defaults only, unless ``env`` is given)."""
+    result = interpolate(raw_compose(), env or {})
+    assert isinstance(result, dict)
+    return result
+
+
+def services(env: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    found = compose(env)["services"]
+    assert isinstance(found, dict)
+    return found
+
+
+def command(service: Mapping[str, Any]) -> list[str]:
+    value = service.get("command", [])
+    return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+
+
+def environment(service: Mapping[str, Any]) -> dict[str, str]:
+    value = service.get("environment", {})
+    if isinstance(value, list):
+        return dict(item.split("=", 1) for item in value)
+    return {key: str(item) for key, item in value.items()}
+
+
+def inspector_services(env: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Services running an ``inspector`` command (the project's image with its own entry point)."""
+    return {
+        name: s
+        for name, s in services(env).items()
+        if str(s.get("image", "")).startswith("inspector:") and "entrypoint" not in s
+    }
+
+
+def replicas(service: Mapping[str, Any]) -> int:
+    return int(service.get("deploy", {}).get("replicas", service.get("scale", 1)))
+
+
+@cache
+def cli() -> typer.core.TyperGroup:
+    from workers.cli import app
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    return group
+
+
+def parse_cli(args: list[str]) -> Any:
+    """Parse an ``inspector`` command line with the real CLI, without running it."""
+    name, *rest = args
+    sub = cli().commands[name]
+    return sub.make_context(name, list(rest))
+
+
+@cache
+def schema() -> dict[str, Any]:
+    data = json.loads(SCHEMA_FILE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def schema_errors(document: Mapping[str, Any]) -> list[str]:
+    validator = jsonschema.Draft7Validator(schema())
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(document)]
+
+
+# -- the schema ------------------------------------------------------------------------------------------
+
+
+def test_vendored_schema_is_the_compose_specification() -> None:
+    jsonschema.Draft7Validator.check_schema(schema())
+    assert schema()["title"] == "Compose Specification"
+    assert "services" in schema()["properties"]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"INSPECTOR_WORKERS": "3", "INSPECTOR_PARTITIONS": "8", "GRAFANA_ADMIN_PASSWORD": "s3cret"}],
+    ids=["defaults", "overridden"],
+)
+def test_compose_file_matches_the_compose_specification(env: dict[str, str]) -> None:
+    errors = schema_errors(compose(env))
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("services", "inspection-worker", "deploy", "replica"), 2),  # misspelt key
+        (("services", "redis", "restart_policy"), "always"),  # a deploy key at the service level
+        (("services", "gateway", "depends_on", "kafka-init", "condition"), "service_finished"),
+        (("services", "kafka", "healthcheck", "interval"), ["10s"]),
+    ],
+    ids=["misspelt-key", "misplaced-key", "bad-condition", "bad-type"],
+)
+def test_schema_catches_mistakes(path: tuple[str, ...], value: Any) -> None:
+    document = json.loads(json.dumps(compose()))
+    node = document
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    assert schema_errors(document), f"the schema accepted {'.'.join(path)} = {value!r}"
+
+
+# -- structure -------------------------------------------------------------------------------------------
+
+
+def test_every_service_has_a_pinned_image_or_a_build_that_exists() -> None:
+    for name, service in services().items():
+        image, build = service.get("image"), service.get("build")
+        assert image or build, f"service {name} has neither image nor build"
+        if build:
+            context = (COMPOSE_DIR / build["context"]).resolve()
+            assert context.is_dir(), f"service {name}: build context {context} does not exist"
+            assert (context / build["dockerfile"]).is_file(), f"service {name}: {build['dockerfile']} not in {context}"
+        else:
+            _, _, tag = str(image).rpartition(":")
+            assert "/" not in tag and tag not in ("", "latest"), f"service {name}: pin the image tag, got {image}"
+
+
+def test_inspector_services_build_the_image_they_run() -> None:
+    for name, service in services().items():
+        if not str(service.get("image", "")).startswith("inspector:"):
+            continue
+        assert "build" in service, f"service {name} runs {service['image']} but does not say how to build it"
+        variant = str(service["image"]).rsplit("-", 1)[-1]  # inspector:0.1.0-cpu / -cuda
+        assert service["build"]["dockerfile"].endswith(f"Dockerfile.{variant}"), name
+
+
+def test_bind_mounts_exist() -> None:
+    """Every host path mounted into a container exists (deploy/prometheus and deploy/grafana come with issue 8)."""
+    missing = []
+    for name, service in services().items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source", "")
+            if source.startswith((".", "/")):
+                path = (COMPOSE_DIR / source).resolve()
+                if not path.exists():
+                    missing.append(f"{name}: {path.relative_to(REPO)}")
+    assert not missing, "mounted paths missing:\n" + "\n".join(missing)
+
+
+def test_depends_on_names_services_that_can_satisfy_the_condition() -> None:
+    all_services = services()
+    for name, service in all_services.items():
+        depends = service.get("depends_on", {})
+        if isinstance(depends, list):
+            depends = {other: {"condition": "service_started"} for other in depends}
+        for other, rule in depends.items():
+            assert other in all_services, f"{name} depends on unknown service {other}"
+            if rule["condition"] == "service_healthy":
+                assert "healthcheck" in all_services[other], f"{name} waits for {other} to be healthy: it has no check"
+            if rule["condition"] == "service_completed_successfully":
+                assert all_services[other].get("restart", "no") == "no", f"{other} is one-shot: restart must be no"
+
+
+def test_ports_are_published_only_where_a_person_needs_them() -> None:
+    for name, service in services().items():
+        ports = service.get("ports", [])
+        if name not in PUBLISHED:
+            assert not ports, f"{name} publishes {ports}: containers reach each other on the compose network"
+            continue
+        assert ports, f"{name} should publish {PUBLISHED[name]}"
+        for port in ports:
+            host_ip, host_port, container_port = str(port).split(":")
+            assert host_ip == "127.0.0.1", f"{name}: publish on loopback only, got {port}"
+            assert int(host_port) == int(container_port) == PUBLISHED[name], f"{name}: {port}"
+
+
+def test_workers_do_not_outnumber_the_partitions() -> None:
+    """Every worker of the consumer group owns whole partitions: more workers than partitions would idle."""
+    for env in ({}, {"INSPECTOR_PARTITIONS": "8", "INSPECTOR_WORKERS": "6", "INSPECTOR_GPU_WORKERS": "2"}):
+        found = services(env)
+        partitions = int(environment(found["kafka-init"])["PARTITIONS"])
+        workers = {name: replicas(s) for name, s in inspector_services(env).items() if command(s)[:1] == ["worker"]}
+        assert {"inspection-worker", "inspection-worker-gpu"} <= set(workers)
+        assert sum(workers.values()) <= partitions, f"{workers} (all profiles) > {partitions} partitions"
+        for name in workers:
+            assert int(environment(found[name])["INSPECTOR__TOPICS__PARTITIONS"]) == partitions, name
+    assert int(environment(services()["kafka-init"])["PARTITIONS"]) == TopicSettings().partitions
+
+
+def test_topics_are_created_co_partitioned_with_room_for_large_frames() -> None:
+    init = services()["kafka-init"]
+    script = "\n".join(command(init))
+    topics, worker = TopicSettings(), WorkerSettings()
+    created = re.findall(r"for topic in ([^;]+); do\s+\$topics --create [^\n]*--partitions \"\$PARTITIONS\"", script)
+    assert created, script
+    names = created[0].split()
+    assert {topics.visible, topics.infrared, topics.dlq} <= set(names)
+    assert f"max.message.bytes={worker.max_record_bytes + RECORD_OVERHEAD}" in script
+    assert "--if-not-exists" in script
+    for topic in (topics.visible, topics.infrared):
+        assert f"--describe --topic {topic}" in script, "the init job must check the frame topics' counts match"
+    assert "KAFKA_AUTO_CREATE_TOPICS_ENABLE" in environment(services()["kafka"])
+    assert environment(services()["kafka"])["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
+def test_inspector_services_reach_kafka_redis_and_serve_metrics() -> None:
+    kafka = environment(services()["kafka"])
+    advertised = dict(item.split("://", 1) for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    for name, service in inspector_services().items():
+        env = environment(service)
+        assert env["INSPECTOR__KAFKA__BOOTSTRAP"] == advertised[kafka["KAFKA_INTER_BROKER_LISTENER_NAME"]], name
+        assert env["INSPECTOR__REDIS__URL"].startswith("redis://redis:"), name
+        assert env["INSPECTOR__METRICS__BIND_ADDRESS"] == "0.0.0.0", f"{name}: Prometheus could not scrape it"
+        assert env["INSPECTOR_CONFIG"] == "/etc/inspector/config.yaml"
+        assert any(str(v).endswith(":/etc/inspector/config.yaml:ro") for v in service["volumes"]), name
+
+
+def test_inspector_settings_load_from_each_service_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inspector.config import load_settings
+
+    for name, service in inspector_services().items():
+        with monkeypatch.context() as patch:
+            for key in [k for k in os.environ if k.startswith("INSPECTOR_")]:
+                patch.delenv(key)
+            for key, value in environment(service).items():
+                if key != "INSPECTOR_CONFIG":
+                    patch.setenv(key, value)
+            settings = load_settings(REPO / "configs" / "default.yaml")
+        assert settings.kafka.bootstrap == "kafka:9092", name
+        assert settings.metrics.bind_address == "0.0.0.0", name
+        assert settings.metrics.port == 9400, name
+
+
+def test_inspector_commands_parse_or_wait_behind_a_profile() -> None:
+    """Each command line parses with the real CLI; one the CLI lacks yet (issue 7) must not start by default."""
+    for name, service in inspector_services().items():
+        args = command(service)
+        if args[0] not in cli().commands:
+            assert service.get("profiles"), (
+                f"{name} runs `inspector {args[0]}`, which does not exist yet: give it a profile"
+            )
+            continue
+        context = parse_cli(args)
+        if args[0] == "gateway":
+            assert context.params["metrics_port"] == 9400, "without --metrics-port the gateway has no /healthz"
+    assert {"medical-worker", "vqa-worker"} <= set(inspector_services())
+
+
+def test_gateway_publishes_synthetic_frames_from_two_rigs() -> None:
+    context = parse_cli(command(services()["gateway"]))
+    assert context.params["source"].value == "synthetic"
+    assert context.params["cameras"] == "rig-1,rig-2"
+    assert context.params["fps"] == 5
+
+
+def mounts(service: Mapping[str, Any]) -> dict[str, str]:
+    """Container path -> host path or volume name."""
+    return {v.split(":")[1]: v.split(":")[0] for v in service.get("volumes", [])}
+
+
+def grafana_dashboard_folder() -> str:
+    """Where deploy/grafana's dashboard provider reads dashboards from, inside the container."""
+    folder = REPO / "deploy" / "grafana" / "provisioning" / "dashboards"
+    paths = {
+        provider["options"]["path"]
+        for file in sorted(folder.glob("*.y*ml"))
+        for provider in yaml.safe_load(file.read_text()).get("providers", [])
+    }
+    assert len(paths) == 1, paths
+    return str(paths.pop())
+
+
+def test_grafana_is_pinned_to_11_and_provisioned_from_the_repository() -> None:
+    grafana = services()["grafana"]
+    assert re.fullmatch(r"grafana/grafana:11\.\d+\.\d+", grafana["image"])
+    assert mounts(grafana)["/etc/grafana/provisioning"] == "../grafana/provisioning"
+    assert mounts(grafana)[grafana_dashboard_folder()] == "../grafana/dashboards"
+    assert environment(grafana)["INSPECTOR_PROMETHEUS_URL"] == "http://prometheus:9090"  # the data source's URL
+
+
+def test_prometheus_runs_the_repository_configuration() -> None:
+    prometheus = services()["prometheus"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert mounts(prometheus)["/etc/prometheus/prometheus.yml"] == "../prometheus/prometheus.yml"
+    config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    for pattern in config.get("rule_files", []):
+        folder = pattern.split("/")[0]
+        assert mounts(prometheus)[f"/etc/prometheus/{folder}"] == f"../prometheus/{folder}", pattern
+
+
+def prometheus_file_sd_folders() -> dict[str, set[str]]:
+    """Job name -> the folders (relative to /etc/prometheus) its file_sd_configs read."""
+    config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    return {
+        job["job_name"]: {str(Path(f).parent) for sd in job.get("file_sd_configs", []) for f in sd["files"]}
+        for job in config["scrape_configs"]
+    }
+
+
+def targets_script() -> str:
+    return "\n".join(command(services()["prometheus-targets"]))
+
+
+def test_prometheus_targets_are_written_where_prometheus_reads_them() -> None:
+    writer, prometheus = services()["prometheus-targets"], services()["prometheus"]
+    volume = mounts(prometheus)["/etc/prometheus/targets"]
+    assert mounts(writer)["/targets"] == volume and volume in compose()["volumes"]
+    namespace: dict[str, Any] = {}
+    script = targets_script()
+    exec(script.split("\nwhile True:")[0], namespace)  # the definitions, not the loop
+    jobs = namespace["JOBS"]
+    folders = prometheus_file_sd_folders()
+    assert folders["inspector-worker"] == {"targets/workers"} and set(jobs["workers"]) == {
+        name for name, s in inspector_services().items() if command(s)[:1] == ["worker"]
+    }
+    assert folders["inspector-gateway"] == {"targets/gateways"} and jobs["gateways"] == ["gateway"]
+    assert '"labels": {"line": "compose"}' in script, "dashboards and alerts group by the target label line"
+    assert 'f"{folder}/compose.json.tmp"' in script and "os.replace(" in script, "write atomically"
+
+
+def test_prometheus_targets_lists_each_replica_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    namespace: dict[str, Any] = {}
+    exec(targets_script().split("\nwhile True:")[0], namespace)
+    replicas_of = {"inspection-worker": ["10.0.0.2", "10.0.0.3"], "gateway": ["10.0.0.9"]}
+    names = {"10.0.0.2": "inspector-inspection-worker-1.inspector_default", "10.0.0.3": "inspector-inspection-worker-2"}
+
+    def getaddrinfo(host: str, port: int, **_: Any) -> list[tuple[Any, ...]]:
+        if host not in replicas_of:
+            raise socket.gaierror(socket.EAI_NONAME, "not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in replicas_of[host] * 2]
+
+    def gethostbyaddr(ip: str) -> tuple[str, list[str], list[str]]:
+        if ip not in names:
+            raise socket.herror(1, "unknown host")
+        return names[ip], [], [ip]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "gethostbyaddr", gethostbyaddr)
+    workers = namespace["targets"](["inspection-worker", "inspection-worker-gpu"])
+    assert workers == ["inspector-inspection-worker-1:9400", "inspector-inspection-worker-2:9400"]
+    assert namespace["targets"](["gateway"]) == ["10.0.0.9:9400"]
+
+
+# -- Dockerfiles -----------------------------------------------------------------------------------------
+
+
+def instructions(path: Path) -> list[dockerfile.Command]:
+    return list(dockerfile.parse_file(str(path)))
+
+
+def final_stage(commands: list[dockerfile.Command]) -> list[dockerfile.Command]:
+    starts = [i for i, c in enumerate(commands) if c.cmd == "FROM"]
+    return commands[starts[-1] :]
+
+
+def ignored_by_dockerignore(path: str) -> bool:
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    first = path.strip("/").split("/")[0]
+    return any(p.strip("/") == first for p in patterns if not p.startswith("!") and "*" not in p)
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+def test_worker_dockerfile(variant: str) -> None:
+    commands = instructions(DOCKERFILES[variant])
+    last = final_stage(commands)
+    users = [c.value[0] for c in last if c.cmd == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root"), "the image must run as a non-root user"
+    health = [c for c in last if c.cmd == "HEALTHCHECK"]
+    assert health and "/healthz" in health[-1].original, "HEALTHCHECK on /healthz"
+    assert [c.value for c in last if c.cmd == "ENTRYPOINT"][-1] == ("inspector",)
+    env = " ".join(c.original for c in last if c.cmd == "ENV")
+    assert "INSPECTOR__METRICS__BIND_ADDRESS=0.0.0.0" in env, "metrics must listen beyond the container's loopback"
+    assert "INSPECTOR_CONFIG=/etc/inspector/config.yaml" in env
+    text = DOCKERFILES[variant].read_text()
+    if variant == "cpu":
+        assert "python:3.11-slim" in text
+        assert "--index-url https://download.pytorch.org/whl/cpu" in text
+    else:
+        assert re.search(r"nvidia/cuda:[\d.]+-runtime-ubuntu", text), "an NVIDIA CUDA runtime base image"
+        assert "INSPECTOR__INFERENCE__DEVICE=cuda" in env
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_dockerfile_copies_what_the_context_holds(variant: str) -> None:
+    for c in instructions(DOCKERFILES[variant]):
+        if c.cmd != "COPY" or any(flag.startswith("--from") for flag in c.flags):
+            continue
+        for source in c.value[:-1]:
+            if "$" in source:  # a build argument; its default is checked where it is used
+                continue
+            assert (REPO / source).exists(), f"{DOCKERFILES[variant].name}: COPY {source}: not in the repository"
+            assert not ignored_by_dockerignore(source), f"{DOCKERFILES[variant].name}: COPY {source} is .dockerignored"
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_dockerfile_base_images_are_pinned(variant: str) -> None:
+    text = DOCKERFILES[variant].read_text()
+    defaults = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.MULTILINE))
+    for c in instructions(DOCKERFILES[variant]):
+        if c.cmd != "FROM":
+            continue
+        image = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m[1], m[0]), c.value[0])
+        stages = {x.value[2] for x in instructions(DOCKERFILES[variant]) if x.cmd == "FROM" and len(x.value) > 2}
+        if image in stages:
+            continue
+        _, _, tag = image.rpartition(":")
+        assert tag and "/" not in tag and tag != "latest", f"{variant}: pin the base image, got {image}"

@@ -1,0 +1,139 @@
+"""deploy/grafana without services: the committed JSON is current, queries name real metrics, provisioning fits."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from tests.conftest import REPO
+from workers.metrics import GatewayMetrics, WorkerMetrics
+
+GRAFANA = REPO / "deploy" / "grafana"
+METRIC = re.compile(r"\b(inspector_[a-z0-9_]+|up)\b")
+
+
+def load_dashboards() -> ModuleType:
+    """Import deploy/grafana/dashboards.py (a script, not a package) as a module."""
+    spec = importlib.util.spec_from_file_location("grafana_dashboards", GRAFANA / "dashboards.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["grafana_dashboards"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def dashboards() -> ModuleType:
+    return load_dashboards()
+
+
+def committed() -> dict[str, dict[str, Any]]:
+    return {p.name: json.loads(p.read_text()) for p in sorted((GRAFANA / "dashboards").glob("*.json"))}
+
+
+def exported_names() -> set[str]:
+    """Every sample name the worker and gateway metrics export once each kind of series exists."""
+    registry = CollectorRegistry()
+    worker = WorkerMetrics(registry)
+    GatewayMetrics(registry)
+    worker.set_model("m", "1", 1.0, "torch", "-")
+    worker.set_lag({("frames.visible", 0): 0})
+    worker.modal_weight.labels("visible").set(0.5)
+    worker.dlq.labels("bad_headers").inc()
+    return {sample.name for family in registry.collect() for sample in family.samples} | {"up"}
+
+
+def test_committed_json_is_what_the_code_builds(dashboards: ModuleType, tmp_path: Path) -> None:
+    written = {path.name: path.read_text() for path in dashboards.write(tmp_path)}
+    on_disk = {p.name: p.read_text() for p in (GRAFANA / "dashboards").glob("*.json")}
+    assert sorted(on_disk) == sorted(written), "dashboard files differ from the generated set"
+    stale = [name for name in written if on_disk[name] != written[name]]
+    assert not stale, f"{stale} are stale: run `python deploy/grafana/dashboards.py` and commit the result"
+
+
+def test_every_query_names_a_metric_the_workers_export(dashboards: ModuleType) -> None:
+    names = exported_names()
+    for model in committed().values():
+        for title, expr in dashboards.panel_queries(model):
+            used = set(METRIC.findall(expr))
+            assert used, f"{title}: no metric in {expr}"
+            if title in dashboards.PENDING_PANELS:
+                assert not used & names - {"up"}, f"{title} is pending but queries existing metrics"
+                continue
+            assert used <= names, f"{title}: {sorted(used - names)} are not exported (see workers/metrics.py)"
+
+
+def test_pending_panels_are_exactly_the_panels_of_collapsed_rows(dashboards: ModuleType) -> None:
+    model = committed()["inspection.json"]
+    rows = [p for p in model["panels"] if p["type"] == "row"]
+    hidden = {panel["title"] for row in rows if row["collapsed"] for panel in row["panels"]}
+    assert hidden == set(dashboards.PENDING_PANELS)
+    assert all(reason.strip() for reason in dashboards.PENDING_PANELS.values())
+    titles = [title for title, _ in dashboards.panel_queries(model)]
+    panel_titles = {p["title"] for p in model["panels"] if p["type"] != "row"}
+    assert len(panel_titles) == len([p for p in model["panels"] if p["type"] != "row"]), "duplicate panel titles"
+    assert set(titles) == panel_titles | hidden
+
+
+def test_issue_panels_are_there(dashboards: ModuleType) -> None:
+    exprs = "\n".join(expr for _, expr in dashboards.panel_queries(committed()["inspection.json"]))
+    for needle in (
+        'verdict="NG"', "inspector_crack_width_mm_bucket", "inspector_frames_consumed_total",
+        "histogram_quantile(0.99, sum by (le) (rate(inspector_inference_seconds_bucket",
+        "histogram_quantile(0.5, sum by (le) (rate(inspector_end_to_end_seconds_bucket",
+        "inspector_consumer_lag_records", "inspector_dlq_total", "inspector_unpaired_total",
+        "inspector_modal_weight", "inspector_model_width_ratio", 'count(up{job="inspector-worker"',
+        "inspector_ready", "inspector_gateway_frames_published_total", "inspector_gateway_frames_dropped_total",
+        "inspector_gateway_publish_seconds_bucket",
+    ):  # fmt: skip
+        assert needle in exprs, needle
+
+
+def test_panels_use_the_provisioned_datasource(dashboards: ModuleType) -> None:
+    provisioned = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yaml").read_text())
+    (source,) = provisioned["datasources"]
+    assert source["type"] == "prometheus" and source["uid"] == "prometheus"
+    assert source["url"] == "${INSPECTOR_PROMETHEUS_URL}"
+
+    def refs(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for panel in panels:
+            out += [panel.get("datasource") or {}] if panel["type"] != "row" else []
+            out += [t["datasource"] for t in panel.get("targets") or ()]
+            out += refs(panel.get("panels") or [])
+        return out
+
+    model = committed()["inspection.json"]
+    found = refs(model["panels"]) + [v["datasource"] for v in model["templating"]["list"]]
+    assert found and all(ref == {"type": "prometheus", "uid": source["uid"]} for ref in found)
+
+
+def test_dashboard_provider_loads_a_folder() -> None:
+    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "inspector.yaml").read_text())
+    (entry,) = provider["providers"]
+    assert entry["type"] == "file" and entry["options"]["path"].startswith("/")
+    assert entry["allowUiUpdates"] is False
+
+
+def test_check_flag_reports_a_stale_file(dashboards: ModuleType, tmp_path: Path, capsys: Any) -> None:
+    dashboards.write(tmp_path)
+    assert dashboards.main(["--check", "--out", str(tmp_path)]) == 0
+    (tmp_path / "inspection.json").write_text("{}\n")
+    assert dashboards.main(["--check", "--out", str(tmp_path)]) == 1
+    assert "inspection.json is stale" in capsys.readouterr().err
+
+
+def test_the_installed_sdk_is_the_pinned_one(dashboards: ModuleType) -> None:
+    assert f'"{dashboards.SDK}"' in (REPO / "pyproject.toml").read_text()
+    pinned = dashboards.SDK.split("==", 1)[1]
+    assert importlib.metadata.version("grafana-foundation-sdk") == pinned, f"pip install '{dashboards.SDK}'"
