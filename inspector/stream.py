@@ -24,7 +24,7 @@ the visible frame's ``capture_ts_ns`` in its place.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -154,6 +154,7 @@ class StreamPolicy:
             visible_only_unpaired=worker.visible_only_unpaired,
             max_record_bytes=worker.max_record_bytes,
             max_pixels=worker.max_pixels,
+            default_mm_per_px=worker.mm_per_px,
         )
 
 
@@ -189,8 +190,13 @@ def capture_key(frame: Frame) -> tuple[str, int]:
     return frame.camera_id, frame.seq if frame.seq > 0 else frame.capture_ts_ns
 
 
-def decode_record(record: Record, policy: StreamPolicy, *, wall_ns: int) -> Arrival | Rejection:
-    """Decode one record into a frame and its pixels, or say why it cannot be used (pure)."""
+def decode_record(
+    record: Record, policy: StreamPolicy, *, wall_ns: int, scaled: Collection[str] = ()
+) -> Arrival | Rejection:
+    """Decode one record into a frame and its pixels, or say why it cannot be used (pure).
+
+    ``scaled`` names the cameras with a calibration (their visible frames need no ``mm_per_px``).
+    """
     if len(record.value) > policy.max_record_bytes:
         detail = f"record of {len(record.value)} bytes exceeds worker.max_record_bytes={policy.max_record_bytes}"
         return Rejection(record, RejectReason.TOO_LARGE, detail)
@@ -199,7 +205,7 @@ def decode_record(record: Record, policy: StreamPolicy, *, wall_ns: int) -> Arri
     except FrameDecodeError as exc:
         reason = RejectReason.UNKNOWN_SCHEMA if "understands only" in str(exc) else RejectReason.BAD_HEADERS
         return Rejection(record, reason, str(exc))
-    if (problem := _check_frame(record, frame, policy, wall_ns)) is not None:
+    if (problem := _check_frame(record, frame, policy, wall_ns, scaled)) is not None:
         return problem
     try:
         image = decode_image(record.value, frame, max_pixels=policy.max_pixels)
@@ -210,7 +216,9 @@ def decode_record(record: Record, policy: StreamPolicy, *, wall_ns: int) -> Arri
     return Arrival(frame, image, record)
 
 
-def _check_frame(record: Record, frame: Frame, policy: StreamPolicy, wall_ns: int) -> Rejection | None:
+def _check_frame(
+    record: Record, frame: Frame, policy: StreamPolicy, wall_ns: int, scaled: Collection[str]
+) -> Rejection | None:
     """The header checks beyond the schema: topic, key, clock and calibration."""
     problem: tuple[RejectReason, str] | None = None
     if frame.modality != record.modality:
@@ -222,7 +230,12 @@ def _check_frame(record: Record, frame: Frame, policy: StreamPolicy, wall_ns: in
         ahead = (frame.capture_ts_ns - wall_ns) / 1e9
         detail = f"capture time is {ahead:.1f} s ahead of this worker's clock: check the camera's clock (NTP/PTP)"
         problem = RejectReason.CLOCK_SKEW, detail
-    elif frame.modality == "visible" and frame.mm_per_px is None and policy.default_mm_per_px is None:
+    elif (
+        frame.modality == "visible"
+        and frame.mm_per_px is None
+        and policy.default_mm_per_px is None
+        and frame.camera_id not in scaled
+    ):
         problem = RejectReason.NO_CALIBRATION, "visible frame without mm_per_px and no default calibration configured"
     return Rejection(record, *problem) if problem is not None else None
 
@@ -237,6 +250,7 @@ class StreamCore:
         model_width: Share of channels of the model variant, reported with every result.
         homographies: Per ``camera_id``, the rig's IR → visible homography (``inspector calibrate``);
             rigs not listed are taken as coaxial (:func:`inspector.pipeline.nominal_homography`).
+        scales: Per ``camera_id``, the calibrated mm per visible pixel, used when a frame has none.
 
     """
 
@@ -248,9 +262,10 @@ class StreamCore:
         rules: VerdictRules | None = None,
         model_width: float = 1.0,
         homographies: Mapping[str, np.ndarray] | None = None,
+        scales: Mapping[str, float] | None = None,
     ) -> None:
         self.model, self.policy, self.rules, self.model_width = model, policy or StreamPolicy(), rules, model_width
-        self.homographies = dict(homographies or {})
+        self.homographies, self.scales = dict(homographies or {}), dict(scales or {})
         self._sync = SyncState()
         self._arrivals: dict[int, Arrival] = {}  # id(frame) -> arrival, for frames waiting in the pairing
         self._queue: list[_Job] = []
@@ -286,7 +301,7 @@ class StreamCore:
         unpaired: list[UnpairedFrame] = []
         fresh: dict[str, list[Frame]] = {"visible": [], "infrared": []}
         for record in records:
-            decoded = decode_record(record, self.policy, wall_ns=wall_ns)
+            decoded = decode_record(record, self.policy, wall_ns=wall_ns, scaled=self.scales)
             if isinstance(decoded, Rejection):
                 rejected.append(decoded)
                 continue
@@ -370,7 +385,7 @@ class StreamCore:
 
     def _inspect(self, job: _Job, wall_ns: Callable[[], int], clock: Callable[[], float] | None) -> InspectedJob:
         visible = job.visible.frame
-        mm_per_px = visible.mm_per_px or self.policy.default_mm_per_px
+        mm_per_px = visible.mm_per_px or self.scales.get(visible.camera_id) or self.policy.default_mm_per_px
         assert mm_per_px is not None  # decode_record rejects visible frames without a scale
         camera_id, seq = capture_key(visible)
         extra = {"clock": clock} if clock is not None else {}

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -30,6 +30,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from inspector.calibration import Calibration
 from inspector.config import Settings
 from inspector.model import CrackModel
 from inspector.results import ResultStore, StoreError
@@ -116,6 +117,7 @@ class InspectionWorker:
         model_info: ``name``, ``version``, ``width``, ``backend``, ``sha256`` reported as a metric.
         widths: A width family (``worker.widths``): the worker switches variants by load; ``model``
             should be its active one.
+        calibrations: Per ``camera_id``, the rig's calibration (IR mapping and scale).
 
     """
 
@@ -130,12 +132,18 @@ class InspectionWorker:
         producer: KafkaProducer | None = None,
         model_info: dict[str, Any] | None = None,
         widths: WidthFamily | None = None,
+        calibrations: Mapping[str, Calibration] | None = None,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.settings, self.store, self.metrics = settings, store, metrics
         info = dict(model_info or {})
-        self.core = StreamCore(model, StreamPolicy.from_settings(settings.worker), model_width=info.get("width", 1.0))
+        cals = dict(calibrations or {})
+        self.core = StreamCore(
+            model, StreamPolicy.from_settings(settings.worker), model_width=info.get("width", 1.0),
+            homographies={c: cal.homography for c, cal in cals.items()},
+            scales={c: cal.mm_per_px for c, cal in cals.items()},
+        )  # fmt: skip
         self.topics = {settings.topics.visible: "visible", settings.topics.infrared: "infrared"}
         kafka = settings.kafka.client_kwargs()
         self.consumer = consumer or KafkaConsumer(

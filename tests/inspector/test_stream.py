@@ -186,3 +186,20 @@ def test_a_pair_the_model_cannot_take_is_rejected_not_raised() -> None:
     assert jobs == [] and {r.reason for r in rejected} == {RejectReason.UNINSPECTABLE}
     assert rejected[1].record.value == data  # the original bytes go to the dead-letter topic
     assert isinstance(Frame.from_headers(rejected[0].record.headers), Frame)
+
+
+def test_a_calibrated_camera_needs_no_scale_header_and_gets_its_homography() -> None:
+    model = LineModel()
+    shift = np.array([[4.0, 0, 3.0], [0, 4.0, 2.0], [0, 0, 1]])
+    core = StreamCore(model, StreamPolicy(batch_pairs=1), homographies={"rig-1": shift}, scales={"rig-1": 0.08})
+    core.feed([record("visible", mm_per_px=None), record("infrared")], now_ns=0, wall_ns=WALL)
+    jobs, rejected = core.inspect_batch(wall_ns=lambda: WALL)
+    assert not rejected and jobs[0].document["mm_per_px"] == 0.08
+    assert model.seen[0].ir_to_visible is not None and np.allclose(model.seen[0].ir_to_visible, shift)
+    uncalibrated = decode_record(
+        record("visible", "rig-2", mm_per_px=None), StreamPolicy(), wall_ns=WALL, scaled={"rig-1"}
+    )
+    assert isinstance(uncalibrated, Rejection) and uncalibrated.reason == RejectReason.NO_CALIBRATION
+    assert not isinstance(
+        decode_record(record("visible", mm_per_px=None), StreamPolicy(default_mm_per_px=0.1), wall_ns=WALL), Rejection
+    )

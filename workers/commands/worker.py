@@ -11,6 +11,7 @@ import typer
 from prometheus_client import CollectorRegistry
 from rich.table import Table
 
+from inspector.calibration import Calibration, load_calibration
 from inspector.commands.common import console, fail
 from inspector.config import Settings
 from inspector.errors import InspectorError
@@ -45,7 +46,17 @@ def build_worker(settings: Settings, registry: CollectorRegistry) -> InspectionW
     store = RedisResultStore(client, RedisLayout(prefix=settings.redis.key_prefix, ttl_s=settings.redis.result_ttl_s))
     metrics = WorkerMetrics(registry)
     info = family.info() if family else model_info(model, settings)
-    return InspectionWorker(settings, model, store, metrics=metrics, model_info=info, widths=family)
+    calibrations = read_calibrations(settings.worker.calibration_dir) if settings.worker.calibration_dir else {}
+    return InspectionWorker(
+        settings, model, store, metrics=metrics, model_info=info, widths=family, calibrations=calibrations
+    )
+
+
+def read_calibrations(folder: Path) -> dict[str, Calibration]:
+    """Every ``{camera_id}.yaml`` calibration in ``folder`` (from ``inspector calibrate``)."""
+    if not folder.is_dir():
+        raise WorkerError(f"worker.calibration_dir {folder} is not a folder of {{camera_id}}.yaml calibrations")
+    return {path.stem: load_calibration(path) for path in sorted(folder.glob("*.yaml"))}
 
 
 def report_table(report: WorkerReport) -> Table:
