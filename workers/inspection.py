@@ -160,6 +160,8 @@ class InspectionWorker:
         self.producer = producer or KafkaProducer(**kafka, acks="all", linger_ms=5, retries=5)
         self.monotonic_ns, self.wall_ns = monotonic_ns, wall_ns
         self.offsets = OffsetTracker()
+        self.poll_records = settings.worker.max_poll_records  # lowered by _size_polls if inspection is slow
+        self._pair_s: float | None = None
         max_skew_ms = settings.worker.pair_timeout_ms / 2
         self.alignment = StreamAlignment(settings.topics.visible, settings.topics.infrared, max_skew_ms)
         self.pairing_clock = PairingClock(max_waiting=8 * settings.worker.max_poll_records)
@@ -230,7 +232,7 @@ class InspectionWorker:
     def _step(self) -> None:
         self._settle_pending()
         wait_ms = 100 if not self.core.queued_pairs else max(1, self.settings.worker.batch_wait_ms / 2)
-        polled = self.consumer.poll(timeout_ms=int(wait_ms), max_records=self.settings.worker.max_poll_records)
+        polled = self.consumer.poll(timeout_ms=int(wait_ms), max_records=self.poll_records)
         self._last_poll = time.monotonic()
         lags = self._lags()
         take = self.alignment.admit(
@@ -262,9 +264,25 @@ class InspectionWorker:
                 self.metrics.batch_size.observe(len(jobs) + len(rejected) // 2)
                 for job in jobs:
                     self.metrics.inference.observe(job.inference_s)
+            self._size_polls(jobs)
         self._settle_pending()
         self._commit()
         self._observe()
+
+    def _size_polls(self, jobs: list[InspectedJob]) -> None:
+        """Take no more records per poll than can be inspected in a quarter of ``max_poll_interval_ms``.
+
+        A poll's records are inspected before the next poll; if that took longer than the broker's
+        ``max_poll_interval_ms`` the worker would be thrown out of the group mid-batch. Two records
+        make a capture, timed by a running mean of the model time per capture.
+        """
+        if not jobs:
+            return
+        per_pair = sum(job.inference_s for job in jobs) / len(jobs)
+        self._pair_s = per_pair if self._pair_s is None else 0.8 * self._pair_s + 0.2 * per_pair
+        budget_s = self.settings.worker.max_poll_interval_ms / 1000 / 4
+        fit = 2 * int(budget_s / max(self._pair_s, 1e-6))
+        self.poll_records = max(2, min(self.settings.worker.max_poll_records, fit))
 
     def _lags(self) -> dict[Partition, int]:
         """Records left to read per assigned partition, from the client's cached positions (1 when unknown)."""

@@ -82,3 +82,17 @@ def test_the_worker_switches_its_model_and_reports_the_width() -> None:
 
 def test_probe_times_a_capture() -> None:
     assert probe_ms(Variant("w", 1.0), 64) >= 0.0
+
+
+def test_polls_are_sized_from_the_time_per_capture() -> None:
+    from inspector.config import WorkerSettings
+    from inspector.stream import InspectedJob
+
+    settings = Settings(worker=WorkerSettings(max_poll_records=32, max_poll_interval_ms=8000))
+    worker = InspectionWorker(settings, Variant("w", 1.0), store=None, consumer=Consumer(), producer=object())  # type: ignore[arg-type]
+    assert worker.poll_records == 32
+    slow = [InspectedJob({}, None, (), inference_s=0.5)]  # 2 s budget (a quarter of 8 s) fits 4 captures
+    worker._size_polls(slow)
+    assert worker.poll_records == 8
+    worker._size_polls([InspectedJob({}, None, (), inference_s=5.0)] * 5)
+    assert worker.poll_records == 2  # never below one capture
