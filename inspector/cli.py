@@ -106,6 +106,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "export",
     "prune",
     "threshold",
+    "vqa",
+    "medical",
 )
 _register_commands()
 

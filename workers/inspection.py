@@ -176,7 +176,6 @@ class InspectionWorker:
         self._last_poll = 0.0
         self._last_lag = 0.0
         self._revoked: set[Partition] = set()
-        self._closing = False
         self._partitions = check_topics(self.consumer, settings.topics.visible, settings.topics.infrared)
         self.consumer.subscribe(list(self.topics), listener=_Rebalance(self))
         if metrics is not None and info:
@@ -221,7 +220,6 @@ class InspectionWorker:
         """Close the Kafka clients (no commit: everything settled was committed as it settled)."""
         if self.metrics is not None:
             self.metrics.ready.set(0)
-        self._closing = True
         try:
             self.consumer.close(autocommit=False)
         finally:
@@ -431,15 +429,13 @@ class InspectionWorker:
     # -- rebalances and shutdown -------------------------------------------------------------------
 
     def revoke(self, partitions: list[Partition]) -> None:
-        """Partitions may be leaving: store and commit what is finished; the rest waits for the new assignment."""
+        """Partitions may be leaving; what happens to their frames in hand is decided at the new assignment.
+
+        Nothing is committed here: kafka-python 3 runs this listener inside its own network loop,
+        where a synchronous commit can stall the rejoin. Every turn of the loop has already committed
+        what was settled, so the next owner re-reads at most the frames that were in hand.
+        """
         self._revoked |= set(partitions)
-        if self._closing:  # close() runs this inside the client's own loop; _drain committed already
-            return
-        try:
-            self._settle_pending()
-            self._commit(only=set(partitions))
-        except Exception as exc:
-            logger.info("could not commit on revocation (%s): the next owner re-reads from the last commit", exc)
 
     def assigned(self) -> None:
         """The new assignment: drop in-flight state of partitions that went to another worker.

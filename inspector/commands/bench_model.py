@@ -96,7 +96,12 @@ def add_ratios(rows: list[dict[str, Any]], unpruned: str) -> None:
 
 @bench_app.command("model")
 def bench_model(
-    models: Annotated[str, typer.Option(help="Comma-separated .pt files: the unpruned model and its pruned widths.")],
+    models: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated .pt files (the unpruned model first, then its pruned widths) or .onnx graphs."
+        ),
+    ],
     data: Annotated[Path | None, typer.Option("--data", help="Held-out folder for F1 and recall.")] = None,
     backends: Annotated[str, typer.Option(help="Comma-separated: torch, onnxruntime.")] = "torch,onnxruntime",
     batches: Annotated[str, typer.Option(help="Batch sizes to time.")] = "1,8",
@@ -115,8 +120,8 @@ def bench_model(
         torch.set_num_threads(threads)
     files = [Path(m.strip()) for m in models.split(",") if m.strip()]
     for path in files:
-        if path.suffix != ".pt" or not path.is_file():
-            fail(f"--models: {path} is not a trained .pt file")
+        if path.suffix not in (".pt", ".onnx") or not path.is_file():
+            fail(f"--models: {path} is not a trained .pt file or an exported .onnx graph (e.g. an INT8 one)")
     sizes = [int(b) for b in batches.split(",") if b.strip()]
     work = out or Path(tempfile.mkdtemp(prefix="inspector-bench-model-"))
     reference = conv_throughput_gflops()
@@ -124,7 +129,9 @@ def bench_model(
     try:
         for path in files:
             for backend in [b.strip() for b in backends.split(",") if b.strip()]:
-                file = path if backend == "torch" else ensure_onnx(path, work)
+                if path.suffix == ".onnx" and backend != "onnxruntime":
+                    continue  # an exported graph runs on onnxruntime only
+                file = path if backend == "torch" or path.suffix == ".onnx" else ensure_onnx(path, work)
                 model = load_crack_model(file, backend=backend, device=device, threads=threads, amp=amp)
                 macs = model.metadata.get("macs_per_512_tile") or 0
                 row: dict[str, Any] = {

@@ -34,6 +34,13 @@ def median_ms(model: Any, example: dict[str, Any], repeats: int = 10) -> float:
     return statistics.median(times)
 
 
+def conv_channels(model: Any) -> int:
+    """Output channels of every convolution: what structured pruning removes."""
+    import torch
+
+    return sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+
 def figures(model: Any, val: list[TileBatch], example: dict[str, Any]) -> dict[str, float]:
     """What the report compares: validation F1, parameters, MACs, median ms per 512x512 pair."""
     return validation_f1(model, val) | describe(model) | {"ms_per_512": median_ms(model, example)}
@@ -122,6 +129,7 @@ def prune(
     example = {m: torch.rand(1, 1, 512 // net.encoder(m).scale, 512 // net.encoder(m).scale) for m in net.modalities}
     trace = {m: x[:, :, : x.shape[2] // 2, : x.shape[3] // 2] for m, x in example.items()}
     before = figures(net, val_batches, example)
+    channels_before = conv_channels(net)
     if target_speedup is not None:
         try:
             ratio = ratio_for_speedup(net, trace, target_speedup)
@@ -147,7 +155,8 @@ def prune(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     name = out.stem
-    width = round(float(metadata.get("width", 1.0)) * (1.0 - ratio), 4)  # share of the original channels kept
+    kept = conv_channels(net) / channels_before  # what the rounds really left (rounding, compounding)
+    width = round(float(metadata.get("width", 1.0)) * kept, 4)  # share of the original model's channels
     mla.save_model(net, out, metadata=metadata | {"name": name, "width": width, "pruning": pruning} | describe(net))
     table = Table("figure", "before", "after", "after / before", title=f"{model.name} -> {out.name}")
     for key in ("val_f1", "parameters", "macs_per_512_tile", "ms_per_512"):

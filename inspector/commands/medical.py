@@ -1,0 +1,188 @@
+"""``inspector medical``: synthetic DICOM studies, training, drafting and evaluating radiology reports.
+
+    inspector medical synth --out data/medical/heldout --count 60 --seed 900000
+    inspector medical train --out inspector/models/medical-report.pt
+    inspector medical report study-folder/ --json
+    inspector medical eval --data data/medical/heldout --json
+
+Everything the phantom makes is synthetic; reports are drafts for a radiologist, never diagnoses.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import track
+from rich.table import Table
+
+from inspector.commands.common import console, fail
+from inspector.errors import InspectorError
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "medical-report.pt"
+
+medical_app = typer.Typer(help="Radiology report drafts from DICOM CT/MR studies (synthetic phantom data).")
+
+ModelOption = Annotated[Path, typer.Option("--model", "-m", help="Report model file (.pt).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@medical_app.command("synth")
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder; one sub-folder of DICOM files + truth.json per study.")],
+    count: Annotated[int, typer.Option(min=1, help="Studies to write.")] = 20,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the first study (the others follow).")] = 900_000,
+) -> None:
+    """Write synthetic phantom CT studies as real DICOM files with their ground truth."""
+    from inspector.medical.phantom import make_study, write_dicom
+
+    for index in track(range(count), description="writing studies", console=console):
+        study = make_study(seed + index)
+        write_dicom(study, out / f"study-{seed + index:07d}")
+    console.print(f"wrote {count} synthetic studies to {out}")
+
+
+@medical_app.command("train")
+def train(
+    out: Annotated[Path, typer.Option(help="Model file to write.")] = DEFAULT_MODEL,
+    train_studies: Annotated[int, typer.Option(min=8, help="Labelled phantom studies (seeds 0…N-1).")] = 400,
+    steps: Annotated[int, typer.Option(min=1, help="Fine-tuning steps.")] = 900,
+    dapt_steps: Annotated[
+        int, typer.Option(min=0, help="DAPT steps of the decoder on unlabelled reports; 0 = none.")
+    ] = 1500,
+    corpus: Annotated[int, typer.Option(min=100, help="Unlabelled reports in the DAPT corpus.")] = 6000,
+    batch: Annotated[int, typer.Option(min=1)] = 8,
+    run_dir: Annotated[Path, typer.Option(help="Metrics and checkpoints of the run.")] = Path("runs/medical"),
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads.")] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Train a report model: DAPT of the decoder, then image + patient → maps + narrative on phantom studies."""
+    import torch
+
+    import mla
+    from inspector.medical.report import model_config, save_report_model
+    from inspector.medical.training import Recipe, build_tokenizer, make_samples, report_corpus, run_dapt, run_finetune
+    from mla.seed import seed_everything
+
+    torch.set_num_threads(threads)
+    recipe = replace(
+        Recipe(), train_seeds=(0, train_studies), steps=steps, dapt_steps=dapt_steps, corpus=corpus, batch=batch
+    )
+    seed_everything(recipe.seed)
+    started = time.perf_counter()
+    tokenizer = build_tokenizer(report_corpus(recipe.corpus))
+    model = mla.MLAModel(model_config(tokenizer.vocab_size, recipe.width, recipe.image_width, recipe.decoder_depth))
+    dapt: dict[str, float] = {}
+    if recipe.dapt_steps:
+        dapt = run_dapt(model, tokenizer, recipe, str(run_dir / "dapt"))
+    samples = make_samples(range(*recipe.train_seeds))
+    val = make_samples(range(*recipe.val_seeds))
+    fit, evaluation = run_finetune(model, tokenizer, samples, val, recipe, str(run_dir / "finetune"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metadata: dict[str, Any] = {
+        "version": "1",
+        "synthetic_data": True,
+        "recipe": asdict(recipe),
+        "dapt": dapt,
+        "train": fit,
+        "validation": evaluation,
+        "parameters": mla.count_parameters(model),
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "command": shlex.join(["inspector", *sys.argv[1:]]),
+    }
+    save_report_model(model.eval(), tokenizer, out, metadata)
+    if as_json:
+        console.print_json(data=metadata)
+    else:
+        console.print(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB): validation {json.dumps(evaluation)}")
+
+
+@medical_app.command("report")
+def report(
+    study: Annotated[Path, typer.Argument(help="A DICOM file, a folder of them (one study) or a zip.")],
+    model: ModelOption = DEFAULT_MODEL,
+    age: Annotated[float | None, typer.Option(help="Override the patient's age (years).")] = None,
+    sex: Annotated[str | None, typer.Option(help="Override the patient's sex (M, F, O).")] = None,
+    indication: Annotated[str | None, typer.Option(help="Override the indication.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the report JSON here.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Draft a structured report (findings, impression, narrative) for one study."""
+    from inspector.medical.dicom import read_study
+    from inspector.medical.report import draft_report, load_report_model
+
+    try:
+        net, tokenizer, info = load_report_model(model)
+        volume = read_study(study.read_bytes() if study.suffix == ".zip" else study)[0]
+    except InspectorError as exc:
+        fail(exc)
+    given = volume.patient
+    patient = replace(
+        given,
+        age_years=given.age_years if age is None else age,
+        sex=given.sex if sex is None else sex.upper(),
+        indication=given.indication if indication is None else indication,
+    )
+    info.pop("metadata", None)
+    result = draft_report(net, tokenizer, volume, patient, info=info).to_dict()
+    if out is not None:
+        out.write_text(json.dumps(result, indent=1))
+    if as_json:
+        console.print_json(data=result)
+        return
+    table = Table("type", "location", "size mm", "mean HU", "confidence", title=f"findings ({result['modality']})")
+    for f in result["findings"]:
+        table.add_row(f["type"], f["location"], str(f["size_mm"]), str(f["mean_hu"]), f"{f['confidence']:.2f}")
+    console.print(table)
+    console.print(result["narrative"])
+    for warning in result["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+@medical_app.command("eval")
+def evaluate(
+    data: Annotated[Path, typer.Option(help="Folder written by `inspector medical synth` (held-out seeds).")],
+    model: ModelOption = DEFAULT_MODEL,
+    out: Annotated[Path | None, typer.Option(help="Write the figures (and per-study rows) as JSON here.")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads.")] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Finding P/R/F1, BLEU-1..4, ROUGE-L on held-out synthetic studies read back from their DICOM files."""
+    import torch
+
+    from inspector.medical.evaluation import evaluate_studies, study_folders
+    from inspector.medical.report import load_report_model
+
+    torch.set_num_threads(threads)
+    folders = study_folders(data)
+    if not folders:
+        fail(f"{data} holds no studies with truth.json: write some with `inspector medical synth --out {data}`")
+    try:
+        net, tokenizer, info = load_report_model(model)
+    except InspectorError as exc:
+        fail(exc)
+    info.pop("metadata", None)
+    figures = evaluate_studies(net, tokenizer, folders, info)
+    figures["model"] = info
+    figures["command"] = shlex.join(["inspector", *sys.argv[1:]])
+    if out is not None:
+        out.write_text(json.dumps(figures, indent=1))
+    summary = {k: v for k, v in figures.items() if k != "per_study"}
+    if as_json:
+        console.print_json(data=summary)
+        return
+    table = Table("figure", "value", title=f"held-out synthetic studies: {figures['studies']}")
+    for key, value in summary.items():
+        table.add_row(key, json.dumps(value))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``inspector medical …``."""
+    app.add_typer(medical_app, name="medical")

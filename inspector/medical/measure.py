@@ -1,0 +1,149 @@
+"""Lesion maps → findings measured in millimetres and Hounsfield units on the original pixels.
+
+The model says where lesions are and what they look like (per-type and per-organ probability maps on
+its input grid); this module measures them on the volume, as ``inspector.measure`` does for cracks:
+
+1. components of ``max(type maps) ≥ threshold``, scaled to the volume grid;
+2. for each, the slice where the footprint differs most from a ring around it (the widest cut of a
+   sphere-like lesion);
+3. on that slice, the pixels on the lesion's side of the half-contrast threshold
+   ``(lesion + background) / 2``, grown from the footprint: their area gives the size as the
+   equivalent-circle diameter ``2·sqrt(A/π)`` in mm (``PixelSpacing``), their mean the HU;
+4. the type is the type map with the most mass in the component, the location the organ map with the
+   most mass, the confidence the mean winning type probability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage  # type: ignore[import-untyped]
+
+from inspector.medical.vocab import LOCATIONS, TYPES, Finding
+
+MIN_AREA_PX = 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A lesion footprint on the volume grid with the model's type, location and confidence."""
+
+    mask: np.ndarray  # (H, W) bool
+    type: str
+    location: str
+    confidence: float
+
+
+def _resize(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(K, h, w) float maps → (K, H, W) bilinear."""
+    return np.stack(
+        [cv2.resize(m.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) for m in maps]
+    )
+
+
+def candidates(
+    type_prob: np.ndarray, organ_prob: np.ndarray, shape: tuple[int, int], threshold: float = 0.5
+) -> list[Candidate]:
+    """Lesion components of the model's maps, on a volume grid of ``shape`` (H, W).
+
+    Args:
+        type_prob: (4, h, w) probabilities, one map per :data:`TYPES`.
+        organ_prob: (6, h, w) probabilities, one map per :data:`LOCATIONS`.
+        shape: The volume's (rows, columns).
+        threshold: Lesion probability that counts as lesion.
+
+    """
+    types = _resize(type_prob, shape)
+    organs = _resize(organ_prob, shape)
+    lesion = types.max(axis=0) >= threshold
+    labels, count = ndimage.label(lesion)
+    found: list[Candidate] = []
+    for index in range(1, count + 1):
+        mask = labels == index
+        if mask.sum() < MIN_AREA_PX:
+            continue
+        type_mass = types[:, mask].sum(axis=1)
+        organ_mass = organs[:, mask].sum(axis=1)
+        kind = int(type_mass.argmax())
+        found.append(Candidate(mask, TYPES[kind], LOCATIONS[int(organ_mass.argmax())], float(types[kind][mask].mean())))
+    return found
+
+
+def measure(hu: np.ndarray, spacing_mm: tuple[float, float], footprint: np.ndarray) -> tuple[float, float] | None:
+    """Size (mm, equivalent diameter on the widest slice) and mean value of one lesion, or None if not found.
+
+    Args:
+        hu: (Z, H, W) volume (HU for CT).
+        spacing_mm: (row, column) pixel spacing.
+        footprint: (H, W) bool: where the model sees the lesion.
+
+    """
+    core = ndimage.binary_erosion(footprint) if footprint.sum() > 8 else footprint
+    if not core.any():
+        core = footprint
+    near = ndimage.binary_dilation(footprint, iterations=3)
+    ring = ndimage.binary_dilation(footprint, iterations=6) & ~near
+    if not ring.any() or not core.any():
+        return None
+    raw = hu.astype(np.float32)
+    inside = np.array([float(np.median(s[core])) for s in raw])
+    background = np.array([float(np.median(s[ring])) for s in raw])
+    z = int(np.abs(inside - background).argmax())
+    lesion_value, ring_value = inside[z], background[z]
+    noise = float(np.std(raw[z][ring]))
+    if abs(lesion_value - ring_value) < 10:
+        return None
+    # low contrast (a liver mass, a cyst) is thresholded on a 3×3 mean; high contrast on the raw pixels
+    smooth = raw if abs(lesion_value - ring_value) > 8 * noise else ndimage.uniform_filter(raw, size=(1, 3, 3))
+    threshold = (lesion_value + ring_value) / 2
+    brighter = lesion_value > ring_value
+    best_area, best_region = 0, None
+    for k in range(max(0, z - 2), min(hu.shape[0], z + 3)):
+        side = smooth[k] > threshold if brighter else smooth[k] < threshold
+        labels, _ = ndimage.label(side & near)
+        touching = np.unique(labels[core & (labels > 0)])
+        if touching.size == 0:
+            continue
+        region = np.isin(labels, touching)
+        area = int(region.sum())
+        if area > best_area:
+            best_area, best_region = area, (k, region)
+    if best_region is None:
+        return None
+    k, region = best_region
+    diameter = 2.0 * np.sqrt(best_area * spacing_mm[0] * spacing_mm[1] / np.pi)
+    solid = ndimage.binary_erosion(region) if region.sum() > 12 else region
+    value = float(hu[k][solid if solid.any() else region].mean())
+    return float(diameter), value
+
+
+def findings_from_maps(
+    hu: np.ndarray,
+    spacing_mm: tuple[float, float],
+    type_prob: np.ndarray,
+    organ_prob: np.ndarray,
+    *,
+    calibrated: bool = True,
+    threshold: float = 0.5,
+) -> list[Finding]:
+    """The findings of one volume: model maps → components → measured size and HU.
+
+    Args:
+        hu: (Z, H, W) volume.
+        spacing_mm: (row, column) pixel spacing in mm.
+        type_prob: (4, h, w) lesion-type probabilities.
+        organ_prob: (6, h, w) organ probabilities.
+        calibrated: The values are HU (CT); otherwise ``mean_hu`` is None.
+        threshold: Lesion probability threshold.
+
+    """
+    found: list[Finding] = []
+    for c in candidates(type_prob, organ_prob, hu.shape[1:], threshold):
+        measured = measure(hu, spacing_mm, c.mask)
+        if measured is None:
+            continue
+        size, value = measured
+        found.append(Finding(c.type, c.location, round(size, 1), round(value, 1) if calibrated else None, c.confidence))
+    return found

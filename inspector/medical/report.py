@@ -1,0 +1,270 @@
+"""The report model: image + patient information fused by DMA, lesion maps, and a text decoder.
+
+::
+
+    image    (B, 3, S, S)  soft-tissue MIP | soft-tissue MinIP | lung MIP  ──conv_pyramid──┐
+    patient  (B, 12)       age, sex, indication                            ──tabular──────┤ dma
+                                                                                          ▼
+    segmentation head  (B, 10, S, S): 4 lesion-type maps + 6 organ maps  ──measure──▶ findings (mm, HU)
+    sequence head      [BOS] findings prompt [SEP] ──causal decoder, cross-attending the fused memory──▶ narrative
+
+The projections (maximum and minimum intensity over the slices, S = 192) let one 2-D pass see every
+lesion of the slab; sizes and HU are then measured on the original slices (:mod:`.measure`). The
+decoder is prompted with the measured findings and writes the narrative; the indication and the age
+(which changes the nodule advice) reach it only through the fused patient vector.
+
+    model, tokenizer = load_report_model(path)
+    report = draft_report(model, tokenizer, volume)          # StructuredReport
+    report.to_dict()                                          # findings, impression, narrative, …
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+import mla
+from inspector.medical.dicom import PatientInfo, Volume, normalise_mr, window
+from inspector.medical.errors import ReportModelError
+from inspector.medical.measure import findings_from_maps
+from inspector.medical.vocab import (
+    INDICATIONS,
+    LOCATIONS,
+    TYPES,
+    Finding,
+    ReportTokenizer,
+    findings_prompt,
+    impression_of,
+)
+from mla.heads.base import HeadInput
+from mla.heads.sequence import SequenceHead
+from mla.text import EOS
+
+INPUT_SIZE = 192
+FEATURES = 2 + 3 + len(INDICATIONS) + 1
+CLASSES = len(TYPES) + len(LOCATIONS)
+MAX_LEN = 320
+FORMAT = "inspector.medical.report/1"
+
+
+# -- inputs -------------------------------------------------------------------------------------------
+
+
+def _square(image: np.ndarray, size: int) -> np.ndarray:
+    interpolation = cv2.INTER_AREA if min(image.shape) > size else cv2.INTER_LINEAR
+    return cv2.resize(image.astype(np.float32), (size, size), interpolation=interpolation)
+
+
+def image_channels(pixels: np.ndarray, is_ct: bool, size: int = INPUT_SIZE) -> np.ndarray:
+    """(Z, H, W) volume → (3, size, size) float32 model input in [0, 1].
+
+    CT: soft-tissue window of the maximum and of the minimum intensity projection, lung window of the
+    maximum. Other modalities: the same projections of the percentile-normalised volume, and its mean.
+    """
+    if is_ct:
+        mip, minip = pixels.max(axis=0), pixels.min(axis=0)
+        planes = [window(mip, "soft_tissue"), window(minip, "soft_tissue"), window(mip, "lung")]
+    else:
+        norm = normalise_mr(pixels)
+        planes = [norm.max(axis=0), norm.min(axis=0), norm.mean(axis=0)]
+    return np.stack([_square(p, size) for p in planes]).astype(np.float32)
+
+
+def patient_features(patient: PatientInfo) -> np.ndarray:
+    """(12,) float32: age/100, age known, sex M/F/other-or-unknown, indication one-hot (+ unknown)."""
+    x = np.zeros(FEATURES, np.float32)
+    if patient.age_years is not None:
+        x[0], x[1] = min(patient.age_years, 110.0) / 100.0, 1.0
+    x[2 + {"M": 0, "F": 1}.get(patient.sex or "", 2)] = 1.0
+    indication = (patient.indication or "").strip().lower()
+    x[5 + (INDICATIONS.index(indication) if indication in INDICATIONS else len(INDICATIONS))] = 1.0
+    return x
+
+
+def model_config(vocab_size: int, width: int = 64, image_width: int = 16, decoder_depth: int = 2) -> mla.ModalConfig:
+    """The ``mla`` configuration of a report model."""
+    return mla.ModalConfig(
+        modalities=("image", "patient"),
+        encoders={
+            "image": mla.EncoderSpec("conv_pyramid", in_channels=3, width=image_width),
+            "patient": mla.EncoderSpec("tabular", in_channels=FEATURES, width=32),
+        },
+        fusion_type="dma",
+        heads=("segmentation", "sequence"),
+        width=width,
+        image_dim=INPUT_SIZE,
+        head_options={
+            "segmentation": {"classes": CLASSES, "prior": 0.05},
+            "sequence": {"vocab_size": vocab_size, "max_len": MAX_LEN, "depth": decoder_depth, "heads": 4},
+        },
+    )
+
+
+# -- running the model --------------------------------------------------------------------------------
+
+
+def fuse(model: mla.MLAModel, image: Tensor, patient: Tensor) -> HeadInput:
+    """Encode and fuse a batch once; the heads are run from the returned input."""
+    features, fused, size = model.fuse(image=image, patient=patient)
+    return HeadInput(fused=fused, features=features, image_size=size)
+
+
+def sequence_head(model: mla.MLAModel) -> SequenceHead:
+    """The decoder."""
+    return cast(SequenceHead, model.heads["sequence"])
+
+
+def maps(model: mla.MLAModel, inputs: HeadInput) -> Tensor:
+    """(B, 10, S, S) probabilities: 4 lesion types, 6 organs."""
+    return torch.sigmoid(model.heads["segmentation"](inputs).float())
+
+
+@torch.no_grad()
+def generate(model: mla.MLAModel, inputs: HeadInput, prompts: list[list[int]], max_new: int = 240) -> list[list[int]]:
+    """Greedy continuation of each ``[BOS] prompt [SEP]`` (one per batch row); the new ids up to ``EOS``."""
+    head = sequence_head(model)
+    memory, padding = head.memory(inputs)  # (B, S, W), (B, S)
+    out: list[list[int]] = []
+    for row, prompt in enumerate(prompts):
+        ids = torch.tensor([prompt], dtype=torch.long, device=memory.device)
+        new: list[int] = []
+        for _ in range(min(max_new, head.max_len - len(prompt))):
+            token = int(head.decode(ids, memory[row : row + 1], padding[row : row + 1])[0, -1].argmax())
+            if token == EOS:
+                break
+            new.append(token)
+            ids = torch.cat([ids, torch.tensor([[token]], device=ids.device)], dim=1)
+        out.append(new)
+    return out
+
+
+@dataclass
+class StructuredReport:
+    """A drafted report: structured findings, impression, narrative, and how it was made."""
+
+    study_uid: str
+    modality: str
+    findings: list[Finding]
+    impression: str
+    narrative: str
+    geometry: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able, without patient identifiers."""
+        return {
+            "format": FORMAT,
+            "study_uid": self.study_uid,
+            "modality": self.modality,
+            "findings": [f.to_dict() for f in self.findings],
+            "impression": self.impression,
+            "narrative": self.narrative,
+            "geometry": self.geometry,
+            "model": self.model,
+            "timings_ms": self.timings_ms,
+            "warnings": self.warnings,
+            "draft": True,
+        }
+
+
+def draft_report(
+    model: mla.MLAModel,
+    tokenizer: ReportTokenizer,
+    volume: Volume,
+    patient: PatientInfo | None = None,
+    *,
+    info: dict[str, Any] | None = None,
+    threshold: float = 0.5,
+) -> StructuredReport:
+    """Draft the report of one volume: lesion maps → measured findings → narrative.
+
+    Args:
+        model: A report model (:func:`load_report_model`).
+        tokenizer: Its tokenizer.
+        volume: The series (CT in HU; other modalities run, but the model was trained on CT only).
+        patient: Overrides the volume's patient information (e.g. from the request's metadata).
+        info: Model name/version/sha256 copied into the report.
+        threshold: Lesion probability threshold.
+
+    """
+    start = time.perf_counter()
+    who = patient or volume.patient
+    device = next(model.parameters()).device
+    image = torch.from_numpy(image_channels(volume.pixels, volume.is_ct))[None].to(device)
+    tabular = torch.from_numpy(patient_features(who))[None].to(device)
+    with torch.no_grad():
+        inputs = fuse(model, image, tabular)
+        prob = maps(model, inputs)[0].cpu().numpy()
+    mapped = time.perf_counter()
+    findings = findings_from_maps(
+        volume.pixels, volume.spacing_mm, prob[: len(TYPES)], prob[len(TYPES) :],
+        calibrated=volume.is_ct, threshold=threshold,
+    )  # fmt: skip
+    measured = time.perf_counter()
+    prompt, _ = tokenizer.sequence(findings_prompt(findings))
+    text = tokenizer.decode(generate(model, inputs, [prompt])[0])
+    done = time.perf_counter()
+    warnings = [] if volume.is_ct else [f"the model was trained on CT only; {volume.modality} output is not validated"]
+    return StructuredReport(
+        study_uid=volume.study_uid,
+        modality=volume.modality,
+        findings=findings,
+        impression=impression_of(text),
+        narrative=text,
+        geometry=volume.summary(),
+        model=dict(info or {}),
+        timings_ms={
+            "maps": round(1e3 * (mapped - start), 1),
+            "measure": round(1e3 * (measured - mapped), 1),
+            "decode": round(1e3 * (done - measured), 1),
+            "total": round(1e3 * (done - start), 1),
+        },
+        warnings=warnings,
+    )
+
+
+# -- files --------------------------------------------------------------------------------------------
+
+
+def save_report_model(
+    model: mla.MLAModel, tokenizer: ReportTokenizer, path: Path, metadata: dict[str, Any] | None = None
+) -> None:
+    """An ``mla`` checkpoint whose metadata holds the vocabulary."""
+    meta = {"kind": FORMAT, "vocab": tokenizer.vocab[5:], **(metadata or {})}
+    mla.save_model(model, path, metadata=meta)
+
+
+def load_report_model(path: str | Path, device: str = "cpu") -> tuple[mla.MLAModel, ReportTokenizer, dict[str, Any]]:
+    """Model (eval mode), tokenizer and info (name, sha256, metadata) of a report model file.
+
+    Raises:
+        ReportModelError: Missing, unreadable, or not a report model.
+
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ReportModelError(f"report model {file} not found: train one with `inspector medical train`")
+    try:
+        metadata = mla.load_metadata(file)
+        model = mla.load_model(file, map_location=device)
+    except mla.MLAError as exc:
+        raise ReportModelError(f"cannot load report model {file}: {exc}") from None
+    if metadata.get("kind") != FORMAT or "vocab" not in metadata:
+        raise ReportModelError(f"{file} is an mla checkpoint but not a report model (no {FORMAT} metadata)")
+    tokenizer = ReportTokenizer(metadata["vocab"])
+    info = {
+        "name": file.stem,
+        "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+        "version": str(metadata.get("version", "1")),
+    }
+    return model.eval(), tokenizer, info | {"metadata": {k: v for k, v in metadata.items() if k != "vocab"}}

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from inspector.cli import app
+from inspector.vqa.data import build_set, encode_png
+
+runner = CliRunner()
+
+
+def test_synth_writes_scenes_questions_and_captions(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["vqa", "synth", "--out", str(tmp_path), "--count", "3", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(list(tmp_path.glob("scene-*.png"))) == 3
+    records = [json.loads(line) for line in (tmp_path / "questions.jsonl").read_text().splitlines()]
+    assert {r["type"] for r in records} == {"colour", "shape", "count", "position", "relational"} or len(records) > 5
+    assert len((tmp_path / "captions.jsonl").read_text().splitlines()) == 3
+
+
+def test_ask_answers_and_refuses_bad_input(tiny_model_path: Path, tmp_path: Path) -> None:
+    image = tmp_path / "s.png"
+    image.write_bytes(encode_png(build_set(1, seed=1).images[0]))
+    ok = runner.invoke(
+        app,
+        [
+            "vqa",
+            "ask",
+            "--model",
+            str(tiny_model_path),
+            "-i",
+            str(image),
+            "-q",
+            "what shape is the red object?",
+            "--json",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "confidence" in json.loads(ok.output)
+    bad = runner.invoke(app, ["vqa", "ask", "--model", str(tiny_model_path), "-i", str(image), "-q", "what is love?"])
+    assert bad.exit_code == 2 and "unknown word" in bad.output
+    noise = tmp_path / "noise.png"
+    noise.write_bytes(b"\x00\x01garbage")
+    assert (
+        runner.invoke(
+            app,
+            ["vqa", "ask", "--model", str(tiny_model_path), "-i", str(noise), "-q", "what shape is the red object?"],
+        ).exit_code
+        == 2
+    )
+    missing = runner.invoke(app, ["vqa", "ask", "--model", str(tmp_path / "none.pt"), "-i", str(image), "-q", "x"])
+    assert missing.exit_code == 2 and "vqa train" in missing.output
+
+
+def test_eval_and_train_commands(tiny_model_path: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["vqa", "eval", "--models", str(tiny_model_path), "--scenes", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "relational" in json.loads(result.output)["models"]["tiny"]["by_type"]
+    out = tmp_path / "m.pt"
+    trained = runner.invoke(
+        app,
+        [
+            "vqa",
+            "train",
+            "--out",
+            str(out),
+            "--fusion",
+            "concat",
+            "--steps",
+            "2",
+            "--batch",
+            "4",
+            "--eval-scenes",
+            "3",
+            "--no-progress",
+            "--json",
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    assert out.is_file() and json.loads(trained.output)["steps"] == 2
+    assert runner.invoke(app, ["vqa", "train", "--out", str(out), "--fusion", "mean"]).exit_code == 2

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inspector.vqa.data import build_set, to_tensor
+from inspector.vqa.errors import VQAError, VQAInputError
+from inspector.vqa.model import FUSIONS, VQAModel, vqa_config
+from inspector.vqa.scenes import ANSWERS, QUESTION_TYPES
+from inspector.vqa.tokenizer import WordTokenizer
+from inspector.vqa.training import evaluate
+from mla import MLAModel
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_published_api_answers_with_every_fusion(fusion: str, tokenizer: WordTokenizer) -> None:
+    model = MLAModel(vqa_config(fusion, width=32, text_dim=32, image_width=8))
+    data = build_set(2, seed=1)
+    ids = tokenizer.batch(data.questions[:3])
+    out = model(ids, to_tensor(data.images[data.scene_index[:3]]))  # model(question, image)
+    assert out.outputs["answer"].shape == (3, len(ANSWERS))
+    assert out.modalities == ("text", "image")
+
+
+def test_answer_gives_a_word_and_confidence(tiny_model: VQAModel) -> None:
+    data = build_set(2, seed=3)
+    answers = tiny_model.answer(
+        [data.images[0], data.images[1]], ["what shape is the red object?", "how many objects are there?"]
+    )
+    assert len(answers) == 2
+    for a in answers:
+        assert a.answer in ANSWERS and 0.0 < a.confidence <= 1.0 and a.top[0] == (a.answer, a.confidence)
+        assert len(a.to_dict()["top"]) == 3
+
+
+def test_answer_refuses_unknown_words_and_mismatched_lengths(tiny_model: VQAModel) -> None:
+    image = build_set(1, seed=3).images[0]
+    with pytest.raises(VQAInputError) as err:
+        tiny_model.answer([image], ["what is the meaning of life?"])
+    assert err.value.reason == "unknown_words"
+    with pytest.raises(VQAError, match="one image per question"):
+        tiny_model.answer([image], [])
+
+
+def test_save_and_load_keep_tokenizer_answers_and_outputs(tiny_model: VQAModel, tmp_path: Path) -> None:
+    path = tmp_path / "m.pt"
+    tiny_model.save(path, metadata={"note": "x"})
+    again = VQAModel.load(path)
+    assert again.tokenizer.vocabulary == tiny_model.tokenizer.vocabulary and again.answers == ANSWERS
+    assert again.metadata["note"] == "x" and len(again.sha256) == 64 and again.fusion == "dma"
+    data = build_set(1, seed=4)
+    ids, image = again.tokenizer.batch(data.questions[:2]), to_tensor(data.images[data.scene_index[:2]])
+    assert torch.allclose(again.logits(ids, image), tiny_model.logits(ids, image))
+
+
+def test_load_refuses_other_files(tmp_path: Path) -> None:
+    with pytest.raises(VQAError, match="cannot read checkpoint"):
+        VQAModel.load(tmp_path / "missing.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"x": 1}, other)
+    with pytest.raises(VQAError):
+        VQAModel.load(other)
+
+
+def test_evaluate_reports_every_type(tiny_model: VQAModel) -> None:
+    found = evaluate(tiny_model, build_set(10, seed=9))
+    assert set(found["by_type"]) == set(QUESTION_TYPES)
+    assert 0.0 <= found["overall"] <= 1.0 and sum(found["questions"].values()) > 0
+    assert np.isclose(
+        found["overall"],
+        sum(found["by_type"][k] * found["questions"][k] for k in QUESTION_TYPES) / sum(found["questions"].values()),
+    )

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from inspector.vqa.data import build_set
+from inspector.vqa.tokenizer import WordTokenizer
+from inspector.vqa.training import TrainOptions, answer_loss, batch_of, batches, train_vqa
+
+
+def test_batches_are_fresh_and_seeded(tokenizer: WordTokenizer) -> None:
+    options = TrainOptions(batch=12, seed=1)
+    first = next(iter(batches(tokenizer, options)(0)))
+    again = next(iter(batches(tokenizer, options)(0)))
+    other = next(iter(batches(tokenizer, options)(1)))
+    assert first["image"].shape == (12, 5, 64, 64) and first["ids"].shape[0] == 12
+    assert torch.equal(first["image"], again["image"]) and not torch.equal(first["image"], other["image"])
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tokenizer: WordTokenizer, tmp_path: Path) -> None:
+    data = build_set(4, seed=2)
+    options = TrainOptions(
+        fusion="concat", steps=1, batch=8, model_options={"width": 32, "text_dim": 32, "image_width": 8}
+    )
+    model = train_vqa(options, tmp_path, tokenizer=tokenizer, progress=False).model
+    batch = batch_of(data, torch.arange(16).numpy(), tokenizer)
+    opt = torch.optim.AdamW(model.network.parameters(), lr=3e-3)
+    model.network.train()
+    losses = []
+    for _ in range(8):
+        loss, _ = answer_loss(model.network, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+
+
+def test_training_records_evaluations_and_stops_on_time(tokenizer: WordTokenizer, tmp_path: Path) -> None:
+    options = TrainOptions(
+        fusion="hffn",
+        steps=50,
+        batch=4,
+        time_limit_s=0.0,
+        model_options={"width": 32, "text_dim": 32, "image_width": 8},
+    )
+    result = train_vqa(
+        options, tmp_path, tokenizer=tokenizer, eval_set=build_set(3, seed=9), eval_every=1, progress=False
+    )
+    assert result.fit.stopped_early and result.fit.step == 1
+    assert result.history and "acc" in result.history[-1]
+    assert result.model.metadata["fusion"] == "hffn"

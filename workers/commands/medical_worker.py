@@ -1,0 +1,96 @@
+"""``inspector medical-worker``: consume ``medical.studies``, draft reports, store them in Redis, serve metrics."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from prometheus_client import CollectorRegistry
+
+from inspector.commands.common import console, fail
+from inspector.commands.medical import DEFAULT_MODEL
+from inspector.errors import InspectorError
+from workers.errors import WorkerError
+from workers.health import HealthServer
+from workers.medical import MedicalConfig, MedicalMetrics, MedicalWorker
+
+
+def medical_worker(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML settings (Kafka, Redis, metrics addresses).")
+    ] = None,
+    model: Annotated[Path, typer.Option("--model", "-m", help="Report model file.")] = DEFAULT_MODEL,
+    topic: Annotated[str, typer.Option(help="Topic of study requests.")] = "medical.studies",
+    dlq: Annotated[str, typer.Option(help="Dead-letter topic.")] = "medical.dlq",
+    group_id: Annotated[str, typer.Option(help="Consumer group.")] = "inspector-medical",
+    ttl_s: Annotated[int, typer.Option(min=1, help="Seconds a report stays in Redis.")] = 30 * 24 * 3600,
+    max_inline_mb: Annotated[float, typer.Option(min=0.001, help="Largest inline payload (MB).")] = 16.0,
+    claim_root: Annotated[
+        list[Path] | None, typer.Option(help="Folder claim-check paths may point into (repeatable).")
+    ] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after this many records.")] = None,
+    duration: Annotated[float | None, typer.Option(min=0.1, help="Stop after this many seconds.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Draft a report for every study request; reports go to Redis medical:report:{StudyInstanceUID} (JSON, TTL).
+
+    Bad records (not DICOM, no pixels, unsupported compression, bad geometry, too large inline) go to
+    the dead-letter topic with a reason; /metrics, /healthz and /readyz are served on
+    metrics.bind_address:metrics.port.
+    """
+    import redis
+
+    from inspector.cli import settings_or_exit
+    from inspector.medical.report import load_report_model
+
+    settings = settings_or_exit(config)
+    registry = CollectorRegistry()
+    medical = MedicalConfig(
+        topic=topic, dlq=dlq, group_id=group_id, ttl_s=ttl_s, max_inline_bytes=int(max_inline_mb * 2**20),
+        claim_roots=tuple(claim_root or ()),
+    )  # fmt: skip
+    try:
+        net, tokenizer, info = load_report_model(model)
+        info.pop("metadata", None)
+        client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
+        worker = MedicalWorker(settings, medical, net, tokenizer, client, metrics=MedicalMetrics(registry), info=info)
+    except (InspectorError, WorkerError) as exc:
+        fail(exc)
+    except Exception as exc:  # the broker unreachable at start: say where
+        fail(
+            f"cannot start the medical worker ({type(exc).__name__}: {exc}); is Kafka at {settings.kafka.bootstrap} up?"
+        )
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        console.print(f"signal {signal.Signals(signum).name}: stopping")
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = HealthServer.from_settings(settings.metrics, registry, worker.ready)
+    try:
+        server.start()
+    except WorkerError as exc:
+        worker.close()
+        fail(exc)
+    console.print(f"medical worker on {topic} (group {group_id}), metrics on port {server.port}")
+    try:
+        report = worker.run(timeout=duration, count=count)
+    finally:
+        server.stop()
+    summary = {
+        "records": report.records, "stored": report.stored, "dlq": dict(report.dlq),
+        "store_errors": report.store_errors, "seconds": round(report.seconds, 3),
+    }  # fmt: skip
+    if as_json:
+        console.print_json(data=summary)
+    else:
+        console.print(summary)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``inspector medical-worker``."""
+    app.command("medical-worker")(medical_worker)
