@@ -164,7 +164,7 @@ class InspectionWorker:
         self._pair_s: float | None = None
         max_skew_ms = settings.worker.pair_timeout_ms / 2
         self.alignment = StreamAlignment(settings.topics.visible, settings.topics.infrared, max_skew_ms)
-        self.pairing_clock = PairingClock(max_waiting=8 * settings.worker.max_poll_records)
+        self.pairing_clock = PairingClock(max_waiting=max(512, 16 * settings.worker.max_poll_records))
         self.widths, self.load_meter = widths, LoadMeter()
         self.unstored: list[InspectedJob] = []
         self.dead: list[Rejection] = []
