@@ -46,7 +46,7 @@ def run(
         str, typer.Option(help="Comma-separated camera ids (one visible + IR rig each).")
     ] = "rig-1,rig-2",
     count: Annotated[int, typer.Option(min=1, help="Captures to inspect (over all cameras).")] = 12,
-    fps: Annotated[float, typer.Option(min=0, help="Captures per second per camera; 0 = as fast as possible.")] = 2.0,
+    fps: Annotated[float, typer.Option(min=0, help="Captures per second per camera; 0 = as fast as possible.")] = 0.5,
     source: Annotated[str, typer.Option(help="synthetic (rendered here) or a data folder to replay.")] = "synthetic",
     preset: Annotated[str, typer.Option(help="Synthetic preset: clean, default or hard.")] = "default",
     seed: Annotated[int, typer.Option(help="Seed of the synthetic parts.")] = 7,
