@@ -87,7 +87,8 @@ def _settings(bench: PipelineBench) -> Settings:
     )
 
 
-def _env(settings: Settings) -> dict[str, str]:
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment of an ``inspector worker`` process for these settings (one inference thread)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSPECTOR__") and k != "INSPECTOR_CONFIG"}
     env.update(
         {
@@ -135,7 +136,7 @@ class _Workers:
             with (logs / f"worker-{i}.log").open("w") as err:
                 command = [sys.executable, "-m", "workers.cli", "worker"]
                 self.processes.append(
-                    subprocess.Popen(command, env=_env(settings), stdout=subprocess.DEVNULL, stderr=err)
+                    subprocess.Popen(command, env=worker_env(settings), stdout=subprocess.DEVNULL, stderr=err)
                 )
 
     def stop(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,29 +16,11 @@ import redis
 from inspector.config import Settings
 from tests.conftest import Stack
 from tests.integration.frames import create_topics, fresh_settings, publish
+from workers.pipeline_bench import worker_env
 
 pytestmark = pytest.mark.integration
 
 CAMERAS = [f"rig-{i}" for i in range(6)]
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "INSPECTOR__KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
-            "INSPECTOR__REDIS__URL": settings.redis.url,
-            "INSPECTOR__REDIS__KEY_PREFIX": settings.redis.key_prefix,
-            "INSPECTOR__TOPICS__VISIBLE": settings.topics.visible,
-            "INSPECTOR__TOPICS__INFRARED": settings.topics.infrared,
-            "INSPECTOR__TOPICS__DLQ": settings.topics.dlq,
-            "INSPECTOR__WORKER__GROUP_ID": settings.worker.group_id,
-            "INSPECTOR__WORKER__MODEL": "baseline",
-            "INSPECTOR__METRICS__PORT": "0",
-        }
-    )
-    env.pop("INSPECTOR_CONFIG", None)
-    return env
 
 
 class WorkerProcess:
@@ -50,7 +31,8 @@ class WorkerProcess:
         self.out = folder / f"{name}.json"
         command = [sys.executable, "-m", "workers.cli", "worker", "--json"]
         with self.log.open("w") as err, self.out.open("w") as out:
-            self.process = subprocess.Popen(command, env=worker_env(settings), stdout=out, stderr=err)
+            env = worker_env(settings) | {"INSPECTOR__WORKER__MODEL": "baseline"}
+            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
 
     def assignment(self) -> set[tuple[str, int]] | None:
         """The partitions of the last assignment this worker logged."""
