@@ -37,7 +37,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 def synth(
     out: Annotated[Path, typer.Option(help="Folder; one sub-folder of DICOM files + truth.json per study.")],
     count: Annotated[int, typer.Option(min=1, help="Studies to write.")] = 20,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the first study (the others follow).")] = 900_000,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the first study (held-out figures use 800000).")] = 800_000,
 ) -> None:
     """Write synthetic phantom CT studies as real DICOM files with their ground truth."""
     from inspector.medical.phantom import make_study, write_dicom
@@ -60,26 +60,43 @@ def train(
     batch: Annotated[int, typer.Option(min=1)] = 8,
     run_dir: Annotated[Path, typer.Option(help="Metrics and checkpoints of the run.")] = Path("runs/medical"),
     threads: Annotated[int, typer.Option(min=1, help="CPU threads.")] = 1,
+    max_minutes: Annotated[float | None, typer.Option(min=0.1, help="Stop fine-tuning after this long.")] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="Start from this report model's weights and vocabulary (no DAPT).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Train a report model: DAPT of the decoder, then image + patient → maps + narrative on phantom studies."""
     import torch
 
     import mla
-    from inspector.medical.report import model_config, save_report_model
+    from inspector.medical.report import load_report_model, model_config, save_report_model
     from inspector.medical.training import Recipe, build_tokenizer, make_samples, report_corpus, run_dapt, run_finetune
     from mla.seed import seed_everything
 
     torch.set_num_threads(threads)
     recipe = replace(
-        Recipe(), train_seeds=(0, train_studies), steps=steps, dapt_steps=dapt_steps, corpus=corpus, batch=batch
+        Recipe(),
+        train_seeds=(0, train_studies),
+        steps=steps,
+        dapt_steps=dapt_steps,
+        corpus=corpus,
+        batch=batch,
+        max_seconds=None if max_minutes is None else 60 * max_minutes,
     )
     seed_everything(recipe.seed)
     started = time.perf_counter()
     tokenizer = build_tokenizer(report_corpus(recipe.corpus))
     model = mla.MLAModel(model_config(tokenizer.vocab_size, recipe.width, recipe.image_width, recipe.decoder_depth))
-    dapt: dict[str, float] = {}
-    if recipe.dapt_steps:
+    dapt: dict[str, Any] = {}
+    if init is not None:
+        try:
+            model, tokenizer, start = load_report_model(init)
+        except InspectorError as exc:
+            fail(exc)
+        model.train()
+        dapt = {"init": str(init), "init_metadata": start["metadata"]}
+    elif recipe.dapt_steps:
         dapt = run_dapt(model, tokenizer, recipe, str(run_dir / "dapt"))
     samples = make_samples(range(*recipe.train_seeds))
     val = make_samples(range(*recipe.val_seeds))

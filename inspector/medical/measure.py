@@ -10,7 +10,9 @@ its input grid); this module measures them on the volume, as ``inspector.measure
    ``(lesion + background) / 2``, grown from the footprint: their area gives the size as the
    equivalent-circle diameter ``2·sqrt(A/π)`` in mm (``PixelSpacing``), their mean the HU;
 4. the type is the type map with the most mass in the component, the location the organ map with the
-   most mass, the confidence the mean winning type probability.
+   most mass around the component, the confidence the mean winning type probability. Two definitions
+   override the maps: on CT a lesion of mean ≥ 200 HU is a calcification and one below is not; in the
+   lungs a solid lesion over 30 mm is a mass, up to 30 mm a nodule (the Fleischner glossary).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from scipy import ndimage  # type: ignore[import-untyped]
 from inspector.medical.vocab import LOCATIONS, TYPES, Finding
 
 MIN_AREA_PX = 1
+NODULE_MAX_MM = 30.0
+CALCIUM_HU = 200.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class Candidate:
     type: str
     location: str
     confidence: float
+    ranked: tuple[str, ...] = ()  # every type, most likely first
 
 
 def _resize(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -65,9 +70,12 @@ def candidates(
         if mask.sum() < MIN_AREA_PX:
             continue
         type_mass = types[:, mask].sum(axis=1)
-        organ_mass = organs[:, mask].sum(axis=1)
+        around = ndimage.binary_dilation(mask, iterations=4)  # the organ shows around a lesion, not inside it
+        organ_mass = organs[:, around].sum(axis=1)
         kind = int(type_mass.argmax())
-        found.append(Candidate(mask, TYPES[kind], LOCATIONS[int(organ_mass.argmax())], float(types[kind][mask].mean())))
+        ranked = tuple(TYPES[i] for i in np.argsort(-type_mass))
+        location = LOCATIONS[int(organ_mass.argmax())]
+        found.append(Candidate(mask, TYPES[kind], location, float(types[kind][mask].mean()), ranked))
     return found
 
 
@@ -145,5 +153,13 @@ def findings_from_maps(
         if measured is None:
             continue
         size, value = measured
-        found.append(Finding(c.type, c.location, round(size, 1), round(value, 1) if calibrated else None, c.confidence))
+        kind = c.type
+        if calibrated:  # calcium density is what makes a calcification; nothing below it is one
+            if value >= CALCIUM_HU:
+                kind = "calcification"
+            elif kind == "calcification":
+                kind = next((t for t in c.ranked if t != "calcification"), kind)
+        if kind in ("nodule", "mass") and c.location.endswith("lung"):  # Fleischner glossary: a mass is > 3 cm
+            kind = "mass" if size > NODULE_MAX_MM else "nodule"
+        found.append(Finding(kind, c.location, round(size, 1), round(value, 1) if calibrated else None, c.confidence))
     return found

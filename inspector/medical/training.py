@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -41,8 +42,10 @@ from inspector.medical.vocab import (
     report_text,
 )
 from mla.text import PAD
+from mla.train import Callback
 
 IGNORE = -100
+LESION_POS_WEIGHT = torch.tensor([5.0, 5.0, 5.0, 20.0])  # nodule, mass, cyst, calcification
 
 
 def targets(study: Study, size: int = INPUT_SIZE) -> np.ndarray:
@@ -160,7 +163,8 @@ def report_loss(model: mla.MLAModel, batch: ReportBatch) -> tuple[Tensor, dict[s
     logits = model.heads["segmentation"](inputs).float()  # (B, 10, S, S)
     k = len(TYPES)
     lesion_logits, lesion_target = logits[:, :k], batch.target[:, :k]
-    bce = F.binary_cross_entropy_with_logits(lesion_logits, lesion_target, pos_weight=torch.tensor(5.0))
+    weight = LESION_POS_WEIGHT.to(logits.device).view(1, k, 1, 1)  # calcifications are 2-4 px: weighted up
+    bce = F.binary_cross_entropy_with_logits(lesion_logits, lesion_target, pos_weight=weight)
     prob = torch.sigmoid(lesion_logits)
     inter = (prob * lesion_target).sum(dim=(2, 3))
     dice = ((2 * inter + 1) / (prob.sum(dim=(2, 3)) + lesion_target.sum(dim=(2, 3)) + 1)).mean()
@@ -244,6 +248,7 @@ class Recipe:
     decoder_depth: int = 2
     max_len: int = 300
     seed: int = 0
+    max_seconds: float | None = None  # stop fine-tuning (then evaluate and save) after this much training
 
 
 def run_dapt(model: mla.MLAModel, tokenizer: ReportTokenizer, recipe: Recipe, out_dir: str) -> dict[str, float]:
@@ -289,9 +294,22 @@ def run_finetune(
     def evaluate(m: mla.MLAModel) -> dict[str, float]:
         return {"val_dice": lesion_dice(m, val), "val_text": validation_text_loss(m, tokenizer, val, recipe.max_len)}
 
-    trainer = Trainer(model, report_loss, cfg, out_dir, evaluate=evaluate, progress=False)
+    callbacks = [Deadline(recipe.max_seconds)] if recipe.max_seconds else []
+    trainer = Trainer(model, report_loss, cfg, out_dir, evaluate=evaluate, callbacks=callbacks, progress=False)
     result = trainer.fit(epoch, overwrite=True)
-    return result.train, result.eval
+    return {**result.train, "steps_done": result.step}, result.eval
+
+
+class Deadline(Callback):
+    """Stop training once ``seconds`` of training have passed (a budget on a shared machine)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_step_end(self, trainer: Any, record: Any) -> None:
+        """Ask the trainer to stop when over budget."""
+        if trainer.wall_s > self.seconds:
+            trainer.request_stop(f"time budget of {self.seconds:.0f} s spent")
 
 
 @torch.no_grad()

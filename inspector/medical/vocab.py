@@ -168,7 +168,9 @@ _NOUN_TYPE = {
 _LOC = "|".join(re.escape(loc) for loc in LOCATIONS)
 _NOUN = "|".join(re.escape(n) for n in _NOUN_TYPE)
 _PATTERNS = (
-    re.compile(rf"(?P<size>\d+) mm (?P<noun>{_NOUN}) in the (?P<loc>{_LOC})\s*[,(]\s*(?:mean attenuation )?(?P<hu>-?\d+)"),
+    re.compile(
+        rf"(?P<size>\d+) mm (?P<noun>{_NOUN}) in the (?P<loc>{_LOC})\s*[,(]\s*(?:mean attenuation )?(?P<hu>-?\d+)"
+    ),
     re.compile(rf"(?P<loc>{_LOC}): (?P<noun>{_NOUN}) measuring (?P<size>\d+) mm, (?P<hu>-?\d+) HU", re.IGNORECASE),
 )
 

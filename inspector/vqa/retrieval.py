@@ -5,9 +5,12 @@ Two ways to rank the N candidates of a query, both from the same aligned encoder
 * **dual encoder**: the alignment stage's projection heads embed each side once; cosine similarity
   ranks (one encoder pass per item, a dot product per pair; no fusion involved).
 * **fused matcher**: an ``MLAModel`` with the fusion under test (``concat`` or ``dma``) and a one-logit
-  ``classification`` head, its encoders copied from the aligned ones, fine-tuned to tell a true pair
-  from shuffled ones; every (query, candidate) pair goes through the fusion and the head (the
-  encoders still run once per item). MACs per scored pair are what the fusion and head cost.
+  head, its encoders copied from the aligned ones, fine-tuned to tell a true pair from shuffled ones;
+  every (query, candidate) pair goes through the fusion and the head (the encoders still run once per
+  item). MACs per scored pair are what the fusion and head cost. The head must be non-linear in the
+  fused features (a linear ``classification`` head on a fused *sum* scores pairs additively, which
+  cannot rank): ``answer`` with one answer (an MLP after cross-attention over the caption's tokens)
+  for captions, the ``segmentation`` head's map averaged for visible ↔ IR tiles.
 
 ::
 
@@ -57,7 +60,7 @@ class RetrievalTask:
     Attributes:
         name: ``image_caption`` or ``visible_infrared``.
         modalities: ``(a, b)``: queries of one side rank candidates of the other, both ways.
-        config: ``fusion -> ModalConfig`` of the matcher (one-logit ``classification`` head).
+        config: ``fusion -> ModalConfig`` of the matcher (a one-logit head).
         train_batch: ``rng -> {a: …, b: …}`` paired training items.
         heldout: ``{a: (N, …), b: (N, …)}``, row i of each is a true pair.
 
@@ -82,7 +85,7 @@ def caption_task(
                 "text": EncoderSpec("text", options={"depth": 2, "heads": 4, "max_len": CAPTION_TOKENS}),
                 "image": EncoderSpec("conv_pyramid", in_channels=IN_CHANNELS, width=16),
             },
-            heads=("classification",), num_classes=1, width=64,
+            heads=("answer",), head_options={"answer": {"num_answers": 1}}, width=64,
         )  # fmt: skip
 
     def train_batch(rng: np.random.Generator) -> Batch:
@@ -121,7 +124,7 @@ def line_task(
                 "visible": EncoderSpec("conv_pyramid", in_channels=1, width=16),
                 "infrared": EncoderSpec("ir_pyramid", in_channels=1, width=8, scale=4),
             },
-            heads=("classification",), num_classes=1, width=32,
+            heads=("segmentation",), width=32,
         )  # fmt: skip
 
     def train_batch(rng: np.random.Generator) -> Batch:
@@ -209,12 +212,17 @@ class PairScorer(nn.Module):
         self.modalities = modalities
 
     def forward(self, fa: ModalFeatures, fb: ModalFeatures) -> Tensor:
-        """Features of B pairs → (B,) match logits."""
+        """Features of B pairs → (B,) match logits (a map's logits are averaged)."""
         a, b = self.modalities
         features = {a: fa, b: fb}
         fused = self.model.fusion(features)
-        logits: Tensor = self.model.heads["classification"](HeadInput(fused=fused, features=features))
-        return logits[:, 0]
+        size = None
+        if fused.levels is not None:
+            fine = fused.levels[0]
+            size = (fine.shape[-2] * 4, fine.shape[-1] * 4)  # the fine level is at stride 4
+        head = self.model.heads[self.model.config.heads[0]]
+        logits: Tensor = head(HeadInput(fused=fused, features=features, image_size=size))
+        return logits.flatten(1).mean(dim=1)
 
 
 def dual_scores(stage: AlignmentStage, task: RetrievalTask) -> Tensor:

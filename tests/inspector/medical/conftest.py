@@ -9,11 +9,11 @@ import pydicom.data
 import pytest
 
 import mla
-from mla.seed import seed_everything
 from inspector.medical.phantom import Study, make_study, write_dicom
 from inspector.medical.report import model_config, save_report_model
 from inspector.medical.training import build_tokenizer, report_corpus
 from inspector.medical.vocab import ReportTokenizer
+from mla.seed import seed_everything
 
 TEST_FILES = Path(os.path.dirname(pydicom.data.__file__)) / "test_files"
 

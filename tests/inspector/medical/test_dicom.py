@@ -64,12 +64,12 @@ def test_zip_payload_reads_like_the_folder(phantom) -> None:
 
 
 def test_no_pixel_data_is_a_clear_error(testdata: Path) -> None:
-    with pytest.raises(NoPixelDataError, match="no pixel data .*RT Plan"):
+    with pytest.raises(NoPixelDataError, match=r"no pixel data .*RT Plan"):
         read_study(testdata / "rtplan.dcm")
 
 
 def test_unsupported_transfer_syntax_names_the_package(testdata: Path) -> None:
-    with pytest.raises(UnsupportedTransferSyntaxError, match="JPEG-LS.*pip install pyjpegls"):
+    with pytest.raises(UnsupportedTransferSyntaxError, match=r"JPEG-LS.*pip install pyjpegls"):
         read_study(testdata / "MR_small_jpeg_ls_lossless.dcm")
 
 

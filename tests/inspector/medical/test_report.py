@@ -47,7 +47,7 @@ def test_shipped_files_run_end_to_end(testdata: Path, tiny_model: Path, name: st
 
 
 def test_phantom_study_report_has_measured_findings(phantom, tiny_model: Path) -> None:
-    study, folder = phantom
+    _study, folder = phantom
     model, tokenizer, info = load_report_model(tiny_model)
     report = draft_report(model, tokenizer, read_series(folder), info=info, threshold=0.0)  # every pixel a lesion
     for finding in report.findings:
@@ -56,7 +56,7 @@ def test_phantom_study_report_has_measured_findings(phantom, tiny_model: Path) -
 
 def test_inputs_have_fixed_shapes() -> None:
     channels = image_channels(np.random.default_rng(0).normal(0, 100, (3, 40, 70)).astype(np.float32), True)
-    assert channels.shape == (3, INPUT_SIZE, INPUT_SIZE) and 0 <= channels.min() and channels.max() <= 1
+    assert channels.shape == (3, INPUT_SIZE, INPUT_SIZE) and channels.min() >= 0 and channels.max() <= 1
     x = patient_features(PatientInfo(64.0, "M", "cough"))
     assert x.shape == (FEATURES,) and x.sum() == pytest.approx(0.64 + 3)
     assert patient_features(PatientInfo()).sum() == 2  # unknown sex, unknown indication
@@ -97,7 +97,9 @@ def test_cli_synth_report_and_eval(tmp_path: Path, tiny_model: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["modality"] == "CT"
     figures = tmp_path / "figures.json"
-    result = runner.invoke(app, ["medical", "eval", "--data", str(data), "--model", str(tiny_model), "--out", str(figures)])
+    result = runner.invoke(
+        app, ["medical", "eval", "--data", str(data), "--model", str(tiny_model), "--out", str(figures)]
+    )
     assert result.exit_code == 0, result.output
     data_out = json.loads(figures.read_text())
     assert data_out["synthetic"] is True and data_out["studies"] == 2 and "bleu4" in data_out["bleu_all_references"]
@@ -108,3 +110,16 @@ def test_cli_report_on_bad_input_exits_2(tmp_path: Path, tiny_model: Path) -> No
     bad.write_bytes(np.random.default_rng(1).bytes(2000))
     result = CliRunner().invoke(app, ["medical", "report", str(bad), "--model", str(tiny_model)])
     assert result.exit_code == 2 and "not a DICOM file" in result.output
+
+
+def test_the_shipped_model_drafts_a_phantom_report(phantom) -> None:
+    from inspector.commands.medical import DEFAULT_MODEL
+
+    study, folder = phantom
+    model, tokenizer, info = load_report_model(DEFAULT_MODEL)
+    report = draft_report(model, tokenizer, read_series(folder), info=info)
+    assert report.narrative.startswith(f"Indication: {study.indication}.") and "Impression:" in report.narrative
+    assert all(f.mean_hu is not None and f.size_mm > 0 for f in report.findings)
+    assert DEFAULT_MODEL.stat().st_size < 10e6
+    card = DEFAULT_MODEL.with_suffix(".md").read_text()
+    assert "synthetic data only" in card
