@@ -36,6 +36,7 @@ from inspector.model import CrackModel
 from inspector.results import ResultStore, StoreError
 from inspector.stream import InspectedJob, Record, Rejection, Step, StreamCore, StreamPolicy
 from workers.alignment import PairingClock, StreamAlignment
+from workers.clients import close_clients
 from workers.errors import WorkerError
 from workers.metrics import WorkerMetrics
 from workers.offsets import OffsetTracker, Partition
@@ -218,12 +219,7 @@ class InspectionWorker:
 
     def close(self) -> None:
         """Close the Kafka clients (no commit: everything settled was committed as it settled)."""
-        if self.metrics is not None:
-            self.metrics.ready.set(0)
-        try:
-            self.consumer.close(autocommit=False)
-        finally:
-            self.producer.close(timeout=5)
+        close_clients(self.consumer, self.producer, self.metrics.ready if self.metrics is not None else None)
 
     # -- one turn of the loop ----------------------------------------------------------------------
 

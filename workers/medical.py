@@ -41,6 +41,7 @@ from inspector.config import Settings
 from inspector.medical.report import draft_report
 from inspector.medical.request import REASONS, RequestError, load_volume, parse_request
 from inspector.medical.vocab import TYPES, ReportTokenizer
+from workers.clients import close_clients
 
 logger = logging.getLogger(__name__)
 
@@ -174,12 +175,7 @@ class MedicalWorker:
 
     def close(self) -> None:
         """Close the Kafka clients."""
-        if self.metrics is not None:
-            self.metrics.ready.set(0)
-        try:
-            self.consumer.close(autocommit=False)
-        finally:
-            self.producer.close(timeout=5)
+        close_clients(self.consumer, self.producer, self.metrics.ready if self.metrics is not None else None)
 
     def _step(self) -> None:
         polled = self.consumer.poll(timeout_ms=200)

@@ -38,6 +38,7 @@ from inspector.vqa.data import decode_image
 from inspector.vqa.errors import REASONS, VQAInputError
 from inspector.vqa.model import VQAModel
 from inspector.vqa.requests import VQARequest, answer_document, error_document, parse_request, request_id_of
+from workers.clients import close_clients
 
 logger = logging.getLogger(__name__)
 
@@ -210,12 +211,7 @@ class VQAWorker:
 
     def close(self) -> None:
         """Close the Kafka clients."""
-        if self.metrics is not None:
-            self.metrics.ready.set(0)
-        try:
-            self.consumer.close(autocommit=False)
-        finally:
-            self.producer.close(timeout=5)
+        close_clients(self.consumer, self.producer, self.metrics.ready if self.metrics is not None else None)
 
     def step(self) -> int:
         """Poll once, answer what came, write, commit; the number of records handled."""

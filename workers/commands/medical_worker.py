@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
@@ -13,8 +11,8 @@ from prometheus_client import CollectorRegistry
 from inspector.commands.common import console, fail
 from inspector.commands.medical import DEFAULT_MODEL
 from inspector.errors import InspectorError
+from workers.commands.service import start_service
 from workers.errors import WorkerError
-from workers.health import HealthServer
 from workers.medical import MedicalConfig, MedicalMetrics, MedicalWorker
 
 
@@ -64,18 +62,7 @@ def medical_worker(
             f"cannot start the medical worker ({type(exc).__name__}: {exc}); is Kafka at {settings.kafka.bootstrap} up?"
         )
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        console.print(f"signal {signal.Signals(signum).name}: stopping")
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server = HealthServer.from_settings(settings.metrics, registry, worker.ready)
-    try:
-        server.start()
-    except WorkerError as exc:
-        worker.close()
-        fail(exc)
+    server = start_service(worker, settings, registry, "stopping")
     console.print(f"medical worker on {topic} (group {group_id}), metrics on port {server.port}")
     try:
         report = worker.run(timeout=duration, count=count)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -15,8 +13,8 @@ from inspector.commands.bench import bench_app
 from inspector.commands.common import console, fail
 from inspector.config import Settings
 from inspector.errors import InspectorError
+from workers.commands.service import start_service
 from workers.errors import WorkerError
-from workers.health import HealthServer
 from workers.vqa import AnswerStore, VQAMetrics, VQATopics, VQAWorker
 
 SHIPPED = Path(__file__).resolve().parents[2] / "inspector" / "models" / "vqa-hffn.pt"
@@ -108,18 +106,7 @@ def vqa_worker(
     except Exception as exc:  # the broker or Redis unreachable at start: say where
         fail(f"cannot start the VQA worker ({type(exc).__name__}: {exc}); is Kafka at {settings.kafka.bootstrap} up?")
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        console.print(f"signal {signal.Signals(signum).name}: finishing the batch and stopping")
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server = HealthServer.from_settings(settings.metrics, registry, worker.ready)
-    try:
-        server.start()
-    except WorkerError as exc:
-        worker.close()
-        fail(exc)
+    server = start_service(worker, settings, registry, "finishing the batch and stopping")
     info = f"{worker.info['fusion']} model {worker.info['sha256']}"
     console.print(f"VQA worker in group {group} on {topic}: {info}, metrics on port {server.port}")
     try:

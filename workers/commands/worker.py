@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -17,8 +15,8 @@ from inspector.config import Settings
 from inspector.errors import InspectorError
 from inspector.model import CrackModel, create_model
 from inspector.results import RedisLayout, RedisResultStore
+from workers.commands.service import start_service
 from workers.errors import WorkerError
-from workers.health import HealthServer
 from workers.inspection import InspectionWorker, WorkerReport
 from workers.metrics import WorkerMetrics
 from workers.widths import WidthFamily
@@ -97,18 +95,7 @@ def worker(
     except Exception as exc:  # the broker or Redis unreachable at start: say where
         fail(f"cannot start the worker ({type(exc).__name__}: {exc}); is Kafka at {settings.kafka.bootstrap} up?")
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        console.print(f"signal {signal.Signals(signum).name}: draining and stopping")
-        inspection.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server = HealthServer.from_settings(settings.metrics, registry, inspection.ready)
-    try:
-        server.start()
-    except WorkerError as exc:
-        inspection.close()
-        fail(exc)
+    server = start_service(inspection, settings, registry, "draining and stopping")
     console.print(
         f"worker in group {settings.worker.group_id}: model {inspection.core.model.name}, "
         f"metrics on http://{settings.metrics.bind_address}:{server.port}/metrics"
