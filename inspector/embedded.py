@@ -104,7 +104,7 @@ class EmbeddedLine:
         gateway = threading.Thread(target=self._gateway, args=(count, report), name="gateway", daemon=True)
         gateway.start()
         ended = False
-        while not ended or self.core.queued_pairs or self.core.waiting_positions:
+        while not ended or self.core.queued_pairs or self.core.pairing_frames:
             if timeout is not None and time.monotonic() - start > timeout:
                 self.stop()
             records: list[Record] = []
@@ -122,7 +122,7 @@ class EmbeddedLine:
             step = self.core.feed(records, now_ns=now, wall_ns=time.time_ns())
             report.unpaired.update(u.reason for u in step.unpaired)
             report.rejected.update(str(r.reason) for r in step.rejected)
-            if ended and not self.core.queued_pairs and self.core.waiting_positions:
+            if ended and not self.core.queued_pairs and self.core.pairing_frames:
                 step = self.core.feed([], now_ns=now + 10**12, wall_ns=time.time_ns())  # nothing more can come
                 report.unpaired.update(u.reason for u in step.unpaired)
             while self.core.due(now_ns=time.monotonic_ns()) or (ended and self.core.queued_pairs):
