@@ -6,6 +6,9 @@ Standard library only, so it runs before the project's virtual environment exist
     deploy/local/stack up        # fetch Kafka jars once, start what is not running, wait until it answers
     deploy/local/stack down      # stop only the processes this stack started (recorded PIDs)
     deploy/local/stack status    # what runs, where, and whether it answers
+    deploy/local/stack stop kafka      # stop some services (Redis saves its data first: a start reloads it)
+    deploy/local/stack start kafka     # the same as `up kafka`
+    deploy/local/stack restart kafka   # stop, then start and wait until it answers (fault-injection tests)
     deploy/local/stack fetch     # only fetch the Kafka broker jars into the cache
 
 Everything is configured by environment variables (defaults in brackets):
@@ -444,6 +447,8 @@ def up(s: Settings, services: tuple[str, ...] = SERVICES) -> dict[str, float]:
         t0 = time.monotonic()
         pid = STARTERS[service](s)
         wait_until(s, service, pid, s.state / LOGS[service])
+        if service == "redis":
+            (s.state / "redis" / "dump.rdb").unlink(missing_ok=True)  # loaded (by `stop`); keep no stale copy
         timings[service] = time.monotonic() - t0
         print(f"{service:<11} started in {timings[service]:5.1f} s  pid {pid:<7} {s.address(service)}", flush=True)
     return timings
@@ -451,21 +456,60 @@ def up(s: Settings, services: tuple[str, ...] = SERVICES) -> dict[str, float]:
 
 def down(s: Settings, grace: float = 30.0) -> None:
     """Stop the processes this stack recorded; leave anything else alone."""
+    stop(s, SERVICES, grace=grace, keep_data=False)
+
+
+def stop(s: Settings, services: tuple[str, ...], grace: float = 30.0, keep_data: bool = True) -> dict[str, float]:
+    """Stop the named services this stack started (by recorded PID); return the seconds each took.
+
+    With ``keep_data``, Redis is asked to ``SHUTDOWN SAVE`` first: it writes its data set to
+    ``redis/dump.rdb``, which the next start loads (the local Redis keeps no data otherwise), so a
+    stop and a start look like the outage of a Redis with persistence. Kafka keeps its log anyway.
+    """
+    timings: dict[str, float] = {}
     for service in reversed(SERVICES):
+        if service not in services:
+            continue
         pid = recorded_pid(s, service)
         if pid is None:
             pid_file(s, service).unlink(missing_ok=True)
             print(f"{service:<11} not running")
             continue
-        _signal_group(pid, signal.SIGTERM)
         t0 = time.monotonic()
+        if service == "redis" and keep_data:
+            _redis_shutdown_save(s)
+        else:
+            _signal_group(pid, signal.SIGTERM)
         while recorded_pid(s, service) is not None and time.monotonic() - t0 < grace:
-            time.sleep(0.2)
+            time.sleep(0.1)
         if recorded_pid(s, service) is not None:
             _signal_group(pid, signal.SIGKILL)
             time.sleep(0.5)
         pid_file(s, service).unlink(missing_ok=True)
-        print(f"{service:<11} stopped (pid {pid}, {time.monotonic() - t0:.1f} s)")
+        timings[service] = time.monotonic() - t0
+        print(f"{service:<11} stopped (pid {pid}, {timings[service]:.1f} s)", flush=True)
+    return timings
+
+
+def _redis_shutdown_save(s: Settings) -> None:
+    """``SHUTDOWN SAVE``: Redis writes dump.rdb into its folder and exits (the reply never comes)."""
+    try:
+        with socket.create_connection((HOST, s.redis_port), timeout=10.0) as sock:
+            sock.sendall(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n")
+            sock.recv(256)  # empty when Redis closed the connection on exit; an error line otherwise
+    except OSError:
+        pass  # closed while exiting, or already gone: the PID wait decides
+
+
+def restart(s: Settings, services: tuple[str, ...]) -> dict[str, float]:
+    """Stop the named services (keeping Redis's data), start them again, wait until they answer.
+
+    Returns the seconds from the stop until each service answered again.
+    """
+    t0 = time.monotonic()
+    stop(s, services)
+    up(s, services)
+    return {service: time.monotonic() - t0 for service in services}
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -497,17 +541,30 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="start what is not running and wait until it answers")
     p_up.add_argument("services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(SERVICES)} (default: all)")
     sub.add_parser("down", help="stop the processes this stack started")
+    for name, text in (
+        ("start", "start the named services (like up)"),
+        ("stop", "stop the named services; Redis saves its data first so that a start reloads it"),
+        ("restart", "stop the named services, start them again and wait until they answer"),
+    ):
+        p_some = sub.add_parser(name, help=text)
+        p_some.add_argument("services", nargs="+", metavar="SERVICE", help=f"any of {', '.join(SERVICES)}")
     p_status = sub.add_parser("status", help="what runs and where")
     p_status.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("fetch", help="fetch the Kafka broker jars into the cache")
     args = parser.parse_args(argv)
     try:
         s = Settings.from_env()
-        if args.command == "up":
+        if args.command in ("up", "start", "stop", "restart"):
             unknown = sorted(set(args.services) - set(SERVICES))
             if unknown:
                 raise StackError(f"unknown service {', '.join(unknown)}: choose from {', '.join(SERVICES)}")
-            up(s, tuple(args.services) or SERVICES)
+            chosen = tuple(name for name in SERVICES if name in args.services) or SERVICES
+            if args.command == "stop":
+                stop(s, chosen)
+            elif args.command == "restart":
+                restart(s, chosen)
+            else:
+                up(s, chosen)
         elif args.command == "down":
             down(s)
         elif args.command == "fetch":

@@ -68,3 +68,35 @@ def test_down_leaves_foreign_processes_alone(tmp_path: Path) -> None:
         sleeper.kill()
         sleeper.wait()
     assert os.path.exists(tmp_path / "state")
+
+
+def _redis(port: int, *command: str) -> bytes:
+    import socket
+
+    payload = f"*{len(command)}\r\n".encode() + b"".join(f"${len(c)}\r\n{c}\r\n".encode() for c in command)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(payload)
+        return sock.recv(256)
+
+
+def test_stop_and_start_keep_redis_data_and_down_does_not(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path)
+    port = int(env["INSPECTOR_REDIS_PORT"])
+    try:
+        assert run(env, "up", "redis").returncode == 0
+        assert _redis(port, "SET", "kept", "yes") == b"+OK\r\n"
+        stopped = run(env, "stop", "redis")
+        assert stopped.returncode == 0 and "redis       stopped" in stopped.stdout, stopped.stderr
+        assert run(env, "status").stdout.splitlines()[1].split()[1] == "stopped"
+        assert run(env, "start", "redis").returncode == 0
+        assert _redis(port, "GET", "kept") == b"$3\r\nyes\r\n"  # SHUTDOWN SAVE, then loaded at start
+        assert not (tmp_path / "state" / "redis" / "dump.rdb").exists()  # no stale copy for a later `up`
+        restarted = run(env, "restart", "redis")
+        assert restarted.returncode == 0 and "started" in restarted.stdout, restarted.stderr
+        assert _redis(port, "GET", "kept") == b"$3\r\nyes\r\n"
+        assert run(env, "down").returncode == 0
+        assert run(env, "up", "redis").returncode == 0
+        assert _redis(port, "GET", "kept") == b"$-1\r\n"  # down + up: an empty Redis, as before
+        assert run(env, "stop", "nosuch").returncode == 1
+    finally:
+        run(env, "down")
