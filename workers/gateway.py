@@ -8,6 +8,13 @@ Wiring only; the captures and their encoding come from :mod:`inspector.sources`:
 Each frame is one record: key ``camera_id``, value the encoded pixels, headers ``Frame.to_headers()``
 (docs/MESSAGES.md). The producer is idempotent with ``acks=all``, so its own retries never duplicate
 a frame. A frame is *published* once the broker acknowledged it; publish latency is send → ack.
+
+A restarted gateway must not publish a trigger number twice: a camera's counter keeps counting
+while the gateway is down, and the workers store one result per ``(camera_id, seq)``, so a reused
+seq would be taken for a re-delivery of the old capture and the new part never inspected. Sources
+that make up their own counter (the synthetic one) therefore resume after the highest seq already in
+the frame topics (:func:`last_published_seqs`), which is exactly what the broker acknowledged —
+frames still in the producer's buffer when a gateway died were never published.
 Nothing stops the run but its limits and signals: a capture the source lost, a frame that could not be
 encoded, a send the broker refused (after the producer's retries) or a frame that found more than
 ``max_pending_bytes`` waiting for acknowledgement (the broker is down or too slow: the gateway drops
@@ -34,7 +41,7 @@ from inspector.sources import Capture, SourceError, capture_to_records, pace
 from workers.errors import WorkerError
 from workers.metrics import DROP_REASONS, MODALITIES, GatewayMetrics
 
-__all__ = ["Gateway", "GatewayReport", "ensure_topics", "make_producer", "prepare_topics"]
+__all__ = ["Gateway", "GatewayReport", "ensure_topics", "last_published_seqs", "make_producer", "prepare_topics"]
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +248,64 @@ def prepare_topics(settings: Settings) -> dict[str, int]:
         raise WorkerError(msg) from exc
     finally:
         admin.close()
+
+
+def last_published_seqs(settings: Settings, cameras: Iterable[str] | None = None, window: int = 64) -> dict[str, int]:
+    """The highest trigger ``seq`` already in the frame topics, per camera id (only ``cameras`` when given).
+
+    Reads the last ``window`` records of every partition of both frame topics (a consumer without a
+    group, nothing committed): enough when these cameras are the latest writers of their partitions,
+    as a restarted gateway's own cameras are. Missing topics read as empty.
+
+    Raises:
+        WorkerError: Kafka cannot be reached.
+
+    """
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+    from kafka.structs import TopicPartition
+
+    wanted = None if cameras is None else set(cameras)
+    highest: dict[str, int] = {}
+    try:
+        consumer = KafkaConsumer(**settings.kafka.client_kwargs(), group_id=None, enable_auto_commit=False)
+    except KafkaError as exc:
+        raise _unreachable(settings, exc) from exc
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in (settings.topics.visible, settings.topics.infrared)
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return highest
+        consumer.assign(partitions)
+        ends = consumer.end_offsets(partitions)
+        starts = consumer.beginning_offsets(partitions)
+        left = {tp for tp in partitions if ends[tp] > starts[tp]}
+        for tp in partitions:
+            consumer.seek(tp, max(starts[tp], ends[tp] - window))
+        deadline = time.monotonic() + 30
+        while left and time.monotonic() < deadline:
+            for tp, messages in consumer.poll(timeout_ms=500).items():
+                for message in messages:
+                    headers = dict(message.headers or [])
+                    camera, seq = headers.get("camera_id"), headers.get("seq")
+                    if camera is None or seq is None or not seq.isdigit():
+                        continue
+                    name = camera.decode(errors="replace")
+                    if wanted is None or name in wanted:
+                        highest[name] = max(highest.get(name, 0), int(seq))
+                if consumer.position(tp) >= ends[tp]:
+                    left.discard(tp)
+        if left:
+            msg = f"could not read the end of {sorted(f'{tp.topic}/{tp.partition}' for tp in left)} within 30 s"
+            raise WorkerError(msg)
+    except KafkaError as exc:
+        raise _unreachable(settings, exc) from exc
+    finally:
+        consumer.close()
+    return highest
 
 
 class Gateway:

@@ -192,3 +192,24 @@ def test_cli_publishes_and_prints_json(stack: Stack, admin: KafkaAdminClient) ->
     assert report["published"] == {"visible": 4, "infrared": 4}
     assert report["stop_reason"] == "count"
     assert partitions_of(admin, [topics.visible, topics.infrared]) == {topics.visible: 2, topics.infrared: 2}
+
+
+def test_a_restarted_synthetic_gateway_continues_the_trigger_count(stack: Stack, admin: KafkaAdminClient) -> None:
+    topics = topic_settings(partitions=2)
+    track(admin, topics)
+    env = {
+        "INSPECTOR__KAFKA__BOOTSTRAP": stack.kafka_bootstrap,
+        "INSPECTOR__TOPICS__VISIBLE": topics.visible,
+        "INSPECTOR__TOPICS__INFRARED": topics.infrared,
+        "INSPECTOR__TOPICS__DLQ": topics.dlq,
+        "INSPECTOR__TOPICS__PARTITIONS": "2",
+    }
+    args = ["gateway", "--cameras", "rig-1,rig-2", "--count", "4", "--fps", "0", "--size", "64", "--json"]
+    for _ in range(2):  # the second run is a restart: no seq may be published twice
+        result = CliRunner().invoke(app, args, env=env)
+        assert result.exit_code == 0, result.output
+    assert "resuming after seq 2" in result.output
+    records = consume_all(stack.kafka_bootstrap, [topics.visible, topics.infrared], 16)
+    frames = sorted((f.camera_id, f.seq, f.modality) for f in (Frame.from_headers(r.headers) for r in records))
+    expected = sorted((c, s, m) for c in ("rig-1", "rig-2") for s in range(1, 5) for m in ("visible", "infrared"))
+    assert frames == expected

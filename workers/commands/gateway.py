@@ -19,7 +19,7 @@ from inspector.errors import InspectorError
 from inspector.sources import FolderSource, Source, SyntheticSource, VideoSource
 from inspector.synth import list_presets
 from workers.errors import WorkerError
-from workers.gateway import Gateway, GatewayReport
+from workers.gateway import Gateway, GatewayReport, last_published_seqs
 from workers.health import HealthServer
 from workers.metrics import GatewayMetrics
 
@@ -106,6 +106,14 @@ def _build_source(
     return VideoSource(path, camera_ids[0], modality=modality.value, mm_per_px=mm_per_px, loop=loop)
 
 
+def _resume_seq(settings: Settings, cameras: list[str]) -> int:
+    """One past the highest seq of ``cameras`` already in the frame topics (1 when they hold none)."""
+    highest = last_published_seqs(settings, cameras)
+    if highest:
+        err_console.print(f"[dim]resuming after seq {max(highest.values())} (already in {settings.topics.visible})[/]")
+    return max(highest.values(), default=0) + 1
+
+
 def _rate(source: Source, fps: float | None, settings: Settings) -> float | None:
     """Items per second for the whole source: per-camera fps times the cameras that take turns."""
     if isinstance(source, VideoSource) and not source.is_file and fps is None:
@@ -161,8 +169,14 @@ def gateway(
     seed: Annotated[int, typer.Option("--seed", min=0, help="Synthetic seed: same seed, same parts.")] = 0,
     size: Annotated[int, typer.Option("--size", help="Synthetic visible frame side in px (a multiple of 4).")] = 1024,
     start_seq: Annotated[
-        int, typer.Option("--start-seq", min=1, help="Synthetic: first trigger seq (a rerun with 1 repeats captures).")
-    ] = 1,
+        int | None,
+        typer.Option(
+            "--start-seq",
+            min=1,
+            help="Synthetic: first trigger seq (default: one past the highest seq of these cameras already in the "
+            "frame topics, so a restarted gateway publishes no seq twice; 1 on empty topics).",
+        ),
+    ] = None,
     modality: Annotated[
         ModalityChoice, typer.Option("--modality", help="Video: which camera of the rig this stream is.")
     ] = ModalityChoice.visible,
@@ -183,6 +197,8 @@ def gateway(
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
+        if source is SourceKind.synthetic and start_seq is None:  # continue the count (see workers/gateway.py)
+            start_seq = _resume_seq(settings, _cameras(cameras, None) or ["rig-1"])
         frames = _build_source(
             source,
             path=path,
@@ -190,13 +206,13 @@ def gateway(
             preset=preset,
             seed=seed,
             size=size,
-            start_seq=start_seq,
+            start_seq=start_seq or 1,
             modality=modality,
             mm_per_px=mm_per_px,
             loop=loop,
         )
-    except (InspectorError, typer.BadParameter) as exc:
-        fail(exc)
+    except (InspectorError, typer.BadParameter, WorkerError) as exc:
+        fail(exc, code=1 if isinstance(exc, WorkerError) else 2)  # WorkerError: Kafka unreachable while resuming
     registry = CollectorRegistry()
     runner = Gateway(settings, frames, GatewayMetrics(registry), fps=_rate(frames, fps, settings))
     server = None
