@@ -1,0 +1,614 @@
+"""One fault-injection run: a private stack, worker and gateway processes, a lag monitor, and the final count.
+
+A scenario streams synthetic captures through real processes (``inspector gateway`` → Kafka →
+``inspector worker`` × 2 → Redis), injects one fault mid-stream, and then compares what Redis holds
+with what Kafka acknowledged::
+
+    with ChaosRun(chaos_stack, "1-sigkill-worker", tmp_path, captures=5000, rate=100) as run:
+        a, b = run.start_workers(2)
+        run.start_gateway()
+        run.wait_stored(0.4)                       # mid-stream: 40% of the results are in
+        run.fault("SIGKILL worker a", affected=run.cameras_of(a))
+        a.kill()
+        run.fault_over()
+        figures = run.finish()                     # drain, stop, count, write runs/chaos/<name>.json
+
+What is counted, and how (nothing here trusts a process's own report for the verdict):
+
+- **sent**: read back from the frame topics after the run — the captures with both frames in Kafka.
+  Frames that appear twice there (same camera, seq, modality) are ``duplicate_frames`` (what the
+  idempotent producer and the gateway's resume rule must prevent).
+- **stored**: the result keys under the run's Redis prefix; **lost** = sent − stored.
+- **duplicated**: result-stream entries beyond the first for a capture, plus entries for captures
+  never sent. The stream is what downstream systems read (``XREAD``), so a second entry is a
+  second result to them. The stream is written by the same Lua script that claims the result key,
+  which is why :func:`count_duplicates` is tested on its own (``test_checks.py``): the check would
+  see a second write if the store stopped being idempotent.
+- **redelivered**: captures a worker inspected again and found already stored (from the reports of
+  workers that ended normally): evidence that the fault really re-delivered frames.
+- **commits ahead of store**: from the lag monitor's samples of the group's committed offsets and
+  the Redis stream's entry times (the Redis clock at the write): frame records whose offset was
+  committed before their capture's result existed. Must be 0 (commit after store).
+- **recovery**: ``first_result_s`` — from the fault to the first stored result of a capture taken
+  after the fault on an affected camera; ``lag_s`` — from the fault until the group's lag
+  (end offset − committed) is back to its pre-fault ceiling for good.
+"""
+
+from __future__ import annotations
+
+import ast
+import bisect
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import OffsetSpec
+from kafka.partitioner.default import murmur2
+from kafka.structs import TopicPartition
+
+from inspector.config import KafkaSettings, RedisSettings, Settings, TopicSettings, WorkerSettings
+from workers.gateway import prepare_topics
+from workers.pipeline_bench import balanced_cameras, worker_env
+
+REPO = Path(__file__).resolve().parents[2]
+STACK_SCRIPT = REPO / "deploy" / "local" / "stack.py"
+OUT = Path(os.environ.get("INSPECTOR_CHAOS_OUT", str(REPO / "runs" / "chaos")))
+PARTITIONS = 4
+FRAME_SIZE = 64  # visible px (IR 16 px): delivery semantics, not model speed, are under test
+MODEL = "baseline"
+Capture = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class PrivateStack:
+    """The local stack's Kafka and Redis on free ports, in a folder of their own (``deploy/local/stack``)."""
+
+    env: dict[str, str]
+    bootstrap: str
+    redis_url: str
+
+    def command(self, *args: str) -> float:
+        """Run ``deploy/local/stack ARGS`` against this stack; return its seconds (raise if it failed)."""
+        t0 = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, str(STACK_SCRIPT), *args], env=self.env, capture_output=True, text=True, timeout=300
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"stack {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        return time.monotonic() - t0
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.25) -> None:
+    """Poll ``condition`` until it holds, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _report_json(text: str) -> dict[str, Any] | None:
+    start = text.find("\n{")
+    if start < 0:
+        return None
+    try:
+        parsed: dict[str, Any] = json.loads(text[start:])
+    except json.JSONDecodeError:
+        return None
+    return parsed
+
+
+class Proc:
+    """One ``inspector`` process (worker or gateway) with its stdout and stderr in files."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], folder: Path) -> None:
+        self.name = name
+        self.log, self.out = folder / f"{name}.log", folder / f"{name}.out"
+        with self.log.open("w") as err, self.out.open("w") as out:
+            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=err, cwd=REPO)
+        self.report: dict[str, Any] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.process.pid
+
+    def alive(self) -> bool:
+        """Still running."""
+        return self.process.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to this process (only this one)."""
+        if self.alive():
+            os.kill(self.process.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL, and reap."""
+        self.signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self, timeout: float = 90) -> dict[str, Any] | None:
+        """SIGTERM, wait, and read the ``--json`` report it printed (``None`` if it printed none)."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.report = _report_json("\n" + self.out.read_text())
+        return self.report
+
+    def tail(self, lines: int = 40) -> str:
+        """The last lines of its stderr, for failure messages."""
+        return f"--- {self.name} ---\n" + "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def assignment(self) -> set[tuple[str, int]] | None:
+        """The partitions of the last assignment a worker logged."""
+        lines = [line for line in self.log.read_text().splitlines() if "partitions assigned:" in line]
+        if not lines:
+            return None
+        listed = lines[-1].split("partitions assigned:", 1)[1].split(" (gone:", 1)[0]
+        return set(ast.literal_eval(listed.strip()))
+
+
+@dataclass
+class Sample:
+    """One reading of the lag monitor (wall-clock seconds; offsets per frame-topic partition)."""
+
+    t: float
+    end: dict[tuple[str, int], int]
+    committed: dict[tuple[str, int], int]
+
+    @property
+    def lag(self) -> int:
+        """Records not yet committed, all partitions."""
+        return sum(max(0, self.end[p] - self.committed.get(p, 0)) for p in self.end)
+
+
+class LagMonitor(threading.Thread):
+    """Every ``every`` seconds: end offsets and the group's committed offsets of the frame topics.
+
+    Samples that fail (the broker is down) are skipped; their times are still known from the gaps.
+    """
+
+    def __init__(self, settings: Settings, every: float = 0.5) -> None:
+        super().__init__(daemon=True, name="lag-monitor")
+        self.settings, self.every = settings, every
+        self.samples: list[Sample] = []
+        self.failures = 0
+        self._halt = threading.Event()
+        self.partitions = [
+            TopicPartition(topic, p)
+            for topic in (settings.topics.visible, settings.topics.infrared)
+            for p in range(PARTITIONS)
+        ]
+
+    def stop(self) -> None:
+        """End the thread."""
+        self._halt.set()
+        self.join(timeout=30)
+
+    def run(self) -> None:
+        """Sample until stopped."""
+        admin: KafkaAdminClient | None = None
+        while not self._halt.is_set():
+            try:
+                if admin is None:
+                    admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka.bootstrap, request_timeout_ms=3000)
+                ends = admin.list_partition_offsets(dict.fromkeys(self.partitions, OffsetSpec.LATEST))
+                groups = admin.list_group_offsets(self.settings.worker.group_id)
+                t = time.time()
+                committed = groups.get(self.settings.worker.group_id, {})
+                self.samples.append(
+                    Sample(
+                        t,
+                        {(tp.topic, tp.partition): int(v.offset) for tp, v in ends.items()},
+                        {(tp.topic, tp.partition): int(v.offset) for tp, v in committed.items() if v.offset >= 0},
+                    )
+                )
+            except Exception:  # the broker restarting, a coordinator moving: try again with a fresh client
+                self.failures += 1
+                if admin is not None:
+                    with contextlib.suppress(Exception):
+                        admin.close()
+                admin = None
+            self._halt.wait(self.every)
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                admin.close()
+
+
+@dataclass
+class KafkaContents:
+    """What the frame topics hold after a run."""
+
+    frames: int = 0
+    modalities: dict[Capture, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    positions: dict[tuple[str, int], list[tuple[int, Capture]]] = field(default_factory=lambda: defaultdict(list))
+    dead_letters: int = 0
+
+    @property
+    def complete(self) -> set[Capture]:
+        """Captures with both a visible and an infrared frame."""
+        return {c for c, m in self.modalities.items() if m["visible"] and m["infrared"]}
+
+    @property
+    def incomplete(self) -> set[Capture]:
+        """Captures with only one of their frames (a gateway died between the two)."""
+        return set(self.modalities) - self.complete
+
+    @property
+    def duplicate_frames(self) -> int:
+        """Frame records beyond the first per (camera, seq, modality)."""
+        return sum(n - 1 for m in self.modalities.values() for n in m.values() if n > 1)
+
+
+def read_topics(settings: Settings) -> KafkaContents:
+    """Every record of both frame topics (and the count of dead letters), from the beginning to the end."""
+    contents = KafkaContents()
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        topics = (settings.topics.visible, settings.topics.infrared, settings.topics.dlq)
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        deadline = time.monotonic() + 120
+        while any(consumer.position(tp) < ends[tp] for tp in parts) and time.monotonic() < deadline:
+            for tp, batch in consumer.poll(timeout_ms=500, max_records=5000).items():
+                for record in batch:
+                    if tp.topic == settings.topics.dlq:
+                        contents.dead_letters += 1
+                        continue
+                    headers = {k: v.decode() for k, v in record.headers}
+                    capture = (headers["camera_id"], int(headers["seq"]))
+                    contents.frames += 1
+                    contents.modalities[capture][headers["modality"]] += 1
+                    contents.positions[(tp.topic, tp.partition)].append((record.offset, capture))
+    finally:
+        consumer.close()
+    return contents
+
+
+def read_results(client: redis.Redis, prefix: str) -> tuple[set[Capture], list[tuple[Capture, float]]]:
+    """The result keys under ``prefix``, and every result-stream entry as ``(capture, Redis time in s)``."""
+    stored = set()
+    for key in client.scan_iter(f"{prefix}:result:*", count=1000):
+        camera, seq = key.decode().rsplit(":", 2)[-2:]
+        stored.add((camera, int(seq)))
+    entries = []
+    for entry_id, fields in client.xrange(f"{prefix}:results"):
+        camera, seq = fields[b"key"].decode().rsplit(":", 2)[-2:]
+        entries.append(((camera, int(seq)), int(entry_id.decode().split("-")[0]) / 1000))
+    return stored, entries
+
+
+def count_duplicates(entries: Iterable[Capture], sent: set[Capture]) -> tuple[int, int]:
+    """``(duplicated, unexpected)``: stream entries beyond one per capture, and entries for captures never sent."""
+    counts = Counter(entries)
+    duplicated = sum(n - 1 for n in counts.values() if n > 1)
+    unexpected = sum(1 for capture in counts if capture not in sent)
+    return duplicated, unexpected
+
+
+def commits_ahead_of_store(samples: list[Sample], contents: KafkaContents, stored_at: dict[Capture, float]) -> int:
+    """Frame records seen committed in some sample before their capture's result was in Redis.
+
+    A record below a partition's committed offset at time ``t`` must belong to a capture whose
+    result-stream entry is older than ``t`` (100 ms of slack for the millisecond entry ids).
+    """
+    never, incomplete = float("inf"), contents.incomplete  # an incomplete capture's frame settles unpaired
+    ahead: set[tuple[tuple[str, int], int]] = set()
+    for partition, records in contents.positions.items():
+        ordered = sorted(records)
+        offsets = [offset for offset, _ in ordered]
+        for sample in samples:
+            below = bisect.bisect_left(offsets, sample.committed.get(partition, 0))
+            for offset, capture in ordered[:below]:
+                if capture not in incomplete and stored_at.get(capture, never) > sample.t + 0.1:
+                    ahead.add((partition, offset))
+    return len(ahead)
+
+
+def recovery_lag_s(samples: list[Sample], fault_t: float, settle_t: float) -> tuple[float | None, int, int]:
+    """``(seconds, ceiling, worst)``: from the fault until the lag stays at or below its pre-fault ceiling.
+
+    The ceiling is the highest lag sampled between ``settle_t`` (the stream in steady state) and the
+    fault, at least 16 records. ``None`` when the lag never came back down.
+    """
+    before = [s.lag for s in samples if settle_t <= s.t < fault_t]
+    ceiling = max([16, *before])
+    after = [s for s in samples if s.t >= fault_t]
+    worst = max((s.lag for s in after), default=0)
+    above = [s.t for s in after if s.lag > ceiling]
+    if not above:
+        return 0.0, ceiling, worst
+    later = [s.t for s in after if s.t > above[-1]]
+    return (round(later[0] - fault_t, 2) if later else None), ceiling, worst
+
+
+class ChaosRun:
+    """One scenario's topics, Redis prefix, processes, monitor and figures (see the module docs).
+
+    Args:
+        stack: The private stack.
+        name: Scenario id, e.g. ``1-sigkill-worker`` (the JSON file's name).
+        title: What the fault is, for the report.
+        folder: Logs go here.
+        captures: Captures the gateway is asked for (all cameras together).
+        rate: Captures per second offered (all cameras together).
+        cameras_per_partition: Camera ids spread evenly over the 4 partitions.
+        worker_env: Extra environment for the worker processes.
+
+    """
+
+    def __init__(
+        self,
+        stack: PrivateStack,
+        name: str,
+        title: str,
+        folder: Path,
+        *,
+        captures: int,
+        rate: float,
+        cameras_per_partition: int = 2,
+        worker_env: dict[str, str] | None = None,
+    ) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.stack, self.name, self.title, self.folder = stack, name, title, folder
+        self.settings = Settings(
+            kafka=KafkaSettings(bootstrap=stack.bootstrap),
+            redis=RedisSettings(url=stack.redis_url, key_prefix=f"chaos-{tag}"),
+            topics=TopicSettings(
+                visible=f"chaos-vis-{tag}", infrared=f"chaos-ir-{tag}", dlq=f"chaos-dlq-{tag}", partitions=PARTITIONS
+            ),
+            worker=WorkerSettings(group_id=f"chaos-{tag}", model=MODEL),
+        )
+        self.cameras = balanced_cameras(PARTITIONS, cameras_per_partition)
+        self.captures, self.rate = captures, rate
+        self.extra_env = dict(worker_env or {})
+        self.client = redis.Redis.from_url(stack.redis_url, socket_timeout=5)
+        self.workers: list[Proc] = []
+        self.gateways: list[Proc] = []
+        self.monitor = LagMonitor(self.settings)
+        self.started_at: float | None = None
+        self.fault_t: float | None = None
+        self.fault_end_t: float | None = None
+        self.fault_text = ""
+        self.affected: set[str] = set(self.cameras)
+        self.notes: dict[str, Any] = {}
+
+    # -- processes --------------------------------------------------------------------------------
+
+    def __enter__(self) -> ChaosRun:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        prepare_topics(self.settings)
+        self.monitor.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        for proc in self.workers + self.gateways:
+            if proc.alive():
+                proc.signal(signal.SIGCONT)
+                proc.kill()
+        if self.monitor.is_alive():
+            self.monitor.stop()
+
+    def start_workers(self, n: int) -> list[Proc]:
+        """Start ``n`` ``inspector worker`` processes and wait until they own disjoint halves of the partitions."""
+        env = worker_env(self.settings) | self.extra_env
+        command = [sys.executable, "-m", "workers.cli", "worker", "--json"]
+        new = [Proc(f"worker-{len(self.workers) + i}", command, env, self.folder) for i in range(n)]
+        self.workers += new
+        every = {(t, p) for t in (self.settings.topics.visible, self.settings.topics.infrared) for p in range(4)}
+
+        def balanced() -> bool:
+            live = [w for w in self.workers if w.alive()]
+            owned = [w.assignment() for w in live]
+            if any(not o for o in owned):
+                return False
+            union = set().union(*owned)  # type: ignore[arg-type]
+            return union == every and sum(len(o) for o in owned) == len(every)  # type: ignore[arg-type]
+
+        try:
+            wait_for(balanced, 90, f"{n} workers to share the partitions")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n" + "\n".join(w.tail() for w in self.workers)) from exc
+        return new
+
+    def start_gateway(self, count: int | None = None) -> Proc:
+        """Start an ``inspector gateway`` (synthetic, paced at ``rate``) for ``count`` captures (default all)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INSPECTOR__")}
+        env |= {
+            "INSPECTOR__KAFKA__BOOTSTRAP": self.settings.kafka.bootstrap,
+            "INSPECTOR__TOPICS__VISIBLE": self.settings.topics.visible,
+            "INSPECTOR__TOPICS__INFRARED": self.settings.topics.infrared,
+            "INSPECTOR__TOPICS__DLQ": self.settings.topics.dlq,
+            "INSPECTOR__TOPICS__PARTITIONS": str(PARTITIONS),
+            "OMP_NUM_THREADS": "1",
+        }
+        command = [
+            sys.executable, "-m", "workers.cli", "gateway", "--source", "synthetic", "--cameras",
+            ",".join(self.cameras), "--fps", f"{self.rate / len(self.cameras):.6f}", "--count",
+            str(count or self.captures), "--size", str(FRAME_SIZE), "--seed", "3", "--json",
+        ]  # fmt: skip
+        proc = Proc(f"gateway-{len(self.gateways)}", command, env, self.folder)
+        self.gateways.append(proc)
+        if self.started_at is None:
+            self.started_at = time.time()
+        return proc
+
+    def cameras_of(self, worker: Proc) -> set[str]:
+        """The cameras whose partitions ``worker`` owns now."""
+        owned = {p for _, p in worker.assignment() or set()}
+        return {c for c in self.cameras if (murmur2(c.encode()) & 0x7FFFFFFF) % PARTITIONS in owned}
+
+    # -- the stream -------------------------------------------------------------------------------
+
+    def stored_count(self) -> int:
+        """Entries in the result stream now (0 while Redis is down)."""
+        try:
+            return int(self.client.xlen(f"{self.settings.redis.key_prefix}:results"))
+        except redis.RedisError:
+            return 0
+
+    def wait_stored(self, share: float, timeout: float = 240) -> None:
+        """Wait until ``share`` of the captures have results (the stream is mid-way)."""
+        target = int(share * self.captures)
+        try:
+            wait_for(lambda: self.stored_count() >= target, timeout, f"{target} results")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n" + "\n".join(p.tail() for p in self.workers + self.gateways)) from exc
+
+    def fault(self, text: str, affected: set[str] | None = None) -> None:
+        """The fault starts now."""
+        self.fault_t, self.fault_text = time.time(), text
+        if affected is not None:
+            self.affected = affected
+
+    def fault_over(self) -> None:
+        """The fault is over (the service is back, the process is killed or resumed)."""
+        self.fault_end_t = time.time()
+
+    # -- the end ----------------------------------------------------------------------------------
+
+    def finish(self, drain_timeout: float = 120) -> dict[str, Any]:
+        """Let the gateways end, wait for the results, stop the workers, count, write the JSON, return it."""
+        for gateway in self.gateways:
+            if gateway.alive():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    gateway.process.wait(timeout=max(60.0, 3 * self.captures / self.rate))
+            gateway.stop()
+        contents = read_topics(self.settings)
+        sent = contents.complete
+        try:
+            wait_for(lambda: self.stored_count() >= len(sent), drain_timeout, "every capture sent to be stored")
+            wait_for(self._caught_up, 30, "the group to commit everything")
+        except AssertionError as exc:
+            self.notes["drain"] = str(exc)
+        time.sleep(2)  # anything late would show up as an extra stream entry
+        end_t = time.time()
+        reports = [w.stop() for w in self.workers]
+        self.monitor.stop()
+        stored, entries = read_results(self.client, self.settings.redis.key_prefix)
+        figures = self._figures(contents, stored, entries, reports, end_t)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / f"{self.name}.json").write_text(json.dumps(figures, indent=1) + "\n")
+        self.notes["logs"] = "\n".join(p.tail(25) for p in self.workers + self.gateways)
+        return figures
+
+    def _caught_up(self) -> bool:
+        samples = self.monitor.samples
+        return bool(samples) and samples[-1].lag == 0 and samples[-1].t > time.time() - 2
+
+    def _figures(
+        self,
+        contents: KafkaContents,
+        stored: set[Capture],
+        entries: list[tuple[Capture, float]],
+        reports: list[dict[str, Any] | None],
+        end_t: float,
+    ) -> dict[str, Any]:
+        sent = contents.complete
+        stored_at: dict[Capture, float] = {}
+        for capture, t in entries:
+            stored_at.setdefault(capture, t)
+        duplicated, unexpected = count_duplicates((c for c, _ in entries), sent)
+        taken = self._capture_times(sorted(stored))
+        start = min(taken.values(), default=self.started_at or end_t)  # the first capture of the stream
+        last_store = max(stored_at.values(), default=end_t)
+        gateway_reports = [g.report for g in self.gateways]
+        figures: dict[str, Any] = {
+            "scenario": self.name,
+            "fault": self.title,
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
+            "model": MODEL,
+            "frame": f"{FRAME_SIZE}x{FRAME_SIZE} visible + {FRAME_SIZE // 4}x{FRAME_SIZE // 4} IR, PNG (synthetic)",
+            "cameras": len(self.cameras),
+            "partitions": PARTITIONS,
+            "workers": len(self.workers),
+            "offered_captures_per_s": self.rate,
+            "offered_frames_per_s": 2 * self.rate,
+            "duration_s": round(last_store - start, 1),
+            "captures_requested": self.captures,
+            "frames_sent": contents.frames,
+            "captures_sent": len(sent),
+            "results_stored": len(stored),
+            "lost": len(sent - stored),
+            "duplicated": duplicated + unexpected,
+            "stream_entries": len(entries),
+            "duplicate_frames_in_kafka": contents.duplicate_frames,
+            "incomplete_captures": len(contents.incomplete),
+            "dead_letters": contents.dead_letters,
+            "gateway_dropped": sum(r["frames_dropped"] for r in gateway_reports if r),
+            "gateway_reports": sum(1 for r in gateway_reports if r),
+            "redelivered_already_stored": sum(r["already_stored"] for r in reports if r),
+            "worker_reports": sum(1 for r in reports if r),
+            "store_errors": sum(r["store_errors"] for r in reports if r),
+            "commits_ahead_of_store": commits_ahead_of_store(self.monitor.samples, contents, stored_at),
+            "lag_samples": len(self.monitor.samples),
+            "lag_sample_failures": self.monitor.failures,
+        }
+        if self.fault_t is not None:
+            fault_t, fault_end = self.fault_t, self.fault_end_t or self.fault_t
+            after = [t for c, t in stored_at.items() if c[0] in self.affected and taken.get(c, 0.0) > fault_t]
+            lag_s, ceiling, worst = recovery_lag_s(self.monitor.samples, fault_t, start + 5)
+            figures |= {
+                "fault_detail": self.fault_text,
+                "fault_at_s": round(fault_t - start, 1),
+                "fault_lasted_s": round(fault_end - fault_t, 1),
+                "recovery_first_result_s": round(min(after) - fault_t, 2) if after else None,
+                "recovery_lag_s": lag_s,
+                "lag_ceiling_before_fault": ceiling,
+                "lag_worst_after_fault": worst,
+            }
+        figures["lag_series"] = [[round(s.t - start, 1), s.lag] for s in self.monitor.samples[::2] if s.t >= start]
+        figures |= self.notes_json()
+        return figures
+
+    def _capture_times(self, captures: list[Capture]) -> dict[Capture, float]:
+        """When each capture was taken (epoch seconds), from its stored document."""
+        prefix = self.settings.redis.key_prefix
+        times: dict[Capture, float] = {}
+        for i in range(0, len(captures), 500):
+            chunk = captures[i : i + 500]
+            values = self.client.mget([f"{prefix}:result:{c}:{s}" for c, s in chunk])
+            for capture, raw in zip(chunk, values, strict=True):
+                if raw is not None:
+                    times[capture] = json.loads(raw)["capture_ts_ns"] / 1e9
+        return times
+
+    def notes_json(self) -> dict[str, Any]:
+        """Extra facts a scenario recorded (``notes``), minus the logs."""
+        return {k: v for k, v in self.notes.items() if k != "logs"}
+
+
+def assert_no_loss_no_duplicates(figures: dict[str, Any], run: ChaosRun) -> None:
+    """The verdict every scenario shares, with the figures and the process logs when it fails."""
+    summary = {k: v for k, v in figures.items() if k != "lag_series"}
+    message = f"{json.dumps(summary, indent=1)}\n{run.notes.get('logs', '')}"
+    assert figures["captures_sent"] > 0, message
+    assert figures["lost"] == 0, message
+    assert figures["duplicated"] == 0, message
+    assert figures["duplicate_frames_in_kafka"] == 0, message
+    assert figures["commits_ahead_of_store"] == 0, message
+    assert figures["dead_letters"] == 0, message
+    assert figures["results_stored"] == figures["captures_sent"], message

@@ -1,0 +1,77 @@
+"""The chaos harness's own checks, without services: they must be able to fail.
+
+A check that can never see a duplicate or a premature commit proves nothing; these feed the counting
+functions runs that are wrong on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.harness import KafkaContents, Sample, commits_ahead_of_store, count_duplicates, recovery_lag_s
+from tests.chaos.report import END, START, render, update
+
+pytestmark = pytest.mark.chaos
+
+VIS = ("vis", 0)
+
+
+def test_a_second_stream_entry_for_a_capture_is_a_duplicate() -> None:
+    sent = {("rig-1", 1), ("rig-1", 2)}
+    assert count_duplicates([("rig-1", 1), ("rig-1", 2)], sent) == (0, 0)
+    assert count_duplicates([("rig-1", 1), ("rig-1", 2), ("rig-1", 1)], sent) == (1, 0)
+    assert count_duplicates([("rig-1", 1), ("rig-9", 7)], sent) == (0, 1)  # a result nobody sent
+
+
+def contents(*captures: tuple[str, int]) -> KafkaContents:
+    """One visible record per capture at offsets 0, 1, ... of partition ``vis/0`` (and its IR partner)."""
+    kafka = KafkaContents()
+    for offset, capture in enumerate(captures):
+        kafka.modalities[capture].update(["visible", "infrared"])
+        kafka.positions[VIS].append((offset, capture))
+    return kafka
+
+
+def test_a_commit_before_the_result_was_stored_is_caught() -> None:
+    kafka = contents(("rig-1", 1), ("rig-1", 2), ("rig-1", 3))
+    stored_at = {("rig-1", 1): 10.0, ("rig-1", 2): 11.0, ("rig-1", 3): 12.0}
+    fine = [Sample(10.5, {VIS: 3}, {VIS: 1}), Sample(12.5, {VIS: 3}, {VIS: 3})]
+    assert commits_ahead_of_store(fine, kafka, stored_at) == 0
+    early = [Sample(10.5, {VIS: 3}, {VIS: 3})]  # offsets 1 and 2 committed, their results came later
+    assert commits_ahead_of_store(early, kafka, stored_at) == 2
+    lost = [Sample(20.0, {VIS: 3}, {VIS: 3})]
+    assert commits_ahead_of_store(lost, kafka, {("rig-1", 1): 10.0}) == 2  # committed, never stored
+
+
+def test_lag_recovery_is_the_end_of_the_last_excursion() -> None:
+    def sample(t: float, lag: int) -> Sample:
+        return Sample(t, {VIS: 1000}, {VIS: 1000 - lag})
+
+    samples = [sample(0, 5), sample(1, 20), sample(2, 10), sample(3, 300), sample(4, 40), sample(5, 25), sample(6, 3)]
+    seconds, ceiling, worst = recovery_lag_s(samples, fault_t=2.5, settle_t=0.5)
+    assert (seconds, ceiling, worst) == (3.5, 20, 300)  # back at or below 20 from t=6 on
+    assert recovery_lag_s(samples[:5], fault_t=2.5, settle_t=0.5)[0] is None  # never came back down
+
+
+def test_the_report_renders_between_the_markers(tmp_path: Path) -> None:
+    figures = {
+        "scenario": "1-x", "fault": "SIGKILL", "date": "d", "machine": "m", "model": "baseline", "frame": "64",
+        "cameras": 8, "partitions": 4, "workers": 2, "offered_captures_per_s": 80.0, "offered_frames_per_s": 160.0,
+        "duration_s": 70.0, "frames_sent": 10000, "captures_sent": 5000, "results_stored": 5000, "lost": 0,
+        "duplicated": 0, "duplicate_frames_in_kafka": 0, "commits_ahead_of_store": 0, "store_errors": 0,
+        "redelivered_already_stored": 3, "worker_reports": 1, "fault_at_s": 30.0, "fault_lasted_s": 0.1,
+        "recovery_first_result_s": 11.2, "recovery_lag_s": None, "lag_worst_after_fault": 600,
+    }  # fmt: skip
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "1-x.json").write_text(json.dumps(figures))
+    doc = tmp_path / "R.md"
+    doc.write_text(f"# R\n\nprose\n\n{START}\nold\n{END}\n\nmore prose\n")
+    text = update(doc, runs)
+    assert text.startswith("# R\n\nprose\n\n") and text.endswith("\n\nmore prose\n") and "old" not in text
+    assert "| 1-x: SIGKILL | 160 frames/s (80 captures/s) | 70 s | 10,000 (5,000) | 5,000 | **0** | **0** |" in text
+    assert "11.2 s / never" in text
+    assert render([]).startswith(START)
