@@ -18,12 +18,18 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from inspector.errors import ConfigError
 
 ENV_PREFIX = "INSPECTOR__"
 CONFIG_ENV = "INSPECTOR_CONFIG"
+SECRETS_DIR_ENV = "INSPECTOR_SECRETS_DIR"
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
 
@@ -100,13 +106,15 @@ class KafkaSettings(_Section):
 
 
 class RedisSettings(_Section):
-    """How to reach Redis."""
+    """How to reach Redis: URL, ACL user, TLS."""
 
     url: str = Field("redis://127.0.0.1:6379/0", description="redis://, rediss:// (TLS) or unix:// URL")
-    username: SecretStr | None = None
+    username: SecretStr | None = Field(None, description="ACL user (Redis 6+); unset: the default user")
     password: SecretStr | None = None
-    tls: bool = False
-    tls_ca_file: Path | None = None
+    tls: bool = Field(False, description="TLS on a redis:// URL (same as rediss://)")
+    tls_ca_file: Path | None = Field(None, description="CA bundle that signed the server certificate")
+    tls_certfile: Path | None = Field(None, description="client certificate, for servers with tls-auth-clients yes")
+    tls_keyfile: Path | None = Field(None, description="key of tls_certfile")
     key_prefix: str = Field("inspector", pattern=r"^[A-Za-z0-9_.:-]+$", description="prefix of every key written")
     result_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="how long results and part verdicts are kept")
 
@@ -119,24 +127,49 @@ class RedisSettings(_Section):
             raise ValueError("put credentials in redis.username / redis.password, not in the URL")
         return value
 
-    @field_validator("tls_ca_file")
+    @field_validator("tls_ca_file", "tls_certfile", "tls_keyfile")
     @classmethod
-    def _ca_exists(cls, value: Path | None) -> Path | None:
+    def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"file {value} does not exist")
         return value
 
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> RedisSettings:
+        if self.tls and self.url.startswith("unix://"):
+            raise ValueError("tls needs a TCP URL: use rediss://host:port/db instead of unix://")
+        files = [name for name in ("tls_ca_file", "tls_certfile", "tls_keyfile") if getattr(self, name) is not None]
+        if files and not self.uses_tls:
+            raise ValueError(f"{', '.join(files)} set but TLS is off: set redis.tls: true or use a rediss:// URL")
+        if self.tls_keyfile is not None and self.tls_certfile is None:
+            raise ValueError("tls_keyfile needs tls_certfile (the client certificate it belongs to)")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """True for a ``rediss://`` URL or ``tls: true``."""
+        return self.tls or self.url.startswith("rediss://")
+
+    @property
+    def connection_url(self) -> str:
+        """``url`` with the ``rediss://`` scheme when ``tls`` is set (redis-py picks TLS from the scheme)."""
+        if self.tls and self.url.startswith("redis://"):
+            return "rediss://" + self.url.removeprefix("redis://")
+        return self.url
+
     def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``redis.Redis.from_url(settings.url, **kwargs)``."""
+        """Keyword arguments for ``redis.Redis.from_url(settings.connection_url, **kwargs)``."""
         kwargs: dict[str, Any] = {}
         if self.username is not None:
             kwargs["username"] = self.username.get_secret_value()
         if self.password is not None:
             kwargs["password"] = self.password.get_secret_value()
-        if self.tls and self.url.startswith("redis://"):
-            kwargs["ssl"] = True
         if self.tls_ca_file is not None:
             kwargs["ssl_ca_certs"] = str(self.tls_ca_file)
+        if self.tls_certfile is not None:
+            kwargs["ssl_certfile"] = str(self.tls_certfile)
+        if self.tls_keyfile is not None:
+            kwargs["ssl_keyfile"] = str(self.tls_keyfile)
         return kwargs
 
 
@@ -213,7 +246,13 @@ class Settings(BaseSettings):
     """All settings; sections are added by the pieces that need them."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="forbid", case_sensitive=False
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        secrets_nested_delimiter="__",
+        secrets_dir_missing="error",
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
     )
 
     kafka: KafkaSettings = KafkaSettings()
@@ -233,8 +272,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Environment first, then the values read from the YAML file (passed as init arguments)."""
-        return env_settings, init_settings
+        """Environment first, then secret files (``$INSPECTOR_SECRETS_DIR``), then the YAML file (init arguments)."""
+        return env_settings, NestedSecretsSettingsSource(file_secret_settings), init_settings
 
 
 _SECRET_WORDS = ("password", "username", "secret", "token")
@@ -288,8 +327,38 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _secret_fields() -> dict[str, str]:
+    """``section.field`` of every secret setting, with its environment variable."""
+    found = {}
+    for section, info in Settings.model_fields.items():
+        model = info.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        for name, field in model.model_fields.items():
+            if SecretStr in (field.annotation, *getattr(field.annotation, "__args__", ())):
+                found[f"{section}.{name}"] = f"{ENV_PREFIX}{section.upper()}__{name.upper()}"
+    return found
+
+
+def _secrets_in_file(data: Mapping[str, Any], origin: str) -> list[str]:
+    """One line per secret written in the YAML file: secrets come from the environment or secret files only."""
+    lines = []
+    for dotted, variable in _secret_fields().items():
+        section, name = dotted.split(".")
+        if isinstance(data.get(section), Mapping) and name in data[section]:
+            lines.append(
+                f"{origin}: {dotted}: secrets are not read from config files; set {variable} "
+                f"or put it in a file named {variable} in ${SECRETS_DIR_ENV}"
+            )
+    return lines
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
-    """Load settings from a YAML file (or ``$INSPECTOR_CONFIG``, or defaults) plus environment overrides.
+    """Load settings from a YAML file (or ``$INSPECTOR_CONFIG``, or defaults) plus secret files and the environment.
+
+    Secrets (every ``SecretStr`` setting: passwords, user names) come only from environment variables
+    or from files named like those variables in the folder ``$INSPECTOR_SECRETS_DIR`` (e.g. a mounted
+    Kubernetes Secret holding ``INSPECTOR__KAFKA__SASL_PASSWORD``); a config file that holds one is refused.
 
     Args:
         path: YAML file; ``None`` reads ``$INSPECTOR_CONFIG`` if set, else uses the built-in defaults.
@@ -305,10 +374,18 @@ def load_settings(path: str | Path | None = None) -> Settings:
         path = os.environ[CONFIG_ENV]
     origin = f"config file {path}" if path is not None else "defaults"
     data = read_yaml(Path(path)) if path is not None else {}
+    secrets_dir = os.environ.get(SECRETS_DIR_ENV) or None
+    if secrets_dir is not None and not Path(secrets_dir).is_dir():
+        msg = f"{SECRETS_DIR_ENV}={secrets_dir} is not a folder: point it at the folder of secret files, or unset it"
+        raise ConfigError(msg)
+    in_file = _secrets_in_file(data, origin)
     try:
-        return Settings(**data)
+        settings = Settings(**data, _secrets_dir=secrets_dir)
     except ValidationError as exc:
-        lines = [_describe(e, origin, os.environ) for e in exc.errors()]
+        lines = in_file + [_describe(e, origin, os.environ) for e in exc.errors()]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except ValueError as exc:  # pydantic-settings' SettingsError for undecodable variables
         raise ConfigError(f"invalid configuration from the environment: {exc}") from None
+    if in_file:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(in_file))
+    return settings

@@ -15,7 +15,8 @@ Redis layout (prefix ``inspector`` by default):
     inspector:overlay:{camera_id}:{seq}   PNG overlay of an NG part, with a TTL
 
 The four writes happen in one Lua script that first claims the result key with ``SET NX``: a second
-write of the same capture changes nothing.
+write of the same capture changes nothing. The script is given only the keys it writes (no empty
+placeholders), so a Redis ACL user limited to ``~{prefix}:*`` may run it.
 """
 
 from __future__ import annotations
@@ -103,18 +104,20 @@ class RedisLayout:
         return f"{self.prefix}:results"
 
 
-# KEYS: result, stream, part (or ""), overlay (or "")
-# ARGV: document, ttl, maxlen, part value, overlay bytes, overlay ttl
+# KEYS: result, stream, then the part key if ARGV[8] == '1', then the overlay key if ARGV[9] == '1'
+# ARGV: document, ttl, maxlen, part value, overlay bytes, overlay ttl, verdict, has part, has overlay
 _PUT_SCRIPT = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   return 0
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'key', KEYS[1], 'verdict', ARGV[7])
-if KEYS[3] ~= '' then
-  redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[2])
+local next_key = 3
+if ARGV[8] == '1' then
+  redis.call('SET', KEYS[next_key], ARGV[4], 'EX', ARGV[2])
+  next_key = next_key + 1
 end
-if KEYS[4] ~= '' then
-  redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[6])
+if ARGV[9] == '1' then
+  redis.call('SET', KEYS[next_key], ARGV[5], 'EX', ARGV[6])
 end
 return 1
 """
@@ -134,15 +137,15 @@ class RedisResultStore:
 
         layout = self.layout
         camera_id, seq, part_id = document["camera_id"], int(document["seq"]), document.get("part_id")
-        keys = [
-            layout.result_key(camera_id, seq),
-            layout.stream,
-            layout.part_key(part_id) if part_id else "",
-            layout.overlay_key(camera_id, seq) if overlay_png is not None else "",
-        ]
+        keys = [layout.result_key(camera_id, seq), layout.stream]
+        if part_id:
+            keys.append(layout.part_key(part_id))
+        if overlay_png is not None:
+            keys.append(layout.overlay_key(camera_id, seq))
         part = json.dumps({"verdict": document["verdict"], "camera_id": camera_id, "seq": seq})
+        has = (int(bool(part_id)), int(overlay_png is not None))
         args = [json.dumps(document), layout.ttl_s, layout.stream_maxlen, part, overlay_png or b"",
-                layout.overlay_ttl_s, document["verdict"]]  # fmt: skip
+                layout.overlay_ttl_s, document["verdict"], *has]  # fmt: skip
         try:
             return bool(self._put(keys=keys, args=args))
         except redis.RedisError as exc:

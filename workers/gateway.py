@@ -38,6 +38,7 @@ import numpy as np
 from inspector.config import Settings, TopicSettings
 from inspector.frame import FrameEncodeError
 from inspector.sources import Capture, SourceError, capture_to_records, pace
+from workers.clients import ClientError, kafka_admin, kafka_consumer, kafka_producer
 from workers.errors import WorkerError
 from workers.metrics import DROP_REASONS, MODALITIES, GatewayMetrics
 
@@ -202,45 +203,27 @@ def make_producer(settings: Settings) -> Any:
     """An idempotent ``KafkaProducer`` (``acks=all``) with the gateway's compression and linger.
 
     Raises:
-        WorkerError: No broker answers at ``kafka.bootstrap``.
+        WorkerError: No broker answers at ``kafka.bootstrap``, or it refuses the login.
 
     """
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
-
     gateway = settings.gateway
-    try:
-        return KafkaProducer(
-            **settings.kafka.client_kwargs(),
-            acks="all",
-            enable_idempotence=True,
-            max_in_flight_requests_per_connection=5,  # the most idempotence allows while keeping order
-            compression_type=None if gateway.compression == "none" else gateway.compression,
-            linger_ms=gateway.linger_ms,
-            max_request_size=_max_message_bytes(settings),
-            max_block_ms=10_000,  # a send waits at most this long for topic metadata
-        )
-    except KafkaError as exc:
-        raise _unreachable(settings, exc) from exc
-
-
-def _unreachable(settings: Settings, exc: Exception) -> WorkerError:
-    msg = (
-        f"cannot reach Kafka at {settings.kafka.bootstrap} ({exc}): start it "
-        "(deploy/local/stack up) or point INSPECTOR__KAFKA__BOOTSTRAP at your brokers"
+    return kafka_producer(
+        settings.kafka,
+        acks="all",
+        enable_idempotence=True,
+        max_in_flight_requests_per_connection=5,  # the most idempotence allows while keeping order
+        compression_type=None if gateway.compression == "none" else gateway.compression,
+        linger_ms=gateway.linger_ms,
+        max_request_size=_max_message_bytes(settings),
+        max_block_ms=10_000,  # a send waits at most this long for topic metadata
     )
-    return WorkerError(msg)
 
 
 def prepare_topics(settings: Settings) -> dict[str, int]:
     """Create or check the topics of ``settings`` with a short-lived admin client (see :func:`ensure_topics`)."""
-    from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    try:
-        admin = KafkaAdminClient(**settings.kafka.client_kwargs())
-    except KafkaError as exc:
-        raise _unreachable(settings, exc) from exc
+    admin = kafka_admin(settings.kafka)
     try:
         return ensure_topics(admin, settings.topics, max_message_bytes=_max_message_bytes(settings))
     except KafkaError as exc:
@@ -261,16 +244,12 @@ def last_published_seqs(settings: Settings, cameras: Iterable[str] | None = None
         WorkerError: Kafka cannot be reached.
 
     """
-    from kafka import KafkaConsumer
     from kafka.errors import KafkaError
     from kafka.structs import TopicPartition
 
     wanted = None if cameras is None else set(cameras)
     highest: dict[str, int] = {}
-    try:
-        consumer = KafkaConsumer(**settings.kafka.client_kwargs(), group_id=None, enable_auto_commit=False)
-    except KafkaError as exc:
-        raise _unreachable(settings, exc) from exc
+    consumer = kafka_consumer(settings.kafka, group_id=None, enable_auto_commit=False)
     try:
         partitions = [
             TopicPartition(topic, p)
@@ -302,7 +281,7 @@ def last_published_seqs(settings: Settings, cameras: Iterable[str] | None = None
             msg = f"could not read the end of {sorted(f'{tp.topic}/{tp.partition}' for tp in left)} within 30 s"
             raise WorkerError(msg)
     except KafkaError as exc:
-        raise _unreachable(settings, exc) from exc
+        raise ClientError(f"lost Kafka at {settings.kafka.bootstrap} while reading the frame topics: {exc}") from exc
     finally:
         consumer.close()
     return highest

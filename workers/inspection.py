@@ -36,7 +36,7 @@ from inspector.model import CrackModel
 from inspector.results import ResultStore, StoreError
 from inspector.stream import InspectedJob, Record, Rejection, Step, StreamCore, StreamPolicy
 from workers.alignment import PairingClock, StreamAlignment
-from workers.clients import close_clients
+from workers.clients import close_clients, kafka_consumer, kafka_producer
 from workers.errors import WorkerError
 from workers.metrics import WorkerMetrics
 from workers.offsets import OffsetTracker, Partition
@@ -146,9 +146,8 @@ class InspectionWorker:
             scales={c: cal.mm_per_px for c, cal in cals.items()},
         )  # fmt: skip
         self.topics = {settings.topics.visible: "visible", settings.topics.infrared: "infrared"}
-        kafka = settings.kafka.client_kwargs()
-        self.consumer = consumer or KafkaConsumer(
-            **kafka,
+        self.consumer = consumer or kafka_consumer(
+            settings.kafka,
             group_id=settings.worker.group_id,
             partition_assignment_strategy=[RangePartitionAssignor],
             enable_auto_commit=False,
@@ -158,7 +157,7 @@ class InspectionWorker:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
         )
-        self.producer = producer or KafkaProducer(**kafka, acks="all", linger_ms=5, retries=5)
+        self.producer = producer or kafka_producer(settings.kafka, acks="all", linger_ms=5, retries=5)
         self.monotonic_ns, self.wall_ns = monotonic_ns, wall_ns
         self.offsets = OffsetTracker()
         self.poll_records = settings.worker.max_poll_records  # lowered by _size_polls if inspection is slow

@@ -18,6 +18,7 @@ Metrics (``MedicalMetrics``, on the registry passed in):
   (:data:`inspector.medical.request.REASONS`), plus ``store`` for refused Redis writes (retried).
 * ``inspector_medical_findings_total{type}``: findings reported, by lesion type.
 * ``inspector_medical_ready``: 1 while the worker polls with partitions assigned.
+* ``inspector_medical_model_info{name,version,sha256}``: always 1; which report model serves (file digest).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from pydantic import BaseModel, ConfigDict, Field
 
 import mla
@@ -41,7 +42,7 @@ from inspector.config import Settings
 from inspector.medical.report import draft_report
 from inspector.medical.request import REASONS, RequestError, load_volume, parse_request
 from inspector.medical.vocab import TYPES, ReportTokenizer
-from workers.clients import close_clients
+from workers.clients import close_clients, kafka_consumer, kafka_producer
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class MedicalMetrics:
         self.errors = Counter("inspector_medical_errors_total", "Records rejected, by reason.", ["reason"], registry=r)
         self.findings = Counter("inspector_medical_findings_total", "Findings reported, by type.", ["type"], registry=r)
         self.ready = Gauge("inspector_medical_ready", "1 while the worker polls with partitions.", registry=r)
+        self.model = Info("inspector_medical_model", "The report model this worker serves.", registry=r)
         for reason in (*REASONS, "store"):
             self.errors.labels(reason)
         for kind in TYPES:
@@ -130,15 +132,18 @@ class MedicalWorker:
         self.settings, self.config = settings, config
         self.model, self.tokenizer, self.store, self.metrics = model, tokenizer, store, metrics
         self.info = dict(info or {})
-        kafka = settings.kafka.client_kwargs()
-        self.consumer = consumer or KafkaConsumer(
-            **kafka, group_id=config.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+        served = {key: str(self.info.get(key, "")) for key in ("name", "version", "sha256")}
+        logger.info("serving report model %s version %s (sha256 %s)", *served.values())
+        if metrics is not None:
+            metrics.model.info(served)
+        self.consumer = consumer or kafka_consumer(
+            settings.kafka, group_id=config.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=4, max_poll_interval_ms=600_000, session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
             fetch_max_bytes=max(52_428_800, 2 * config.max_inline_bytes),
             max_partition_fetch_bytes=max(1_048_576, 2 * config.max_inline_bytes),
         )  # fmt: skip
-        self.producer = producer or KafkaProducer(
-            **kafka, acks="all", retries=5, max_request_size=max(1_048_576, 2 * config.max_inline_bytes)
+        self.producer = producer or kafka_producer(
+            settings.kafka, acks="all", retries=5, max_request_size=max(1_048_576, 2 * config.max_inline_bytes)
         )
         self.report = MedicalReport()
         self._stopping = False

@@ -38,6 +38,7 @@ from inspector.config import KafkaSettings, RedisSettings, Settings, TopicSettin
 from inspector.model import create_model
 from inspector.pipeline import inspect_pair
 from inspector.sources import Capture, SyntheticSource
+from workers.clients import redis_client
 from workers.errors import WorkerError
 from workers.gateway import Gateway, prepare_topics
 
@@ -181,7 +182,7 @@ def throughput(
     settings = _settings(bench)
     progress(f"{workers} worker(s): publishing {bench.captures} captures")
     _publish(settings, bench, cameras, bench.captures, None)
-    client = redis.Redis.from_url(settings.redis.url)
+    client = redis_client(settings.redis)
     group = _Workers(settings, workers, logs / f"workers-{workers}")
     try:
         progress(f"{workers} worker(s): draining")
@@ -198,7 +199,7 @@ def latency(bench: PipelineBench, rate: float, cameras: list[str], logs: Path, p
     """One worker at a paced load: end-to-end and model latency percentiles."""
     settings = _settings(bench)
     prepare_topics(settings)
-    client = redis.Redis.from_url(settings.redis.url)
+    client = redis_client(settings.redis)
     group = _Workers(settings, 1, logs / f"latency-{rate:.2f}")
     try:
         progress(f"latency at {rate:.2f} captures/s: warming up")

@@ -180,6 +180,7 @@ class VQAWorker:
         self._stopping = False
         self._last_poll = 0.0
         self.info = {"fusion": model.fusion, "sha256": model.sha256[:16]}
+        logger.info("serving %s VQA model (sha256 %s)", model.fusion, model.sha256)
         if metrics is not None:
             metrics.model.info(self.info)
 

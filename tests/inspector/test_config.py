@@ -129,6 +129,72 @@ def test_redis_url_checked(url: str) -> None:
         RedisSettings(url=url)
 
 
-def test_redis_tls_flag() -> None:
-    assert RedisSettings(tls=True).client_kwargs() == {"ssl": True}
-    assert Settings().redis.client_kwargs() == {}
+def test_redis_tls_flag_switches_the_scheme_and_passes_the_files(tmp_path: Path) -> None:
+    ca, cert, key = (tmp_path / name for name in ("ca.pem", "client.pem", "client.key"))
+    for path in (ca, cert, key):
+        path.write_text("x")
+    redis = RedisSettings(url="redis://cache:6380/1", tls=True, tls_ca_file=ca, tls_certfile=cert, tls_keyfile=key)
+    assert redis.uses_tls and redis.connection_url == "rediss://cache:6380/1"
+    assert redis.client_kwargs() == {"ssl_ca_certs": str(ca), "ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    assert RedisSettings(url="rediss://cache:6380/0").uses_tls
+    plain = Settings().redis
+    assert plain.client_kwargs() == {} and plain.connection_url == plain.url and not plain.uses_tls
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"tls_ca_file": "ca.pem"}, "tls_ca_file set but TLS is off: set redis.tls: true or use a rediss:// URL"),
+        ({"tls": True, "tls_keyfile": "ca.pem"}, "tls_keyfile needs tls_certfile"),
+        ({"tls": True, "url": "unix:///run/redis.sock"}, "tls needs a TCP URL"),
+        ({"tls": True, "tls_ca_file": "missing.pem"}, "does not exist"),
+    ],
+)
+def test_inconsistent_redis_tls_is_refused(tmp_path: Path, fields: dict[str, object], expected: str) -> None:
+    (tmp_path / "ca.pem").write_text("x")
+    values = {k: tmp_path / v if k.endswith(("file", "keyfile")) else v for k, v in fields.items()}
+    with pytest.raises(ValidationError, match=expected):
+        RedisSettings(**values)  # type: ignore[arg-type]
+
+
+def test_kafka_tls_files_and_key_password_reach_the_client(tmp_path: Path) -> None:
+    ca, cert, key = (tmp_path / name for name in ("ca.pem", "client.pem", "client.key"))
+    for path in (ca, cert, key):
+        path.write_text("x")
+    kafka = KafkaSettings(
+        security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="u", sasl_password="p",  # type: ignore[arg-type]
+        ssl_cafile=ca, ssl_certfile=cert, ssl_keyfile=key, ssl_password="key-pass",  # type: ignore[arg-type]
+    )  # fmt: skip
+    kwargs = kafka.client_kwargs()
+    assert kwargs["security_protocol"] == "SASL_SSL" and kwargs["sasl_plain_password"] == "p"
+    assert (kwargs["ssl_cafile"], kwargs["ssl_certfile"], kwargs["ssl_keyfile"]) == (str(ca), str(cert), str(key))
+    assert kwargs["ssl_password"] == "key-pass"
+    assert "key-pass" not in repr(kafka) and "key-pass" not in kafka.model_dump_json()
+
+
+def test_secrets_in_the_config_file_are_refused_without_echo(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  sasl_password: in-file-pw\nredis:\n  username: svc-line7\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    text = str(info.value)
+    assert f"config file {path}: kafka.sasl_password: secrets are not read from config files" in text
+    assert "set INSPECTOR__KAFKA__SASL_PASSWORD or put it in a file named INSPECTOR__KAFKA__SASL_PASSWORD" in text
+    assert "redis.username" in text and "INSPECTOR__REDIS__USERNAME" in text
+    assert "in-file-pw" not in text and "svc-line7" not in text
+
+
+def test_secret_files_fill_secrets_and_the_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "INSPECTOR__KAFKA__SASL_PASSWORD").write_text("from-file\n")  # a trailing newline is dropped
+    (secrets / "INSPECTOR__REDIS__PASSWORD").write_text("redis-from-file")
+    monkeypatch.setenv("INSPECTOR_SECRETS_DIR", str(secrets))
+    monkeypatch.setenv("INSPECTOR__REDIS__PASSWORD", "redis-from-env")
+    settings = load_settings(write(tmp_path, "kafka:\n  client_id: line-7\n"))
+    assert settings.kafka.sasl_password is not None and settings.kafka.sasl_password.get_secret_value() == "from-file"
+    assert settings.redis.password is not None and settings.redis.password.get_secret_value() == "redis-from-env"
+    assert settings.kafka.client_id == "line-7"
+
+    monkeypatch.setenv("INSPECTOR_SECRETS_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=r"INSPECTOR_SECRETS_DIR=.*nowhere is not a folder"):
+        load_settings()

@@ -138,3 +138,24 @@ def test_from_settings(registry: CollectorRegistry, readiness: Readiness) -> Non
     with HealthServer.from_settings(settings, registry, readiness) as server:
         assert server.port > 0
         assert get(server.port, "/healthz")[0] == 200
+
+
+def test_binds_the_configured_address_and_defaults_to_loopback(
+    registry: CollectorRegistry, readiness: Readiness
+) -> None:
+    assert MetricsSettings().bind_address == "127.0.0.1"
+    with HealthServer.from_settings(MetricsSettings(port=0), registry, readiness) as default:
+        assert default._server is not None and default._server.server_address[0] == "127.0.0.1"
+    settings = MetricsSettings(bind_address="127.0.0.2", port=0)  # another loopback address: not 127.0.0.1
+    with HealthServer.from_settings(settings, registry, readiness) as server:
+        assert server._server is not None and server._server.server_address[0] == "127.0.0.2"
+        with urllib.request.urlopen(f"http://127.0.0.2:{server.port}/healthz", timeout=5) as response:
+            assert response.status == 200
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", server.port), timeout=2):
+            pass
+
+
+def test_unbindable_address_names_the_setting(registry: CollectorRegistry, readiness: Readiness) -> None:
+    server = HealthServer.from_settings(MetricsSettings(bind_address="192.0.2.1", port=0), registry, readiness)
+    with pytest.raises(WorkerError, match="INSPECTOR__METRICS__BIND_ADDRESS"):
+        server.start()

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from inspector.commands.common import console, fail
 from inspector.commands.medical import DEFAULT_MODEL
 from inspector.errors import InspectorError
+from workers.clients import redis_client
 from workers.commands.service import start_service
 from workers.errors import WorkerError
 from workers.medical import MedicalConfig, MedicalMetrics, MedicalWorker
@@ -39,8 +40,6 @@ def medical_worker(
     the dead-letter topic with a reason; /metrics, /healthz and /readyz are served on
     metrics.bind_address:metrics.port.
     """
-    import redis
-
     from inspector.cli import settings_or_exit
     from inspector.medical.report import load_report_model
 
@@ -53,7 +52,7 @@ def medical_worker(
     try:
         net, tokenizer, info = load_report_model(model)
         info.pop("metadata", None)
-        client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
+        client = redis_client(settings.redis)
         worker = MedicalWorker(settings, medical, net, tokenizer, client, metrics=MedicalMetrics(registry), info=info)
     except (InspectorError, WorkerError) as exc:
         fail(exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from prometheus_client import CollectorRegistry
@@ -13,6 +13,7 @@ from inspector.commands.bench import bench_app
 from inspector.commands.common import console, fail
 from inspector.config import Settings
 from inspector.errors import InspectorError
+from workers.clients import kafka_admin, kafka_consumer, kafka_producer, redis_client
 from workers.commands.service import start_service
 from workers.errors import WorkerError
 from workers.vqa import AnswerStore, VQAMetrics, VQATopics, VQAWorker
@@ -22,11 +23,10 @@ SHIPPED = Path(__file__).resolve().parents[2] / "inspector" / "models" / "vqa-hf
 
 def ensure_topics(settings: Settings, topics: VQATopics, partitions: int) -> None:
     """Create the request, dead-letter and reply topics when missing (an existing one is left as it is)."""
-    from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(**settings.kafka.client_kwargs())
+    admin = kafka_admin(settings.kafka)
     try:
         existing = set(admin.list_topics())
         wanted = [t for t in (topics.requests, topics.dlq, topics.replies) if t and t not in existing]
@@ -42,22 +42,18 @@ def build_worker(
     group: str, prefix: str, ttl_s: int, batch: int,
 ) -> VQAWorker:  # fmt: skip
     """The model, Redis store, Kafka clients and metrics, from settings and options."""
-    import redis
-    from kafka import KafkaConsumer, KafkaProducer
-
     from inspector.vqa.model import VQAModel
 
     if not model_path.is_file():
         raise WorkerError(f"VQA model {model_path} not found: train one with `inspector vqa train --out {model_path}`")
     model = VQAModel.load(model_path)
-    client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
-    kafka: dict[str, Any] = settings.kafka.client_kwargs()
-    consumer = KafkaConsumer(
-        **kafka, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=batch,
+    client = redis_client(settings.redis)
+    consumer = kafka_consumer(
+        settings.kafka, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=batch,
         session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
     )  # fmt: skip
     consumer.subscribe([topics.requests])
-    producer = KafkaProducer(**kafka, acks="all", linger_ms=5, retries=5)
+    producer = kafka_producer(settings.kafka, acks="all", linger_ms=5, retries=5)
     store = AnswerStore(client, prefix=prefix, ttl_s=ttl_s)
     return VQAWorker(model, store, consumer, producer, topics, metrics=VQAMetrics(registry), batch=batch)
 
@@ -133,8 +129,6 @@ def bench_vqa_worker(
     import time
     import uuid
 
-    from kafka import KafkaProducer
-
     from inspector.cli import settings_or_exit
     from inspector.commands.bench import emit, machine
     from inspector.vqa.data import build_set, encode_png
@@ -149,7 +143,7 @@ def bench_vqa_worker(
     data = build_set(max(1, requests // 10 + 1), seed=31_337)
     try:
         ensure_topics(settings, topics, partitions=1)
-        producer = KafkaProducer(**settings.kafka.client_kwargs(), acks="all", linger_ms=5)
+        producer = kafka_producer(settings.kafka, acks="all", linger_ms=5)
         for i in range(requests):
             row = i % len(data)
             headers = [("request_id", f"b{i}".encode()), ("question", data.questions[row].encode())]

@@ -15,6 +15,7 @@ from inspector.config import Settings
 from inspector.errors import InspectorError
 from inspector.model import CrackModel, create_model
 from inspector.results import RedisLayout, RedisResultStore
+from workers.clients import redis_client
 from workers.commands.service import start_service
 from workers.errors import WorkerError
 from workers.inspection import InspectionWorker, WorkerReport
@@ -36,11 +37,9 @@ def model_info(model: CrackModel, settings: Settings) -> dict[str, Any]:
 
 def build_worker(settings: Settings, registry: CollectorRegistry) -> InspectionWorker:
     """The model, the Redis store, the metrics and the worker, all from settings."""
-    import redis
-
     family = WidthFamily.load(settings) if settings.worker.widths else None
     model = family.active if family else create_model(settings.worker.model, inference=settings.inference.model_dump())
-    client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
+    client = redis_client(settings.redis)
     store = RedisResultStore(client, RedisLayout(prefix=settings.redis.key_prefix, ttl_s=settings.redis.result_ttl_s))
     metrics = WorkerMetrics(registry)
     info = family.info() if family else model_info(model, settings)
