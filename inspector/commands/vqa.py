@@ -81,6 +81,12 @@ def vqa_train(
     time_limit: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Folder for metrics.jsonl and checkpoints.")] = None,
+    reasoning: Annotated[
+        str, typer.Option(help="Answer head: relation (pairs of fused cells) or attention (fused vector only).")
+    ] = "relation",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    amp: Annotated[bool, typer.Option(help="Mixed precision (bf16 on CPU, fp16 on CUDA).")] = False,
+    workers: Annotated[int, typer.Option(min=0, help="Processes rendering training scenes (0: in the loop).")] = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: JsonOption = False,
 ) -> None:
@@ -93,10 +99,13 @@ def vqa_train(
         fail(f"unknown fusion {fusion!r}: choose one of {', '.join(FUSIONS)}")
     if side % 16:
         fail(f"--side must be a multiple of 16 (the pyramid's coarsest stride), got {side}")
+    if reasoning not in ("relation", "attention"):
+        fail(f"unknown --reasoning {reasoning!r}: choose relation or attention")
     _threads(threads)
     options = TrainOptions(
-        fusion=fusion, steps=steps, batch=batch, lr=lr, seed=seed, side=side, time_limit_s=time_limit
-    )
+        fusion=fusion, steps=steps, batch=batch, lr=lr, seed=seed, side=side, time_limit_s=time_limit,
+        model_options={"reasoning": reasoning}, device=device, amp=amp, workers=workers,
+    )  # fmt: skip
     heldout = build_set(eval_scenes, seed=HELDOUT_SEED, side=side)
     folder = run_dir or Path(tempfile.mkdtemp(prefix=f"vqa-{fusion}-"))
     tokenizer = fit_tokenizer(seed, side=side)

@@ -35,9 +35,21 @@ FUSIONS = ("concat", "dma", "hffn")
 
 
 def vqa_config(
-    fusion: str, side: int = 64, width: int = 64, text_dim: int = 64, image_width: int = 24, num_answers: int = 20
+    fusion: str,
+    side: int = 64,
+    width: int = 64,
+    text_dim: int = 64,
+    image_width: int = 24,
+    num_answers: int = 20,
+    reasoning: str = "relation",
+    relation_hidden: int = 128,
 ) -> ModalConfig:
-    """The VQA architecture: ``text`` (2 Transformer layers) + ``image`` (``conv_pyramid`` on 5 channels)."""
+    """The VQA architecture: ``text`` (2 Transformer layers) + ``image`` (``conv_pyramid`` on 5 channels).
+
+    The ``answer`` head reasons over pairs of the fused mid-level cells (``reasoning="relation"``, a
+    Relation Network) or over the fused vector alone (``"attention"``, the models before 2026-11-30).
+    """
+    relation = {"reasoning": reasoning, "relation_hidden": relation_hidden}
     return ModalConfig(
         text_dim=text_dim,
         image_dim=side,
@@ -49,7 +61,7 @@ def vqa_config(
         },
         heads=("answer",),
         width=width,
-        head_options={"answer": {"num_answers": num_answers, "heads": 4}},
+        head_options={"answer": {"num_answers": num_answers, "heads": 4} | relation},
     )
 
 

@@ -12,9 +12,11 @@ model cannot memorise images, and held-out sets (other seeds) are scenes it neve
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,9 @@ class TrainOptions:
         side: Image side in pixels (a multiple of 16).
         time_limit_s: Stop early after this many seconds (the schedule is not shortened).
         model_options: Further keywords of :func:`~inspector.vqa.model.vqa_config` (``width``, …).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        amp: Mixed precision (bf16 on CPU, fp16 with a grad scaler on CUDA).
+        workers: Processes that render training scenes (0: render in the training loop).
 
     """
 
@@ -60,6 +65,9 @@ class TrainOptions:
     side: int = 64
     time_limit_s: float | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    amp: bool = False
+    workers: int = 0
 
 
 @dataclass
@@ -79,19 +87,36 @@ def fit_tokenizer(seed: int = 0, scenes: int = 2_000, side: int = 64) -> WordTok
 
 
 def batches(tokenizer: WordTokenizer, options: TrainOptions) -> Callable[[int], Iterator[Batch]]:
-    """``epoch -> batches`` of fresh scenes: ``ids`` (B, T), ``image`` (B, 5, S, S), ``answer`` (B,)."""
+    """``epoch -> batches`` of fresh scenes: ``ids`` (B, T), ``image`` (B, 5, S, S), ``answer`` (B,).
+
+    With ``options.workers`` > 0 the scenes are rendered by a pool of processes, in order, so the
+    batches are the same as without it.
+    """
     per_epoch = 100
+    pool: Any = None
 
     def epoch(number: int) -> Iterator[Batch]:
-        for index in range(per_epoch):
-            seed = (TRAIN_STREAM, options.seed, number, index)  # never equal to an int (held-out) seed
-            scenes = max(1, options.batch // 8 + 1)  # about 10 questions per scene
-            data = build_set(scenes, seed=seed, side=options.side, per_type=2)
-            rng = np.random.default_rng(seed)
-            pick = rng.choice(len(data), size=options.batch, replace=len(data) < options.batch)
-            yield batch_of(data, pick, tokenizer)
+        nonlocal pool
+        make = partial(_fresh_batch, tokenizer, options, number)
+        if options.workers <= 0:
+            made: Iterator[tuple[VQASet, np.ndarray]] = map(make, range(per_epoch))
+        else:
+            if pool is None:
+                pool = multiprocessing.get_context("fork").Pool(options.workers)
+            made = pool.imap(make, range(per_epoch), chunksize=4)
+        for data, rows in made:  # workers send uint8 scenes; the float image is made here
+            yield batch_of(data, rows, tokenizer)
 
     return epoch
+
+
+def _fresh_batch(tokenizer: WordTokenizer, options: TrainOptions, number: int, index: int) -> tuple[VQASet, np.ndarray]:
+    """Scenes of batch ``index`` of epoch ``number`` (seeded by stream, run seed, epoch, batch), rows picked."""
+    seed = (TRAIN_STREAM, options.seed, number, index)  # never equal to an int (held-out) seed
+    scenes = max(1, options.batch // 8 + 1)  # about 10 questions per scene
+    data = build_set(scenes, seed=seed, side=options.side, per_type=2)
+    rng = np.random.default_rng(seed)
+    return data, rng.choice(len(data), size=options.batch, replace=len(data) < options.batch)
 
 
 def batch_of(data: VQASet, rows: np.ndarray, tokenizer: WordTokenizer) -> Batch:
@@ -115,11 +140,13 @@ def evaluate(model: VQAModel, data: VQASet, batch: int = 256) -> dict[str, Any]:
     """Accuracy over ``data``, overall and per question type (types with no question are left out)."""
     was_training = model.network.training
     model.network.eval()
+    device = next(model.network.parameters()).device
     predicted = np.zeros(len(data), np.int64)
     for start in range(0, len(data), batch):
         rows = np.arange(start, min(start + batch, len(data)))
         found = batch_of(data, rows, model.tokenizer)
-        predicted[rows] = model.logits(found["ids"], found["image"]).argmax(dim=1).numpy()
+        logits = model.logits(found["ids"].to(device), found["image"].to(device))
+        predicted[rows] = logits.argmax(dim=1).cpu().numpy()
     model.network.train(was_training)
     correct = predicted == data.answers
     kinds = np.asarray(data.kinds)
@@ -156,7 +183,8 @@ def train_vqa(
 
     cfg = TrainConfig(
         lr=options.lr, total_steps=options.steps, warmup_steps=min(200, options.steps // 10), min_lr_ratio=0.05,
-        weight_decay=0.01, seed=options.seed, log_every=50, eval_every=eval_every, device="cpu", keep_checkpoints=1,
+        weight_decay=0.01, seed=options.seed, log_every=50, eval_every=eval_every, device=options.device,
+        amp=options.amp, keep_checkpoints=1,
     )  # fmt: skip
     started = time.monotonic()
     callbacks = []
@@ -168,7 +196,7 @@ def train_vqa(
         callbacks=callbacks, progress=progress,
     )  # fmt: skip
     fit = trainer.fit(batches(tokenizer, options), overwrite=True)
-    model.network.eval()
+    model.network.cpu().eval()
     seconds = time.monotonic() - started
     model.metadata.update({"fusion": options.fusion, "steps": fit.step, "train_seconds": round(seconds, 1)})
     return TrainResult(model, fit, seconds, history)

@@ -9,6 +9,13 @@ attended question and the pooled question go through an MLP to logits over a fix
     question = mean of K over real tokens                  (B, W)
     logits   = MLP([vector, attended, question])           (B, 3W) → (B, A)
 
+With ``reasoning="relation"`` a :class:`~mla.heads.relation.RelationReasoner` also reads one level
+of the fused pyramid (every ordered pair of cells with the question, as a Relation Network) and its
+output joins the MLP's input::
+
+    relation = RelationReasoner(levels[level], [attended, question])   (B, W)
+    logits   = MLP([vector, attended, question, relation])           (B, 4W) → (B, A)
+
 When the question modality is missing, ``attended`` and ``question`` are zeros.
 """
 
@@ -23,6 +30,7 @@ from torch import Tensor, nn
 from mla.encoders.base import FeatureSpec
 from mla.errors import MLAConfigError
 from mla.heads.base import Head, HeadInput, register_head
+from mla.heads.relation import RelationReasoner
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +47,9 @@ class AnswerHead(Head):
         heads: Attention heads; must divide W.
         hidden: Hidden width of the MLP (default 2W).
         dropout: Dropout in the MLP.
+        reasoning: ``"attention"`` (the fused vector only) or ``"relation"`` (also pairs of fused cells).
+        level: Pyramid level the relation reads (0 fine, 1 mid, 2 coarse).
+        relation_hidden: Width of the relation MLPs.
 
     """
 
@@ -51,8 +62,14 @@ class AnswerHead(Head):
         heads: int = 4,
         hidden: int | None = None,
         dropout: float = 0.0,
+        reasoning: str = "attention",
+        level: int = 1,
+        relation_hidden: int = 128,
     ) -> None:
         super().__init__()
+        if reasoning not in ("attention", "relation") or level not in (0, 1, 2):
+            msg = f"answer head: reasoning must be 'attention' or 'relation' and level 0-2, got {reasoning!r}, {level}"
+            raise MLAConfigError(msg)
         with_tokens = [name for name, spec in modalities.items() if spec.token_dim is not None]
         name = question or (with_tokens[0] if with_tokens else None)
         if name is None or name not in with_tokens:
@@ -71,9 +88,13 @@ class AnswerHead(Head):
         self.question = name
         self.key = nn.Linear(token_dim, width)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.level = level
+        self.relation = RelationReasoner(width, 2 * width, relation_hidden, width) if reasoning == "relation" else None
+        self.needs_levels = self.relation is not None
+        joint = 4 * width if self.relation is not None else 3 * width
         self.mlp = nn.Sequential(
-            nn.LayerNorm(3 * width),
-            nn.Linear(3 * width, hidden or 2 * width),
+            nn.LayerNorm(joint),
+            nn.Linear(joint, hidden or 2 * width),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(hidden or 2 * width, num_answers),
@@ -92,6 +113,11 @@ class AnswerHead(Head):
             attended = out[:, 0]  # (B, W)
             real = mask.unsqueeze(-1).to(keys.dtype)  # (B, T, 1)
             question = (keys * real).sum(dim=1) / real.sum(dim=1).clamp(min=1.0)  # (B, W)
-        joint = torch.cat([vector, attended.to(vector.dtype), question.to(vector.dtype)], dim=1)  # (B, 3W)
+        parts = [vector, attended.to(vector.dtype), question.to(vector.dtype)]
+        if self.relation is not None:
+            assert inputs.fused.levels is not None  # needs_levels: MLAModel checks a spatial modality is present
+            asked_vector = torch.cat(parts[1:], dim=1)  # (B, 2W)
+            parts.append(self.relation(inputs.fused.levels[self.level], asked_vector).to(vector.dtype))  # (B, W)
+        joint = torch.cat(parts, dim=1)  # (B, 3W) or (B, 4W)
         logits: Tensor = self.mlp(joint)  # (B, A)
         return logits

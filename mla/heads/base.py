@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
@@ -49,7 +49,7 @@ class Head(nn.Module):
 
     """
 
-    needs_levels: ClassVar[bool] = False
+    needs_levels: bool = False
 
     def forward(self, inputs: HeadInput) -> Tensor:
         """The head's output for a batch."""

@@ -66,6 +66,46 @@ def test_answer_needs_a_token_modality() -> None:
         create_head("answer", width=16, modalities={"image": SPECS["image"]})
 
 
+def test_relation_answer_reads_where_things_are() -> None:
+    head = create_head("answer", width=16, modalities=SPECS, num_answers=9, heads=2, reasoning="relation").eval()
+    assert head.needs_levels and not create_head("answer", width=16, modalities=SPECS).needs_levels
+    inputs = head_input(batch=1)
+    fine, mid, coarse = inputs.fused.levels or ()
+    here = torch.zeros_like(mid)  # (1, 16, 8, 8): one "object" feature, every other cell empty
+    here[0, :, 1, 1] = 3.0
+    there = torch.zeros_like(mid)
+    there[0, :, 6, 5] = 3.0
+
+    def answer(*levels: torch.Tensor) -> torch.Tensor:
+        fused = FusionOutput(vector=inputs.fused.vector, weights=inputs.fused.weights, levels=levels)
+        return head(HeadInput(fused=fused, features=inputs.features))
+
+    found = answer(fine, here, coarse)
+    assert found.shape == (1, 9) and torch.isfinite(found).all()
+    assert not torch.allclose(found, answer(fine, there, coarse))  # the same content elsewhere: another answer
+    assert torch.allclose(found, answer(torch.zeros_like(fine), here, coarse))  # only the mid level is read
+
+
+def test_relation_reasoner_ignores_cell_order_when_coordinates_travel_with_cells() -> None:
+    from mla.heads.relation import RelationReasoner
+
+    reasoner = RelationReasoner(width=6, question_dim=4, hidden=8, out_dim=5).eval()
+    level, question = torch.randn(2, 6, 3, 3), torch.randn(2, 4)
+    flipped = level.flip(2).flip(3)  # the same cells at mirrored coordinates
+    assert not torch.allclose(reasoner(level, question), reasoner(flipped, question))
+    left = reasoner.left.weight[:, -2:].detach().clone()
+    with torch.no_grad():  # without coordinates, pairs are a set: order cannot matter
+        reasoner.left.weight[:, -2:] = 0
+        reasoner.right.weight[:, -2:] = 0
+    assert torch.allclose(reasoner(level, question), reasoner(flipped, question), atol=1e-6)
+    assert left.abs().sum() > 0
+
+
+def test_answer_refuses_unknown_reasoning() -> None:
+    with pytest.raises(MLAConfigError, match="reasoning must be"):
+        create_head("answer", width=16, modalities=SPECS, reasoning="magic")
+
+
 def test_sequence_teacher_forcing_and_generation() -> None:
     head = create_head("sequence", width=16, modalities=SPECS, depth=1, heads=2, max_len=8)
     assert isinstance(head, SequenceHead)
