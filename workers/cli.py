@@ -10,7 +10,14 @@ import importlib
 
 from inspector.cli import app
 
-SERVICE_COMMANDS: tuple[str, ...] = ("gateway", "worker", "bench_pipeline", "vqa_worker", "medical_worker")
+SERVICE_COMMANDS: tuple[str, ...] = (
+    "gateway",
+    "worker",
+    "bench_pipeline",
+    "bench_soak",
+    "vqa_worker",
+    "medical_worker",
+)
 
 for _name in SERVICE_COMMANDS:
     importlib.import_module(f"workers.commands.{_name}").register(app)

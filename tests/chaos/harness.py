@@ -4,7 +4,7 @@ A scenario streams synthetic captures through real processes (``inspector gatewa
 ``inspector worker`` × 2 → Redis), injects one fault mid-stream, and then compares what Redis holds
 with what Kafka acknowledged::
 
-    with ChaosRun(chaos_stack, "1-sigkill-worker", tmp_path, captures=5000, rate=100) as run:
+    with ChaosRun(chaos_stack, "1-sigkill-worker", "SIGKILL one of two workers", captures=5000, rate=80) as run:
         a, b = run.start_workers(2)
         run.start_gateway()
         run.wait_stored(0.4)                       # mid-stream: 40% of the results are in
@@ -37,32 +37,38 @@ What is counted, and how (nothing here trusts a process's own report for the ver
 from __future__ import annotations
 
 import ast
-import bisect
 import contextlib
 import datetime as dt
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import redis
-from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.admin import OffsetSpec
 from kafka.partitioner.default import murmur2
-from kafka.structs import TopicPartition
 
 from inspector.config import KafkaSettings, RedisSettings, Settings, TopicSettings, WorkerSettings
+from workers.audit import (
+    Capture,
+    KafkaContents,
+    LagMonitor,
+    LagSample,
+    capture_times,
+    commits_ahead_of_store,
+    count_duplicates,
+    read_frame_topics,
+    read_results,
+)
 from workers.gateway import prepare_topics
 from workers.pipeline_bench import balanced_cameras, worker_env
 
@@ -72,7 +78,6 @@ OUT = Path(os.environ.get("INSPECTOR_CHAOS_OUT", str(REPO / "runs" / "chaos")))
 PARTITIONS = 4
 FRAME_SIZE = 64  # visible px (IR 16 px): delivery semantics, not model speed, are under test
 MODEL = "baseline"
-Capture = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -168,166 +173,7 @@ class Proc:
         return set(ast.literal_eval(listed.strip()))
 
 
-@dataclass
-class Sample:
-    """One reading of the lag monitor (wall-clock seconds; offsets per frame-topic partition)."""
-
-    t: float
-    end: dict[tuple[str, int], int]
-    committed: dict[tuple[str, int], int]
-
-    @property
-    def lag(self) -> int:
-        """Records not yet committed, all partitions."""
-        return sum(max(0, self.end[p] - self.committed.get(p, 0)) for p in self.end)
-
-
-class LagMonitor(threading.Thread):
-    """Every ``every`` seconds: end offsets and the group's committed offsets of the frame topics.
-
-    Samples that fail (the broker is down) are skipped; their times are still known from the gaps.
-    """
-
-    def __init__(self, settings: Settings, every: float = 0.5) -> None:
-        super().__init__(daemon=True, name="lag-monitor")
-        self.settings, self.every = settings, every
-        self.samples: list[Sample] = []
-        self.failures = 0
-        self._halt = threading.Event()
-        self.partitions = [
-            TopicPartition(topic, p)
-            for topic in (settings.topics.visible, settings.topics.infrared)
-            for p in range(PARTITIONS)
-        ]
-
-    def stop(self) -> None:
-        """End the thread."""
-        self._halt.set()
-        self.join(timeout=30)
-
-    def run(self) -> None:
-        """Sample until stopped."""
-        admin: KafkaAdminClient | None = None
-        while not self._halt.is_set():
-            try:
-                if admin is None:
-                    admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka.bootstrap, request_timeout_ms=3000)
-                ends = admin.list_partition_offsets(dict.fromkeys(self.partitions, OffsetSpec.LATEST))
-                groups = admin.list_group_offsets(self.settings.worker.group_id)
-                t = time.time()
-                committed = groups.get(self.settings.worker.group_id, {})
-                self.samples.append(
-                    Sample(
-                        t,
-                        {(tp.topic, tp.partition): int(v.offset) for tp, v in ends.items()},
-                        {(tp.topic, tp.partition): int(v.offset) for tp, v in committed.items() if v.offset >= 0},
-                    )
-                )
-            except Exception:  # the broker restarting, a coordinator moving: try again with a fresh client
-                self.failures += 1
-                if admin is not None:
-                    with contextlib.suppress(Exception):
-                        admin.close()
-                admin = None
-            self._halt.wait(self.every)
-        if admin is not None:
-            with contextlib.suppress(Exception):
-                admin.close()
-
-
-@dataclass
-class KafkaContents:
-    """What the frame topics hold after a run."""
-
-    frames: int = 0
-    modalities: dict[Capture, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    positions: dict[tuple[str, int], list[tuple[int, Capture]]] = field(default_factory=lambda: defaultdict(list))
-    dead_letters: int = 0
-
-    @property
-    def complete(self) -> set[Capture]:
-        """Captures with both a visible and an infrared frame."""
-        return {c for c, m in self.modalities.items() if m["visible"] and m["infrared"]}
-
-    @property
-    def incomplete(self) -> set[Capture]:
-        """Captures with only one of their frames (a gateway died between the two)."""
-        return set(self.modalities) - self.complete
-
-    @property
-    def duplicate_frames(self) -> int:
-        """Frame records beyond the first per (camera, seq, modality)."""
-        return sum(n - 1 for m in self.modalities.values() for n in m.values() if n > 1)
-
-
-def read_topics(settings: Settings) -> KafkaContents:
-    """Every record of both frame topics (and the count of dead letters), from the beginning to the end."""
-    contents = KafkaContents()
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        topics = (settings.topics.visible, settings.topics.infrared, settings.topics.dlq)
-        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
-        deadline = time.monotonic() + 120
-        while any(consumer.position(tp) < ends[tp] for tp in parts) and time.monotonic() < deadline:
-            for tp, batch in consumer.poll(timeout_ms=500, max_records=5000).items():
-                for record in batch:
-                    if tp.topic == settings.topics.dlq:
-                        contents.dead_letters += 1
-                        continue
-                    headers = {k: v.decode() for k, v in record.headers}
-                    capture = (headers["camera_id"], int(headers["seq"]))
-                    contents.frames += 1
-                    contents.modalities[capture][headers["modality"]] += 1
-                    contents.positions[(tp.topic, tp.partition)].append((record.offset, capture))
-    finally:
-        consumer.close()
-    return contents
-
-
-def read_results(client: redis.Redis, prefix: str) -> tuple[set[Capture], list[tuple[Capture, float]]]:
-    """The result keys under ``prefix``, and every result-stream entry as ``(capture, Redis time in s)``."""
-    stored = set()
-    for key in client.scan_iter(f"{prefix}:result:*", count=1000):
-        camera, seq = key.decode().rsplit(":", 2)[-2:]
-        stored.add((camera, int(seq)))
-    entries = []
-    for entry_id, fields in client.xrange(f"{prefix}:results"):
-        camera, seq = fields[b"key"].decode().rsplit(":", 2)[-2:]
-        entries.append(((camera, int(seq)), int(entry_id.decode().split("-")[0]) / 1000))
-    return stored, entries
-
-
-def count_duplicates(entries: Iterable[Capture], sent: set[Capture]) -> tuple[int, int]:
-    """``(duplicated, unexpected)``: stream entries beyond one per capture, and entries for captures never sent."""
-    counts = Counter(entries)
-    duplicated = sum(n - 1 for n in counts.values() if n > 1)
-    unexpected = sum(1 for capture in counts if capture not in sent)
-    return duplicated, unexpected
-
-
-def commits_ahead_of_store(samples: list[Sample], contents: KafkaContents, stored_at: dict[Capture, float]) -> int:
-    """Frame records seen committed in some sample before their capture's result was in Redis.
-
-    A record below a partition's committed offset at time ``t`` must belong to a capture whose
-    result-stream entry is older than ``t`` (100 ms of slack for the millisecond entry ids).
-    """
-    never, incomplete = float("inf"), contents.incomplete  # an incomplete capture's frame settles unpaired
-    ahead: set[tuple[tuple[str, int], int]] = set()
-    for partition, records in contents.positions.items():
-        ordered = sorted(records)
-        offsets = [offset for offset, _ in ordered]
-        for sample in samples:
-            below = bisect.bisect_left(offsets, sample.committed.get(partition, 0))
-            for offset, capture in ordered[:below]:
-                if capture not in incomplete and stored_at.get(capture, never) > sample.t + 0.1:
-                    ahead.add((partition, offset))
-    return len(ahead)
-
-
-def recovery_lag_s(samples: list[Sample], fault_t: float, settle_t: float) -> tuple[float | None, int, int]:
+def recovery_lag_s(samples: list[LagSample], fault_t: float, settle_t: float) -> tuple[float | None, int, int]:
     """``(seconds, ceiling, worst)``: from the fault until the lag stays at or below its pre-fault ceiling.
 
     The ceiling is the highest lag sampled between ``settle_t`` (the stream in steady state) and the
@@ -351,7 +197,6 @@ class ChaosRun:
         stack: The private stack.
         name: Scenario id, e.g. ``1-sigkill-worker`` (the JSON file's name).
         title: What the fault is, for the report.
-        folder: Logs go here.
         captures: Captures the gateway is asked for (all cameras together).
         rate: Captures per second offered (all cameras together).
         cameras_per_partition: Camera ids spread evenly over the 4 partitions.
@@ -364,7 +209,6 @@ class ChaosRun:
         stack: PrivateStack,
         name: str,
         title: str,
-        folder: Path,
         *,
         captures: int,
         rate: float,
@@ -372,7 +216,8 @@ class ChaosRun:
         worker_env: dict[str, str] | None = None,
     ) -> None:
         tag = uuid.uuid4().hex[:8]
-        self.stack, self.name, self.title, self.folder = stack, name, title, folder
+        self.stack, self.name, self.title = stack, name, title
+        self.folder = OUT / "logs" / name  # the processes' logs, kept after the run
         self.settings = Settings(
             kafka=KafkaSettings(bootstrap=stack.bootstrap),
             redis=RedisSettings(url=stack.redis_url, key_prefix=f"chaos-{tag}"),
@@ -387,7 +232,7 @@ class ChaosRun:
         self.client = redis.Redis.from_url(stack.redis_url, socket_timeout=5)
         self.workers: list[Proc] = []
         self.gateways: list[Proc] = []
-        self.monitor = LagMonitor(self.settings)
+        self.monitor = LagMonitor(self.settings, PARTITIONS)
         self.started_at: float | None = None
         self.fault_t: float | None = None
         self.fault_end_t: float | None = None
@@ -398,6 +243,7 @@ class ChaosRun:
     # -- processes --------------------------------------------------------------------------------
 
     def __enter__(self) -> ChaosRun:
+        shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
         prepare_topics(self.settings)
         self.monitor.start()
@@ -413,7 +259,7 @@ class ChaosRun:
 
     def start_workers(self, n: int) -> list[Proc]:
         """Start ``n`` ``inspector worker`` processes and wait until they own disjoint halves of the partitions."""
-        env = worker_env(self.settings) | self.extra_env
+        env = worker_env(self.settings) | {"PYTHONFAULTHANDLER": "1"} | self.extra_env
         command = [sys.executable, "-m", "workers.cli", "worker", "--json"]
         new = [Proc(f"worker-{len(self.workers) + i}", command, env, self.folder) for i in range(n)]
         self.workers += new
@@ -430,7 +276,10 @@ class ChaosRun:
         try:
             wait_for(balanced, 90, f"{n} workers to share the partitions")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n" + "\n".join(w.tail() for w in self.workers)) from exc
+            for worker in self.workers:  # PYTHONFAULTHANDLER: SIGABRT writes every thread's stack to the log
+                worker.signal(signal.SIGABRT)
+            time.sleep(2)
+            raise AssertionError(f"{exc}\n" + "\n".join(w.tail(120) for w in self.workers)) from exc
         return new
 
     def start_gateway(self, count: int | None = None) -> Proc:
@@ -496,7 +345,7 @@ class ChaosRun:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     gateway.process.wait(timeout=max(60.0, 3 * self.captures / self.rate))
             gateway.stop()
-        contents = read_topics(self.settings)
+        contents = read_frame_topics(self.settings)
         sent = contents.complete
         try:
             wait_for(lambda: self.stored_count() >= len(sent), drain_timeout, "every capture sent to be stored")
@@ -531,7 +380,7 @@ class ChaosRun:
         for capture, t in entries:
             stored_at.setdefault(capture, t)
         duplicated, unexpected = count_duplicates((c for c, _ in entries), sent)
-        taken = self._capture_times(sorted(stored))
+        taken = capture_times(self.client, self.settings.redis.key_prefix, sorted(stored))
         start = min(taken.values(), default=self.started_at or end_t)  # the first capture of the stream
         last_store = max(stored_at.values(), default=end_t)
         gateway_reports = [g.report for g in self.gateways]
@@ -583,18 +432,6 @@ class ChaosRun:
         figures["lag_series"] = [[round(s.t - start, 1), s.lag] for s in self.monitor.samples[::2] if s.t >= start]
         figures |= self.notes_json()
         return figures
-
-    def _capture_times(self, captures: list[Capture]) -> dict[Capture, float]:
-        """When each capture was taken (epoch seconds), from its stored document."""
-        prefix = self.settings.redis.key_prefix
-        times: dict[Capture, float] = {}
-        for i in range(0, len(captures), 500):
-            chunk = captures[i : i + 500]
-            values = self.client.mget([f"{prefix}:result:{c}:{s}" for c, s in chunk])
-            for capture, raw in zip(chunk, values, strict=True):
-                if raw is not None:
-                    times[capture] = json.loads(raw)["capture_ts_ns"] / 1e9
-        return times
 
     def notes_json(self) -> dict[str, Any]:
         """Extra facts a scenario recorded (``notes``), minus the logs."""

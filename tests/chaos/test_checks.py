@@ -1,7 +1,6 @@
-"""The chaos harness's own checks, without services: they must be able to fail.
+"""The chaos harness's recovery figure and the report renderer, without services.
 
-A check that can never see a duplicate or a premature commit proves nothing; these feed the counting
-functions runs that are wrong on purpose.
+The counting checks themselves (duplicates, commits ahead of store) are in tests/workers/test_audit.py.
 """
 
 from __future__ import annotations
@@ -11,44 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import KafkaContents, Sample, commits_ahead_of_store, count_duplicates, recovery_lag_s
+from tests.chaos.harness import recovery_lag_s
 from tests.chaos.report import END, START, render, update
+from workers.audit import LagSample
 
 pytestmark = pytest.mark.chaos
 
 VIS = ("vis", 0)
 
 
-def test_a_second_stream_entry_for_a_capture_is_a_duplicate() -> None:
-    sent = {("rig-1", 1), ("rig-1", 2)}
-    assert count_duplicates([("rig-1", 1), ("rig-1", 2)], sent) == (0, 0)
-    assert count_duplicates([("rig-1", 1), ("rig-1", 2), ("rig-1", 1)], sent) == (1, 0)
-    assert count_duplicates([("rig-1", 1), ("rig-9", 7)], sent) == (0, 1)  # a result nobody sent
-
-
-def contents(*captures: tuple[str, int]) -> KafkaContents:
-    """One visible record per capture at offsets 0, 1, ... of partition ``vis/0`` (and its IR partner)."""
-    kafka = KafkaContents()
-    for offset, capture in enumerate(captures):
-        kafka.modalities[capture].update(["visible", "infrared"])
-        kafka.positions[VIS].append((offset, capture))
-    return kafka
-
-
-def test_a_commit_before_the_result_was_stored_is_caught() -> None:
-    kafka = contents(("rig-1", 1), ("rig-1", 2), ("rig-1", 3))
-    stored_at = {("rig-1", 1): 10.0, ("rig-1", 2): 11.0, ("rig-1", 3): 12.0}
-    fine = [Sample(10.5, {VIS: 3}, {VIS: 1}), Sample(12.5, {VIS: 3}, {VIS: 3})]
-    assert commits_ahead_of_store(fine, kafka, stored_at) == 0
-    early = [Sample(10.5, {VIS: 3}, {VIS: 3})]  # offsets 1 and 2 committed, their results came later
-    assert commits_ahead_of_store(early, kafka, stored_at) == 2
-    lost = [Sample(20.0, {VIS: 3}, {VIS: 3})]
-    assert commits_ahead_of_store(lost, kafka, {("rig-1", 1): 10.0}) == 2  # committed, never stored
-
-
 def test_lag_recovery_is_the_end_of_the_last_excursion() -> None:
-    def sample(t: float, lag: int) -> Sample:
-        return Sample(t, {VIS: 1000}, {VIS: 1000 - lag})
+    def sample(t: float, lag: int) -> LagSample:
+        return LagSample(t, {VIS: 1000}, {VIS: 1000 - lag})
 
     samples = [sample(0, 5), sample(1, 20), sample(2, 10), sample(3, 300), sample(4, 40), sample(5, 25), sample(6, 3)]
     seconds, ceiling, worst = recovery_lag_s(samples, fault_t=2.5, settle_t=0.5)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
@@ -32,9 +31,9 @@ def captures(n: int) -> int:
     return max(80, int(n * SCALE) // 8 * 8)
 
 
-def test_1_sigkill_one_of_two_workers(chaos_stack: PrivateStack, tmp_path: Path) -> None:
+def test_1_sigkill_one_of_two_workers(chaos_stack: PrivateStack) -> None:
     title = "SIGKILL one of two workers"
-    with ChaosRun(chaos_stack, "1-sigkill-worker", title, tmp_path, captures=captures(5000), rate=RATE) as run:
+    with ChaosRun(chaos_stack, "1-sigkill-worker", title, captures=captures(5000), rate=RATE) as run:
         victim, _ = run.start_workers(2)
         run.start_gateway()
         run.wait_stored(0.4)
@@ -46,9 +45,9 @@ def test_1_sigkill_one_of_two_workers(chaos_stack: PrivateStack, tmp_path: Path)
     assert figures["frames_sent"] >= 10_000 * SCALE
 
 
-def test_2_restart_the_kafka_broker(chaos_stack: PrivateStack, tmp_path: Path) -> None:
+def test_2_restart_the_kafka_broker(chaos_stack: PrivateStack) -> None:
     title = "restart the Kafka broker"
-    with ChaosRun(chaos_stack, "2-restart-broker", title, tmp_path, captures=captures(2400), rate=RATE) as run:
+    with ChaosRun(chaos_stack, "2-restart-broker", title, captures=captures(2400), rate=RATE) as run:
         run.start_workers(2)
         run.start_gateway()
         run.wait_stored(0.4)
@@ -63,9 +62,9 @@ def test_2_restart_the_kafka_broker(chaos_stack: PrivateStack, tmp_path: Path) -
     assert figures["gateway_dropped"] == 0, figures
 
 
-def test_3_stop_redis_for_20_seconds(chaos_stack: PrivateStack, tmp_path: Path) -> None:
+def test_3_stop_redis_for_20_seconds(chaos_stack: PrivateStack) -> None:
     title = "stop Redis for 20 s"
-    with ChaosRun(chaos_stack, "3-stop-redis", title, tmp_path, captures=captures(3200), rate=RATE) as run:
+    with ChaosRun(chaos_stack, "3-stop-redis", title, captures=captures(3200), rate=RATE) as run:
         run.start_workers(2)
         run.start_gateway()
         run.wait_stored(0.3)
@@ -94,12 +93,10 @@ def _committed(run: ChaosRun, since: float, until: float) -> int:
     return sum(last.get(p, 0) - first.get(p, 0) for p in last)
 
 
-def test_4_a_worker_stalls_past_max_poll_interval(chaos_stack: PrivateStack, tmp_path: Path) -> None:
+def test_4_a_worker_stalls_past_max_poll_interval(chaos_stack: PrivateStack) -> None:
     title = "a worker stalls past max_poll_interval_ms"
     env = {"INSPECTOR__WORKER__MAX_POLL_INTERVAL_MS": "5000"}
-    with ChaosRun(
-        chaos_stack, "4-stall-worker", title, tmp_path, captures=captures(2800), rate=RATE, worker_env=env
-    ) as run:
+    with ChaosRun(chaos_stack, "4-stall-worker", title, captures=captures(2800), rate=RATE, worker_env=env) as run:
         stalled, other = run.start_workers(2)
         mine = stalled.assignment()
         run.start_gateway()
@@ -119,10 +116,10 @@ def test_4_a_worker_stalls_past_max_poll_interval(chaos_stack: PrivateStack, tmp
     assert figures["worker_reports"] == 2, "the stalled worker did not come back and stop cleanly"
 
 
-def test_5_restart_the_gateway(chaos_stack: PrivateStack, tmp_path: Path) -> None:
+def test_5_restart_the_gateway(chaos_stack: PrivateStack) -> None:
     title = "restart the gateway (SIGKILL, start again)"
     total = captures(2400)
-    with ChaosRun(chaos_stack, "5-restart-gateway", title, tmp_path, captures=total, rate=RATE) as run:
+    with ChaosRun(chaos_stack, "5-restart-gateway", title, captures=total, rate=RATE) as run:
         run.start_workers(2)
         first = run.start_gateway()
         run.wait_stored(0.4)
