@@ -87,6 +87,9 @@ def vqa_train(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     amp: Annotated[bool, typer.Option(help="Mixed precision (bf16 on CPU, fp16 on CUDA).")] = False,
     workers: Annotated[int, typer.Option(min=0, help="Processes rendering training scenes (0: in the loop).")] = 0,
+    init: Annotated[
+        Path | None, typer.Option(help="Continue from this VQA model (its fusion, head and tokenizer are kept).")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: JsonOption = False,
 ) -> None:
@@ -102,9 +105,12 @@ def vqa_train(
     if reasoning not in ("relation", "attention"):
         fail(f"unknown --reasoning {reasoning!r}: choose relation or attention")
     _threads(threads)
+    if init is not None:
+        fusion = _load(init).fusion  # continuing: the model's own fusion
     options = TrainOptions(
         fusion=fusion, steps=steps, batch=batch, lr=lr, seed=seed, side=side, time_limit_s=time_limit,
         model_options={"reasoning": reasoning}, device=device, amp=amp, workers=workers,
+        init=str(init) if init is not None else None,
     )  # fmt: skip
     heldout = build_set(eval_scenes, seed=HELDOUT_SEED, side=side)
     folder = run_dir or Path(tempfile.mkdtemp(prefix=f"vqa-{fusion}-"))

@@ -54,6 +54,7 @@ class TrainOptions:
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         amp: Mixed precision (bf16 on CPU, fp16 with a grad scaler on CUDA).
         workers: Processes that render training scenes (0: render in the training loop).
+        init: A VQA model file to continue from (its architecture and tokenizer are kept).
 
     """
 
@@ -68,6 +69,7 @@ class TrainOptions:
     device: str = "cpu"
     amp: bool = False
     workers: int = 0
+    init: str | None = None
 
 
 @dataclass
@@ -168,8 +170,14 @@ def train_vqa(
 
     The run's metrics and checkpoints go to ``out_dir`` (an earlier run there is replaced).
     """
-    tokenizer = tokenizer or fit_tokenizer(options.seed, side=options.side)
-    model = VQAModel.create(options.fusion, tokenizer, options.side, **options.model_options)
+    if options.init is not None:
+        model = VQAModel.load(options.init)
+        model.metadata = {"init": Path(options.init).name, "init_sha256": model.sha256}
+        model.sha256 = ""
+        tokenizer = model.tokenizer
+    else:
+        tokenizer = tokenizer or fit_tokenizer(options.seed, side=options.side)
+        model = VQAModel.create(options.fusion, tokenizer, options.side, **options.model_options)
     history: list[dict[str, float]] = []
 
     def check(network: MLAModel) -> Mapping[str, float]:
