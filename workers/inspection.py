@@ -36,15 +36,15 @@ from inspector.model import CrackModel
 from inspector.results import ResultStore, StoreError
 from inspector.stream import InspectedJob, Record, Rejection, Step, StreamCore, StreamPolicy
 from workers.alignment import PairingClock, StreamAlignment
-from workers.clients import close_clients, kafka_consumer, kafka_producer
+from workers.clients import kafka_consumer, kafka_producer
 from workers.errors import WorkerError
 from workers.metrics import WorkerMetrics
 from workers.offsets import OffsetTracker, Partition
+from workers.shell import MAX_BACKOFF_S, WorkerShell, dead_letter_headers
 from workers.widths import LoadMeter, WidthFamily
 
 logger = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 30.0
 LAG_EVERY_S = 2.0
 
 
@@ -105,7 +105,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker.assigned()
 
 
-class InspectionWorker:
+class InspectionWorker(WorkerShell[WorkerReport]):
     """Consume frame pairs, inspect them, store results, commit offsets (see the module docs).
 
     Args:
@@ -169,11 +169,9 @@ class InspectionWorker:
         self.unstored: list[InspectedJob] = []
         self.dead: list[Rejection] = []
         self.report = WorkerReport()
-        self._stopping = False
         self._retry_at = 0.0
         self._backoff = settings.worker.store_retry_s
         self._healthy = True
-        self._last_poll = 0.0
         self._last_lag = 0.0
         self._revoked: set[Partition] = set()
         self._partitions = check_topics(self.consumer, settings.topics.visible, settings.topics.infrared)
@@ -186,43 +184,18 @@ class InspectionWorker:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Ask the loop to finish: stop polling, drain what is in hand, commit, close (safe from a signal handler)."""
-        self._stopping = True
+    def settled(self) -> int:
+        """Captures whose result is stored."""
+        return self.report.results
 
-    def ready(self) -> tuple[bool, str]:
-        """Ready when partitions are assigned, the last poll is recent and the stores accept writes."""
-        if not self._healthy:
-            return False, "result store or dead-letter topic unavailable; retrying"
-        if time.monotonic() - self._last_poll > 10.0:
-            return False, "not polling"
-        if not self.consumer.assignment():
-            return False, "no partitions assigned"
-        return True, f"{len(self.consumer.assignment())} partitions assigned"
-
-    def run(self, *, timeout: float | None = None, count: int | None = None) -> WorkerReport:
-        """Process until ``stop()``, ``timeout`` seconds, or ``count`` results; then drain, commit and close."""
-        start = time.monotonic()
-        try:
-            while not self._stopping:
-                if timeout is not None and time.monotonic() - start >= timeout:
-                    break
-                if count is not None and self.report.results >= count:
-                    break
-                self._step()
-            self._drain()
-        finally:
-            self.report.seconds = time.monotonic() - start
-            self.close()
-        return self.report
-
-    def close(self) -> None:
-        """Close the Kafka clients (no commit: everything settled was committed as it settled)."""
-        close_clients(self.consumer, self.producer, self.metrics.ready if self.metrics is not None else None)
+    def unhealthy(self) -> str | None:
+        """Not ready while the result store or the dead-letter topic refuses writes."""
+        return None if self._healthy else "result store or dead-letter topic unavailable; retrying"
 
     # -- one turn of the loop ----------------------------------------------------------------------
 
-    def _step(self) -> None:
+    def step(self) -> None:
+        """Settle what waits, poll both topics in step, pair, inspect due batches, store, commit."""
         self._settle_pending()
         wait_ms = 100 if not self.core.queued_pairs else max(1, self.settings.worker.batch_wait_ms / 2)
         polled = self.consumer.poll(timeout_ms=int(wait_ms), max_records=self.poll_records)
@@ -324,12 +297,9 @@ class InspectionWorker:
         for rejection in self.dead:
             rec = rejection.record
             topic, partition, offset = _where(rec.position)
-            headers = [(n, v) for n, v in rec.headers if v is not None and not n.startswith("dlq_")]
-            headers += [
-                ("dlq_reason", str(rejection.reason).encode()), ("dlq_detail", rejection.detail[:1000].encode()),
-                ("dlq_topic", str(topic).encode()), ("dlq_partition", str(partition).encode()),
-                ("dlq_offset", str(offset).encode()),
-            ]  # fmt: skip
+            headers = dead_letter_headers(
+                rec.headers, str(rejection.reason), rejection.detail, topic=topic, partition=partition, offset=offset
+            )
             futures.append(self.producer.send(self.settings.topics.dlq, value=rec.value, key=rec.key, headers=headers))
         self.producer.flush(timeout=10)
         for future in futures:
@@ -458,7 +428,7 @@ class InspectionWorker:
         if self.metrics is not None:
             self.metrics.assigned_partitions.set(len(assignment))
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
         """On stop: inspect the pairs already formed, settle and commit them; unpaired frames stay uncommitted."""
         while self.core.queued_pairs:
             jobs, rejected = self.core.inspect_batch(wall_ns=self.wall_ns)

@@ -42,12 +42,12 @@ from inspector.config import Settings
 from inspector.medical.report import draft_report
 from inspector.medical.request import REASONS, RequestError, load_volume, parse_request
 from inspector.medical.vocab import TYPES, ReportTokenizer
-from workers.clients import close_clients, kafka_consumer, kafka_producer
+from workers.clients import kafka_consumer, kafka_producer
+from workers.shell import Backoff, WorkerShell, dead_letter_headers
 
 logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
-MAX_BACKOFF_S = 30.0
 
 
 class MedicalConfig(BaseModel):
@@ -100,7 +100,7 @@ class MedicalReport:
     seconds: float = 0.0
 
 
-class MedicalWorker:
+class MedicalWorker(WorkerShell[MedicalReport]):
     """Consume study requests, draft reports, store them, commit (see the module docs).
 
     Args:
@@ -146,56 +146,27 @@ class MedicalWorker:
             settings.kafka, acks="all", retries=5, max_request_size=max(1_048_576, 2 * config.max_inline_bytes)
         )
         self.report = MedicalReport()
-        self._stopping = False
-        self._last_poll = 0.0
-        self._backoff = config.store_retry_s
+        self.backoff = Backoff(config.store_retry_s)
         self.consumer.subscribe([config.topic])
 
-    def stop(self) -> None:
-        """Finish the record in hand, commit and close (safe from a signal handler)."""
-        self._stopping = True
+    stale_after_s = 30.0  # one study can take seconds
 
-    def ready(self) -> tuple[bool, str]:
-        """Ready while polling with partitions assigned."""
-        if time.monotonic() - self._last_poll > 30.0:
-            return False, "not polling"
-        if not self.consumer.assignment():
-            return False, "no partitions assigned"
-        return True, f"{len(self.consumer.assignment())} partitions assigned"
+    def settled(self) -> int:
+        """Studies stored or dead-lettered."""
+        return self.report.stored + sum(self.report.dlq.values())
 
-    def run(self, *, timeout: float | None = None, count: int | None = None) -> MedicalReport:
-        """Process until ``stop()``, ``timeout`` seconds, or ``count`` settled records; then close."""
-        start = time.monotonic()
-        try:
-            while not self._stopping:
-                if timeout is not None and time.monotonic() - start >= timeout:
-                    break
-                if count is not None and self.report.stored + sum(self.report.dlq.values()) >= count:
-                    break
-                self._step()
-        finally:
-            self.report.seconds = time.monotonic() - start
-            self.close()
-        return self.report
-
-    def close(self) -> None:
-        """Close the Kafka clients."""
-        close_clients(self.consumer, self.producer, self.metrics.ready if self.metrics is not None else None)
-
-    def _step(self) -> None:
+    def step(self) -> None:
+        """Poll, then settle each record in order; a refused store re-reads that record after a back-off."""
         polled = self.consumer.poll(timeout_ms=200)
-        self._last_poll = time.monotonic()
-        if self.metrics is not None:
-            self.metrics.ready.set(1 if self.ready()[0] else 0)
+        self.polled()
         for tp, messages in polled.items():
             for message in messages:
                 self.report.records += 1
                 if not self._handle(tp, message):  # Redis refused: read this record again after a back-off
                     self.consumer.seek(tp, message.offset)
-                    time.sleep(self._backoff)
-                    self._backoff = min(MAX_BACKOFF_S, self._backoff * 2)
+                    self.backoff.wait()
                     break
-                self._backoff = self.config.store_retry_s
+                self.backoff.reset()
                 self._commit(tp, message.offset + 1)
 
     def _handle(self, tp: TopicPartition, message: Any) -> bool:
@@ -235,12 +206,9 @@ class MedicalWorker:
         return True
 
     def _dead_letter(self, tp: TopicPartition, message: Any, error: RequestError) -> bool:
-        headers = [(n, v) for n, v in (message.headers or []) if v is not None and not n.startswith("dlq_")]
-        headers += [
-            ("dlq_reason", error.reason.encode()), ("dlq_detail", error.detail[:1000].encode()),
-            ("dlq_topic", tp.topic.encode()), ("dlq_partition", str(tp.partition).encode()),
-            ("dlq_offset", str(message.offset).encode()),
-        ]  # fmt: skip
+        headers = dead_letter_headers(
+            message.headers, error.reason, error.detail, topic=tp.topic, partition=tp.partition, offset=message.offset
+        )
         try:
             self.producer.send(self.config.dlq, value=message.value, key=message.key, headers=headers).get(timeout=10)
         except KafkaError as exc:

@@ -38,13 +38,12 @@ from inspector.vqa.data import decode_image
 from inspector.vqa.errors import REASONS, VQAInputError
 from inspector.vqa.model import VQAModel
 from inspector.vqa.requests import VQARequest, answer_document, error_document, parse_request, request_id_of
-from workers.clients import close_clients
+from workers.shell import Backoff, WorkerShell, dead_letter_headers
 
 logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-MAX_BACKOFF_S = 30.0
 
 
 class VQAMetrics:
@@ -146,7 +145,7 @@ class _Sent:
     reply_to: str | None
 
 
-class VQAWorker:
+class VQAWorker(WorkerShell[VQAReport]):
     """Answer VQA requests from Kafka (see the module docs).
 
     Args:
@@ -177,50 +176,20 @@ class VQAWorker:
         self.topics = topics or VQATopics()
         self.metrics, self.batch, self.clock = metrics, batch, clock
         self.report = VQAReport()
-        self._stopping = False
-        self._last_poll = 0.0
         self.info = {"fusion": model.fusion, "sha256": model.sha256[:16]}
         logger.info("serving %s VQA model (sha256 %s)", model.fusion, model.sha256)
         if metrics is not None:
             metrics.model.info(self.info)
 
-    def stop(self) -> None:
-        """Finish the current batch, commit and return from :meth:`run` (safe from a signal handler)."""
-        self._stopping = True
-
-    def ready(self) -> tuple[bool, str]:
-        """Ready while polling and holding partitions."""
-        if time.monotonic() - self._last_poll > 10.0:
-            return False, "not polling"
-        held = self.consumer.assignment()
-        return (True, f"{len(held)} partitions assigned") if held else (False, "no partitions assigned")
-
-    def run(self, *, timeout: float | None = None, count: int | None = None) -> VQAReport:
-        """Answer until ``stop()``, ``timeout`` seconds, or ``count`` requests settled; then close."""
-        start = time.monotonic()
-        try:
-            while not self._stopping:
-                if timeout is not None and time.monotonic() - start >= timeout:
-                    break
-                if count is not None and self.report.answered + sum(self.report.errors.values()) >= count:
-                    break
-                self.step()
-        finally:
-            self.report.seconds = time.monotonic() - start
-            self.close()
-        return self.report
-
-    def close(self) -> None:
-        """Close the Kafka clients."""
-        close_clients(self.consumer, self.producer, self.metrics.ready if self.metrics is not None else None)
+    def settled(self) -> int:
+        """Requests answered or refused."""
+        return self.report.answered + sum(self.report.errors.values())
 
     def step(self) -> int:
         """Poll once, answer what came, write, commit; the number of records handled."""
         polled = self.consumer.poll(timeout_ms=200, max_records=self.batch)
-        self._last_poll = time.monotonic()
+        self.polled()
         records = [m for messages in polled.values() for m in messages]
-        if self.metrics is not None:
-            self.metrics.ready.set(1 if self.ready()[0] else 0)
         if not records:
             return 0
         self.report.requests += len(records)
@@ -285,7 +254,7 @@ class VQAWorker:
         """Store answers and error documents, send replies and dead letters; retry with back-off until done."""
         now = self.clock()
         errors = [error_document(d.request_id, d.reason, d.detail, now) for d in dead if d.request_id]
-        backoff = 1.0
+        backoff = Backoff()
         while True:
             try:
                 self.store.put_many(documents + errors)
@@ -303,13 +272,13 @@ class VQAWorker:
                 if self._stopping:
                     logger.warning("stopping with %d answers unwritten: %s", len(documents), exc)
                     raise
-                logger.warning("could not write %d answers: %s; retrying in %.0f s", len(documents), exc, backoff)
-                time.sleep(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                logger.warning(
+                    "could not write %d answers: %s; retrying in %.0f s", len(documents), exc, backoff.seconds
+                )
+                backoff.wait()
 
     def _send_dead(self, letter: _Dead) -> Any:
-        headers = [(k, v) for k, v in letter.headers if not k.startswith("dlq_")]
-        headers += [("dlq_reason", letter.reason.encode()), ("dlq_detail", letter.detail[:1000].encode())]
+        headers = dead_letter_headers(letter.headers, letter.reason, letter.detail)
         return self.producer.send(self.topics.dlq, value=letter.value, key=letter.key, headers=headers)
 
     def _send_replies(self, document: dict[str, Any], reply_to: str | None) -> list[Any]:
