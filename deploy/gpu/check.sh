@@ -28,7 +28,13 @@ for wheels in ${CHECK_WHEELS-.whl .wheels-gpu}; do
   fi
 done
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
-inspector() { python3 -c 'import sys; from workers.cli import app; sys.argv[0] = "inspector"; app()' "$@"; }
+if ! command -v inspector > /dev/null; then  # not installed: a wrapper on PATH (a shell function would not run under timeout)
+  mkdir -p /tmp/gpu-check-bin
+  printf '#!/bin/sh\nexec python3 -c "import sys; from workers.cli import app; sys.argv[0] = \\"inspector\\"; app()" "$@"\n' \
+    > /tmp/gpu-check-bin/inspector
+  chmod +x /tmp/gpu-check-bin/inspector
+  export PATH=/tmp/gpu-check-bin:$PATH
+fi
 if [[ $device == cuda ]]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.cuda.get_device_name(0))' \
