@@ -84,6 +84,9 @@ def vqa_train(
     reasoning: Annotated[
         str, typer.Option(help="Answer head: relation (pairs of fused cells) or attention (fused vector only).")
     ] = "relation",
+    input_skip: Annotated[
+        bool, typer.Option(help="Give each image level the input averaged over its cells (keeps colour).")
+    ] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     amp: Annotated[bool, typer.Option(help="Mixed precision (bf16 on CPU, fp16 on CUDA).")] = False,
     workers: Annotated[int, typer.Option(min=0, help="Processes rendering training scenes (0: in the loop).")] = 0,
@@ -109,7 +112,7 @@ def vqa_train(
         fusion = _load(init).fusion  # continuing: the model's own fusion
     options = TrainOptions(
         fusion=fusion, steps=steps, batch=batch, lr=lr, seed=seed, side=side, time_limit_s=time_limit,
-        model_options={"reasoning": reasoning}, device=device, amp=amp, workers=workers,
+        model_options={"reasoning": reasoning, "input_skip": input_skip}, device=device, amp=amp, workers=workers,
         init=str(init) if init is not None else None,
     )  # fmt: skip
     heldout = build_set(eval_scenes, seed=HELDOUT_SEED, side=side)

@@ -43,13 +43,17 @@ def vqa_config(
     num_answers: int = 20,
     reasoning: str = "relation",
     relation_hidden: int = 128,
+    input_skip: bool = False,
 ) -> ModalConfig:
     """The VQA architecture: ``text`` (2 Transformer layers) + ``image`` (``conv_pyramid`` on 5 channels).
 
     The ``answer`` head reasons over pairs of the fused mid-level cells (``reasoning="relation"``, a
     Relation Network) or over the fused vector alone (``"attention"``, the models before 2026-11-30).
+    ``input_skip`` gives each image level the input averaged over its cells (colour, which the
+    encoder otherwise learns to discard).
     """
     relation = {"reasoning": reasoning, "relation_hidden": relation_hidden}
+    skip = {"input_skip": True} if input_skip else {}
     return ModalConfig(
         text_dim=text_dim,
         image_dim=side,
@@ -57,7 +61,7 @@ def vqa_config(
         modalities=("text", "image"),
         encoders={
             "text": EncoderSpec("text", options={"depth": 2, "heads": 4, "max_len": MAX_TOKENS}),
-            "image": EncoderSpec("conv_pyramid", in_channels=IN_CHANNELS, width=image_width),
+            "image": EncoderSpec("conv_pyramid", in_channels=IN_CHANNELS, width=image_width, options=skip),
         },
         heads=("answer",),
         width=width,

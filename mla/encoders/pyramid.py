@@ -11,6 +11,10 @@ coarser) the network starts with fewer downsamplings so the levels still land on
     stage 3   SeparableBlock × d3   → coarse    (B, 4w, H/16,W/16)  (B, 4w, H/4, W/4)
     vector    global average of coarse          (B, 4w)
 
+With ``input_skip=True`` each level also carries the input averaged over its cells (C_in more
+channels per level): a direct path for what the stack may learn to throw away, such as colour, which
+a VQA model's encoder dropped while learning shapes and counts (docs/VQA.md).
+
 The cost at 512×512 with ``w=32``, ``depths=(2, 2, 2)`` and one input channel is about 0.1 GMAC.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from mla.encoders.base import REFERENCE_STRIDES, Encoder, FeatureSpec, ModalFeatures, check_image, register_encoder
@@ -41,6 +46,7 @@ class ConvPyramid(Encoder):
         scale: Reference pixels per input pixel: 1, 2 or 4. The levels land at reference strides 4, 8
             and 16, i.e. input strides ``4/scale``, ``8/scale``, ``16/scale``.
         act: Activation: ``silu``, ``relu`` or ``gelu``.
+        input_skip: Append the input, average-pooled to each level's grid, to that level.
 
     """
 
@@ -51,6 +57,7 @@ class ConvPyramid(Encoder):
         depths: tuple[int, ...] = (2, 2, 2),
         scale: int = 1,
         act: str = "silu",
+        input_skip: bool = False,
     ) -> None:
         super().__init__()
         if scale not in SCALES:
@@ -66,7 +73,10 @@ class ConvPyramid(Encoder):
         self.scale = scale
         self.size_multiple = REFERENCE_STRIDES[-1] // scale
         self.in_channels = in_channels
-        self.spec = FeatureSpec(vector_dim=widths[-1], level_channels=widths)
+        self.input_skip = input_skip
+        self.level_strides = tuple(stride // scale for stride in REFERENCE_STRIDES)  # input pixels per level cell
+        level_channels = tuple(c + in_channels for c in widths) if input_skip else widths
+        self.spec = FeatureSpec(vector_dim=widths[-1], level_channels=level_channels)
 
         self.stem = ConvBNAct(in_channels, stem_width, 3, stem_stride, act=act)
         strides = (fine_stride // stem_stride, 2, 2)
@@ -89,11 +99,15 @@ class ConvPyramid(Encoder):
 
     def forward(self, x: Tensor) -> ModalFeatures:
         """(B, C_in, H, W) → levels at input strides 4/scale, 8/scale, 16/scale and a (B, 4w) vector."""
-        x = self.stem(self.normalize(x))  # (B, w/2, H/2, W/2) for scale 1
+        given = self.normalize(x)
+        x = self.stem(given)  # (B, w/2, H/2, W/2) for scale 1
         levels = []
-        for stage in self.stages:
+        for stage, stride in zip(self.stages, self.level_strides, strict=True):
             x = stage(x)  # fine (B, w, H/4, W/4), mid (B, 2w, H/8, W/8), coarse (B, 4w, H/16, W/16)
-            levels.append(x)
+            if self.input_skip:  # + (B, C_in, H_l, W_l): the input averaged over each cell
+                levels.append(torch.cat([x, F.avg_pool2d(given, stride) if stride > 1 else given], dim=1))
+            else:
+                levels.append(x)
         vector = x.mean(dim=(2, 3))  # (B, 4w)
         return ModalFeatures(vector=vector, levels=tuple(levels))
 
