@@ -84,6 +84,7 @@ def vqa_train(
     reasoning: Annotated[
         str, typer.Option(help="Answer head: relation (pairs of fused cells) or attention (fused vector only).")
     ] = "relation",
+    relation_hidden: Annotated[int, typer.Option(min=8, help="Width of the relation head's MLPs.")] = 128,
     input_skip: Annotated[
         bool, typer.Option(help="Give each image level the input averaged over its cells (keeps colour).")
     ] = False,
@@ -112,7 +113,8 @@ def vqa_train(
         fusion = _load(init).fusion  # continuing: the model's own fusion
     options = TrainOptions(
         fusion=fusion, steps=steps, batch=batch, lr=lr, seed=seed, side=side, time_limit_s=time_limit,
-        model_options={"reasoning": reasoning, "input_skip": input_skip}, device=device, amp=amp, workers=workers,
+        model_options={"reasoning": reasoning, "input_skip": input_skip, "relation_hidden": relation_hidden},
+        device=device, amp=amp, workers=workers,
         init=str(init) if init is not None else None,
     )  # fmt: skip
     heldout = build_set(eval_scenes, seed=HELDOUT_SEED, side=side)
