@@ -185,16 +185,20 @@ class LagMonitor(threading.Thread):
     """Samples the consumer group ``worker.group_id`` every ``every`` seconds (a daemon thread).
 
     A sample holds the end offsets and the committed offsets of every partition of both frame
-    topics. A sample that fails (the broker is down, the coordinator moving) is counted in
-    ``failures`` and the next one uses a fresh admin client.
+    topics. Each sample runs in a short-lived thread of its own and is given up after
+    ``deadline_s`` (the admin client can block far longer while the broker restarts): it then counts
+    in ``failures`` and the next sample starts with a fresh admin client, so samples resume as soon
+    as the broker answers again.
     """
 
-    def __init__(self, settings: Settings, partitions: int, every: float = 0.5) -> None:
+    def __init__(self, settings: Settings, partitions: int, every: float = 0.5, deadline_s: float = 2.0) -> None:
         super().__init__(daemon=True, name="lag-monitor")
-        self.settings, self.every = settings, every
+        self.settings, self.every, self.deadline_s = settings, every, deadline_s
         self.samples: list[LagSample] = []
         self.failures = 0
         self._halt = threading.Event()
+        self._admin: Any = None
+        self._lock = threading.Lock()  # between a sample that answers late and the loop giving up on it
         self._partitions = [
             (topic, p) for topic in (settings.topics.visible, settings.topics.infrared) for p in range(partitions)
         ]
@@ -203,37 +207,58 @@ class LagMonitor(threading.Thread):
         """End the thread (waits for the sample in progress)."""
         self._halt.set()
         self.join(timeout=30)
+        self._close(self._admin)
 
     def run(self) -> None:
         """Sample until stopped."""
+        while not self._halt.is_set():
+            box: dict[str, Any] = {}
+            attempt = threading.Thread(target=self._attempt, args=(self._admin, box), daemon=True, name="lag-sample")
+            attempt.start()
+            attempt.join(timeout=self.deadline_s)
+            with self._lock:
+                box["abandoned"] = attempt.is_alive()  # a late answer closes its own client
+            if "sample" in box and not box["abandoned"]:
+                self.samples.append(box["sample"])
+                self._admin = box["admin"]
+            else:
+                self.failures += 1
+                self._admin = None
+                logger.debug("lag sample failed: %s", box.get("error", "timed out"))
+            self._halt.wait(self.every)
+
+    def _attempt(self, admin: Any, box: dict[str, Any]) -> None:
         from kafka import KafkaAdminClient
         from kafka.admin import OffsetSpec
         from kafka.structs import TopicPartition
 
-        wanted = {TopicPartition(t, p): OffsetSpec.LATEST for t, p in self._partitions}
         group = self.settings.worker.group_id
-        admin: Any = None
-        while not self._halt.is_set():
-            try:
-                if admin is None:
-                    admin = KafkaAdminClient(**self.settings.kafka.client_kwargs(), request_timeout_ms=3000)
-                ends = admin.list_partition_offsets(wanted)
-                committed = admin.list_group_offsets(group).get(group, {})
-                self.samples.append(
-                    LagSample(
-                        time.time(),
-                        {(tp.topic, tp.partition): int(v.offset) for tp, v in ends.items()},
-                        {(tp.topic, tp.partition): int(v.offset) for tp, v in committed.items() if v.offset >= 0},
-                    )
+        try:
+            if admin is None:
+                admin = KafkaAdminClient(
+                    **self.settings.kafka.client_kwargs(), request_timeout_ms=3000, reconnect_backoff_max_ms=1000
                 )
-            except Exception as exc:  # the broker restarting, a coordinator moving: a fresh client next time
-                self.failures += 1
-                logger.debug("lag sample failed: %s", exc)
-                if admin is not None:
-                    with contextlib.suppress(Exception):
-                        admin.close()
-                admin = None
-            self._halt.wait(self.every)
+            ends = admin.list_partition_offsets({TopicPartition(t, p): OffsetSpec.LATEST for t, p in self._partitions})
+            if any(v.offset < 0 for v in ends.values()) or len(ends) < len(self._partitions):
+                raise ValueError(f"no end offset for some partitions yet: {ends}")  # leaders not elected yet
+            committed = admin.list_group_offsets(group).get(group, {})
+            sample = LagSample(
+                time.time(),
+                {(tp.topic, tp.partition): int(v.offset) for tp, v in ends.items()},
+                {(tp.topic, tp.partition): int(v.offset) for tp, v in committed.items() if v.offset >= 0},
+            )
+        except Exception as exc:  # the broker restarting, a coordinator moving: a fresh client next time
+            box["error"] = exc
+            self._close(admin)
+            return
+        with self._lock:
+            if box.get("abandoned"):
+                self._close(admin)
+                return
+            box["sample"], box["admin"] = sample, admin
+
+    @staticmethod
+    def _close(admin: Any) -> None:
         if admin is not None:
             with contextlib.suppress(Exception):
                 admin.close()

@@ -174,19 +174,19 @@ class Proc:
 
 
 def recovery_lag_s(samples: list[LagSample], fault_t: float, settle_t: float) -> tuple[float | None, int, int]:
-    """``(seconds, ceiling, worst)``: from the fault until the lag stays at or below its pre-fault ceiling.
+    """``(seconds, ceiling, worst)``: from the fault until the lag is seen at or below its pre-fault ceiling for good.
 
     The ceiling is the highest lag sampled between ``settle_t`` (the stream in steady state) and the
-    fault, at least 16 records. ``None`` when the lag never came back down.
+    fault, at least 16 records. The lag cannot be read while the broker is down, so the answer is
+    the first sample, after the last one above the ceiling, that shows it back — not earlier than
+    the first sample after the fault. ``None`` when the lag never came back down.
     """
     before = [s.lag for s in samples if settle_t <= s.t < fault_t]
     ceiling = max([16, *before])
     after = [s for s in samples if s.t >= fault_t]
     worst = max((s.lag for s in after), default=0)
     above = [s.t for s in after if s.lag > ceiling]
-    if not above:
-        return 0.0, ceiling, worst
-    later = [s.t for s in after if s.t > above[-1]]
+    later = [s.t for s in after if not above or s.t > above[-1]]
     return (round(later[0] - fault_t, 2) if later else None), ceiling, worst
 
 

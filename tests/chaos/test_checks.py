@@ -27,6 +27,8 @@ def test_lag_recovery_is_the_end_of_the_last_excursion() -> None:
     seconds, ceiling, worst = recovery_lag_s(samples, fault_t=2.5, settle_t=0.5)
     assert (seconds, ceiling, worst) == (3.5, 20, 300)  # back at or below 20 from t=6 on
     assert recovery_lag_s(samples[:5], fault_t=2.5, settle_t=0.5)[0] is None  # never came back down
+    gap = [sample(0, 5), sample(1, 20), sample(12, 3), sample(13, 2)]  # no reading while the broker was down
+    assert recovery_lag_s(gap, fault_t=2.5, settle_t=0.5)[0] == 9.5  # back as soon as it could be seen
 
 
 def test_the_report_renders_between_the_markers(tmp_path: Path) -> None:

@@ -91,3 +91,12 @@ def test_scram_refuses_a_challenge_that_does_not_extend_our_nonce() -> None:
     scram = _Scram("SCRAM-SHA-512", "user", "pencil")
     with pytest.raises(ConnectionError, match="malformed"):
         scram.final(b"r=someone-elses-nonce,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
+
+
+def test_kafka_clients_reconnect_within_a_second_of_the_broker_coming_back() -> None:
+    from workers.clients import RECONNECT_BACKOFF_MAX_MS, _kafka
+
+    made = _kafka(lambda **kwargs: kwargs, KafkaSettings(bootstrap="127.0.0.1:1"))
+    assert made["reconnect_backoff_max_ms"] == RECONNECT_BACKOFF_MAX_MS == 1000  # kafka-python's default: 30 s
+    kept = _kafka(lambda **kwargs: kwargs, KafkaSettings(bootstrap="127.0.0.1:1"), reconnect_backoff_max_ms=5)
+    assert kept["reconnect_backoff_max_ms"] == 5  # a caller's own choice wins
