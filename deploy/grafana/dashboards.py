@@ -5,9 +5,11 @@
     python deploy/grafana/dashboards.py --out DIR    # write them somewhere else
     python deploy/grafana/dashboards.py --check      # exit 1 when the committed JSON is stale
 
-Every query uses the metric names documented in ``workers/metrics.py``. What a label can tell:
+Every query uses the metric names documented in ``workers/metrics.py`` (inspection workers, gateways),
+``workers/medical.py`` and ``workers/vqa.py``. What a label can tell:
 
-* ``job`` (``inspector-worker``, ``inspector-gateway``), ``instance`` (one process) and ``line`` (one
+* ``job`` (``inspector-worker``, ``inspector-gateway``, ``inspector-medical-worker``,
+  ``inspector-vqa-worker``), ``instance`` (one process) and ``line`` (one
   production line: one pair of frame topics and one consumer group) are *target* labels, set where
   Prometheus discovers the processes (``deploy/prometheus/prometheus.yml``, file-based discovery).
 * No worker metric carries a camera label: ``inspector_parts_total`` has only ``verdict``. A worker owns
@@ -17,8 +19,11 @@ Every query uses the metric names documented in ``workers/metrics.py``. What a l
 * A gateway serves the cameras given by ``--cameras``; deploy one gateway per camera rig (optionally
   with a ``camera`` target label) to read its publish rate as that camera's frame rate.
 
-The medical and VQA workers are not built yet; their rows are collapsed and their panel titles listed in
-:data:`PENDING_PANELS` (the proof test skips them rather than pretend they show data).
+* The "Worker" selector (``$instance``) lists inspection workers; the medical and VQA rows follow only
+  ``$line`` and show every worker of their kind.
+
+``tests/integration/test_dashboard_proof.py`` evaluates every panel query against real workers of all
+four kinds on the local stack.
 """
 
 from __future__ import annotations
@@ -51,24 +56,16 @@ except ImportError as exc:  # a [dev] tool: say how to get it
     msg = f"deploy/grafana/dashboards.py needs {SDK}: pip install '{SDK}' (or pip install -e '.[dev]')"
     raise ImportError(msg) from exc
 
-__all__ = ["OUT_DIR", "PENDING_PANELS", "build_all", "inspection", "main", "panel_queries", "render", "stale", "write"]
+__all__ = ["OUT_DIR", "build_all", "inspection", "main", "panel_queries", "render", "stale", "write"]
 
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="prometheus")  # provisioning/datasources/prometheus.yaml
 RATE = "$__rate_interval"
 WORKER = 'job="inspector-worker", line=~"$line", instance=~"$instance"'
 GATEWAY = 'job="inspector-gateway", line=~"$line"'
+MEDICAL = 'job="inspector-medical-worker", line=~"$line"'
+VQA = 'job="inspector-vqa-worker", line=~"$line"'
 
-_MEDICAL = "the medical worker is not built yet (a later issue); inspector_medical_* metrics do not exist"
-_VQA = "the VQA worker is not built yet (a later issue); inspector_vqa_* metrics do not exist"
-PENDING_PANELS: dict[str, str] = {
-    "Medical studies per minute": _MEDICAL,
-    "Medical study latency (p50, p95, p99)": _MEDICAL,
-    "Medical errors per second by reason": _MEDICAL,
-    "VQA requests per minute": _VQA,
-    "VQA latency (p50, p95, p99)": _VQA,
-    "VQA errors per second by reason": _VQA,
-}
 
 Panel = timeseries.Panel | stat.Panel | heatmap.Panel | table.Panel
 
@@ -250,38 +247,76 @@ def operations_rows() -> Iterator[Row | Panel]:
                 quantiles("inspector_gateway_publish_seconds", GATEWAY), width=8)  # fmt: skip
 
 
-def pending_row(title: str, prefix: str, counted: str, titles: tuple[str, str, str]) -> Row:
-    """A collapsed row of a worker kind that is not built yet; its panels are listed in :data:`PENDING_PANELS`."""
-    rate_title, latency_title, errors_title = titles
-    selector = f'job="inspector-{prefix}-worker", line=~"$line"'
-    panels = (
-        graph(rate_title, PENDING_PANELS[rate_title], "short",
-              [query(f"sum(rate(inspector_{prefix}_{counted}_total{{{selector}}}[{RATE}])) * 60", counted)], width=8),
-        graph(latency_title, PENDING_PANELS[latency_title], "s",
-              quantiles(f"inspector_{prefix}_latency_seconds", selector), width=8),
-        graph(errors_title, PENDING_PANELS[errors_title], "short",
-              [query(f"sum by (reason) (rate(inspector_{prefix}_errors_total{{{selector}}}[{RATE}]))", "{{reason}}")],
-              width=8),
-    )  # fmt: skip
-    row = Row(title).collapsed(True)
-    for panel in panels:
-        row = row.with_panel(panel)
-    return row
-
-
-def pending_rows() -> Iterator[Row]:
-    """Collapsed rows for the medical and VQA workers (not built yet)."""
-    yield pending_row(
-        "Medical worker (pending: not built yet)",
-        "medical",
-        "studies",
-        ("Medical studies per minute", "Medical study latency (p50, p95, p99)", "Medical errors per second by reason"),
+def model_table(title: str, description: str, expr: str) -> table.Panel:
+    """A full-width table of one instant query (which model each worker serves)."""
+    return (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .span(24)
+        .height(5)
+        .with_target(query(expr, "{{instance}}").instant().format(PromQueryFormat.TABLE))
     )
-    yield pending_row(
-        "VQA worker (pending: not built yet)",
-        "vqa",
-        "requests",
-        ("VQA requests per minute", "VQA latency (p50, p95, p99)", "VQA errors per second by reason"),
+
+
+def medical_rows() -> Iterator[Row | Panel]:
+    """The medical report worker (``inspector medical-worker``, metrics in ``workers/medical.py``)."""
+    yield Row("Medical report worker")
+    yield graph("Medical studies reported per minute", "Reports stored in Redis, per worker.", "short",
+                [query(f"sum by (instance) (rate(inspector_medical_studies_total{{{MEDICAL}}}[{RATE}])) * 60",
+                       "{{instance}}")], width=8)  # fmt: skip
+    yield graph("Medical report latency (p50, p95, p99)", "Study record received to report stored.", "s",
+                quantiles("inspector_medical_latency_seconds", MEDICAL), width=8)  # fmt: skip
+    yield graph(
+        "Medical rejected studies per second by reason",
+        "Records sent to medical.dlq (not_dicom, no_pixel_data, ...); `store` counts Redis writes refused (retried).",
+        "short",
+        [query(f"sum by (reason) (rate(inspector_medical_errors_total{{{MEDICAL}}}[{RATE}]))", "{{reason}}")],
+        width=8,
+    )
+    yield graph("Medical findings per minute by type", "Findings in the stored reports, by lesion type.", "short",
+                [query(f"sum by (type) (rate(inspector_medical_findings_total{{{MEDICAL}}}[{RATE}])) * 60",
+                       "{{type}}")], width=8)  # fmt: skip
+    yield graph("Medical workers up and ready", "Scraped (up) and ready (polling with partitions), per worker.",
+                "none",
+                [query(f'max by (instance) (up{{{MEDICAL}}})', "{{instance}} up"),
+                 query(f"max by (instance) (inspector_medical_ready{{{MEDICAL}}})", "{{instance}} ready", "B")],
+                width=16)  # fmt: skip
+    yield model_table(
+        "Report model served by each medical worker",
+        "Name, version and SHA-256 of the report model.",
+        f"max by (instance, name, version, sha256) (inspector_medical_model_info{{{MEDICAL}}})",
+    )
+
+
+def vqa_rows() -> Iterator[Row | Panel]:
+    """The VQA worker (``inspector vqa-worker``, metrics in ``workers/vqa.py``)."""
+    yield Row("VQA worker")
+    yield graph("VQA requests and answers per minute", "Request records read and answers stored.", "short",
+                [query(f"sum(rate(inspector_vqa_requests_total{{{VQA}}}[{RATE}])) * 60", "requests"),
+                 query(f"sum(rate(inspector_vqa_answers_total{{{VQA}}}[{RATE}])) * 60", "answers", "B")],
+                width=8)  # fmt: skip
+    yield graph("VQA latency (p50, p95, p99)", "Request record timestamp to answer stored.", "s",
+                quantiles("inspector_vqa_latency_seconds", VQA), width=8)  # fmt: skip
+    yield graph("VQA refused requests per second by reason", "Requests sent to vqa.dlq, by reason.", "short",
+                [query(f"sum by (reason) (rate(inspector_vqa_errors_total{{{VQA}}}[{RATE}]))", "{{reason}}")],
+                width=8)  # fmt: skip
+    yield graph("VQA inference latency (p50, p95, p99)", "One batched model call.", "s",
+                quantiles("inspector_vqa_inference_seconds", VQA), width=8)  # fmt: skip
+    yield graph("VQA requests per model batch (p50, p95)", "Requests answered by one model call.", "short",
+                quantiles("inspector_vqa_batch_requests", VQA)[:2], width=8)  # fmt: skip
+    yield graph("VQA answer-store write failures per second", "Redis/Kafka writes refused (retried).", "short",
+                [query(f"sum by (instance) (rate(inspector_vqa_store_errors_total{{{VQA}}}[{RATE}]))",
+                       "{{instance}}")], width=8)  # fmt: skip
+    yield graph("VQA workers up and ready", "Scraped (up) and ready (polling with partitions), per worker.", "none",
+                [query(f"max by (instance) (up{{{VQA}}})", "{{instance}} up"),
+                 query(f"max by (instance) (inspector_vqa_ready{{{VQA}}})", "{{instance}} ready", "B")],
+                width=24)  # fmt: skip
+    yield model_table(
+        "VQA model served by each worker",
+        "Fusion and SHA-256 (first 16 hex digits) of the VQA model.",
+        f"max by (instance, fusion, sha256) (inspector_vqa_model_info{{{VQA}}})",
     )
 
 
@@ -316,7 +351,7 @@ def inspection() -> Dashboard:
         .with_variable(variable("line", "Line", 'up{job=~"inspector-.*"}'))
         .with_variable(variable("instance", "Worker", 'up{job="inspector-worker", line=~"$line"}'))
     )
-    for item in (*line_rows(), *operations_rows(), *pending_rows()):
+    for item in (*line_rows(), *operations_rows(), *medical_rows(), *vqa_rows()):
         board = board.with_row(item) if isinstance(item, Row) else board.with_panel(item)
     return board
 

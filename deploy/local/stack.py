@@ -25,7 +25,9 @@ Everything is configured by environment variables (defaults in brackets):
     INSPECTOR_STACK_TIMEOUT        seconds to wait per service     [90]
 
 Prometheus discovers scrape targets from ``$INSPECTOR_STACK_DIR/prometheus/targets/*.json``
-(file-based service discovery): a worker writes a file there and is scraped within seconds.
+(file-based service discovery): a worker writes a file there and is scraped within seconds. It loads
+the alert and recording rules of ``deploy/prometheus/rules/`` (alerts at /alerts; no Alertmanager): a
+rule file that does not parse stops it from starting (``promtool check rules`` first).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+RULES = REPO / "deploy" / "prometheus" / "rules"
 HOST = "127.0.0.1"
 SERVICES = ("kafka", "redis", "prometheus")
 
@@ -382,6 +385,7 @@ def prometheus_config(s: Settings) -> Path:
 global:
   scrape_interval: {s.scrape_interval}
   evaluation_interval: {s.scrape_interval}
+rule_files: ["{RULES}/*.rules.yml"]
 scrape_configs:
   - job_name: prometheus
     static_configs:

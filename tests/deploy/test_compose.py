@@ -301,19 +301,27 @@ def test_inspector_settings_load_from_each_service_environment(monkeypatch: pyte
         assert settings.metrics.port == 9400, name
 
 
-def test_inspector_commands_parse_or_wait_behind_a_profile() -> None:
-    """Each command line parses with the real CLI; one the CLI lacks yet (issue 7) must not start by default."""
+def test_inspector_commands_parse() -> None:
+    """Each command line parses with the real CLI; the medical and VQA workers start with a plain ``up``."""
     for name, service in inspector_services().items():
         args = command(service)
-        if args[0] not in cli().commands:
-            assert service.get("profiles"), (
-                f"{name} runs `inspector {args[0]}`, which does not exist yet: give it a profile"
-            )
-            continue
+        assert args[0] in cli().commands, f"{name} runs `inspector {args[0]}`, which does not exist"
         context = parse_cli(args)
         if args[0] == "gateway":
             assert context.params["metrics_port"] == 9400, "without --metrics-port the gateway has no /healthz"
-    assert {"medical-worker", "vqa-worker"} <= set(inspector_services())
+    for name in ("medical-worker", "vqa-worker"):
+        service = inspector_services()[name]
+        assert command(service)[0] == name and not service.get("profiles") and replicas(service) == 1, name
+
+
+def test_medical_and_vqa_topics_exist_before_their_workers_start() -> None:
+    """Auto-creation is off: the init job creates each worker's request and dead-letter topics (default options)."""
+    script = "\n".join(command(services()["kafka-init"]))
+    created = re.findall(r"for topic in ([^;]+); do", script)[0].split()
+    for name in ("medical-worker", "vqa-worker"):
+        params = parse_cli(command(services()[name])).params
+        assert {params["topic"], params["dlq"]} <= set(created), name
+        assert services()[name]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
 
 
 def test_gateway_publishes_synthetic_frames_from_two_rigs() -> None:
@@ -384,6 +392,9 @@ def test_prometheus_targets_are_written_where_prometheus_reads_them() -> None:
         name for name, s in inspector_services().items() if command(s)[:1] == ["worker"]
     }
     assert folders["inspector-gateway"] == {"targets/gateways"} and jobs["gateways"] == ["gateway"]
+    assert folders["inspector-medical-worker"] == {"targets/medical"} and jobs["medical"] == ["medical-worker"]
+    assert folders["inspector-vqa-worker"] == {"targets/vqa"} and jobs["vqa"] == ["vqa-worker"]
+    assert {f"targets/{job}" for job in jobs} == set().union(*folders.values()), "every target folder is written"
     assert '"labels": {"line": "compose"}' in script, "dashboards and alerts group by the target label line"
     assert 'f"{folder}/compose.json.tmp"' in script and "os.replace(" in script, "write atomically"
 

@@ -16,10 +16,20 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import REPO
+from workers.medical import MedicalMetrics
 from workers.metrics import GatewayMetrics, WorkerMetrics
+from workers.vqa import VQAMetrics
 
 GRAFANA = REPO / "deploy" / "grafana"
 METRIC = re.compile(r"\b(inspector_[a-z0-9_]+|up)\b")
+JOB = re.compile(r'\bjob="([a-z-]+)"')
+# Each worker kind's metric prefix and the Prometheus job its targets carry (prometheus.yml, podmonitor.yaml).
+KINDS = {
+    "inspector_medical_": "inspector-medical-worker",
+    "inspector_vqa_": "inspector-vqa-worker",
+    "inspector_gateway_": "inspector-gateway",
+    "inspector_": "inspector-worker",
+}
 
 
 def load_dashboards() -> ModuleType:
@@ -42,10 +52,12 @@ def committed() -> dict[str, dict[str, Any]]:
 
 
 def exported_names() -> set[str]:
-    """Every sample name the worker and gateway metrics export once each kind of series exists."""
+    """Every sample name the worker, gateway, medical and VQA metrics export once each kind of series exists."""
     registry = CollectorRegistry()
     worker = WorkerMetrics(registry)
     GatewayMetrics(registry)
+    MedicalMetrics(registry)
+    VQAMetrics(registry)
     worker.set_model("m", "1", 1.0, "torch", "-")
     worker.set_lag({("frames.visible", 0): 0})
     worker.modal_weight.labels("visible").set(0.5)
@@ -67,22 +79,29 @@ def test_every_query_names_a_metric_the_workers_export(dashboards: ModuleType) -
         for title, expr in dashboards.panel_queries(model):
             used = set(METRIC.findall(expr))
             assert used, f"{title}: no metric in {expr}"
-            if title in dashboards.PENDING_PANELS:
-                assert not used & names - {"up"}, f"{title} is pending but queries existing metrics"
-                continue
-            assert used <= names, f"{title}: {sorted(used - names)} are not exported (see workers/metrics.py)"
+            assert used <= names, f"{title}: {sorted(used - names)} are not exported (see workers/*.py)"
 
 
-def test_pending_panels_are_exactly_the_panels_of_collapsed_rows(dashboards: ModuleType) -> None:
+def test_every_query_selects_the_job_of_its_metrics(dashboards: ModuleType) -> None:
+    """A medical metric is read from job inspector-medical-worker, and so on: no query mixes kinds."""
+    for title, expr in dashboards.panel_queries(committed()["inspection.json"]):
+        jobs = set(JOB.findall(expr))
+        assert len(jobs) == 1, f"{title}: one job per query, found {sorted(jobs)} in {expr}"
+        for metric in set(METRIC.findall(expr)) - {"up"}:
+            kind = next(job for prefix, job in KINDS.items() if metric.startswith(prefix))
+            assert jobs == {kind}, f"{title}: {metric} comes from job {kind}, not {jobs}"
+
+
+def test_rows_are_open_and_titles_unique(dashboards: ModuleType) -> None:
     model = committed()["inspection.json"]
     rows = [p for p in model["panels"] if p["type"] == "row"]
-    hidden = {panel["title"] for row in rows if row["collapsed"] for panel in row["panels"]}
-    assert hidden == set(dashboards.PENDING_PANELS)
-    assert all(reason.strip() for reason in dashboards.PENDING_PANELS.values())
-    titles = [title for title, _ in dashboards.panel_queries(model)]
-    panel_titles = {p["title"] for p in model["panels"] if p["type"] != "row"}
-    assert len(panel_titles) == len([p for p in model["panels"] if p["type"] != "row"]), "duplicate panel titles"
-    assert set(titles) == panel_titles | hidden
+    assert [row["title"] for row in rows if row["collapsed"] or row.get("panels")] == [], "no collapsed rows"
+    assert {"Medical report worker", "VQA worker"} <= {row["title"] for row in rows}
+    panels = [p for p in model["panels"] if p["type"] != "row"]
+    titles = [p["title"] for p in panels]
+    assert len(set(titles)) == len(titles), "duplicate panel titles"
+    assert {title for title, _ in dashboards.panel_queries(model)} == set(titles), "a panel without a query"
+    assert not hasattr(dashboards, "PENDING_PANELS"), "every row is built on real metrics now"
 
 
 def test_issue_panels_are_there(dashboards: ModuleType) -> None:
@@ -95,6 +114,13 @@ def test_issue_panels_are_there(dashboards: ModuleType) -> None:
         "inspector_modal_weight", "inspector_model_width_ratio", 'count(up{job="inspector-worker"',
         "inspector_ready", "inspector_gateway_frames_published_total", "inspector_gateway_frames_dropped_total",
         "inspector_gateway_publish_seconds_bucket",
+        "inspector_medical_studies_total", "inspector_medical_latency_seconds_bucket",
+        "inspector_medical_errors_total", "inspector_medical_findings_total", "inspector_medical_ready",
+        "inspector_medical_model_info", 'up{job="inspector-medical-worker"',
+        "inspector_vqa_requests_total", "inspector_vqa_answers_total", "inspector_vqa_latency_seconds_bucket",
+        "inspector_vqa_inference_seconds_bucket", "inspector_vqa_batch_requests_bucket", "inspector_vqa_errors_total",
+        "inspector_vqa_store_errors_total", "inspector_vqa_ready", "inspector_vqa_model_info",
+        'up{job="inspector-vqa-worker"',
     ):  # fmt: skip
         assert needle in exprs, needle
 

@@ -12,7 +12,7 @@ the fallback stays honest. Then:
   plus a check that no field was dropped as unknown (the models ignore extra fields);
 * the facts the line relies on: KEDA never scales past the partitions, probes hit /healthz and /readyz on the
   metrics port, credentials only come from Secrets, every environment variable is a real setting, every
-  command line parses with the real CLI, and the GPU overlay puts the workers (only) on GPUs.
+  command line parses with the real CLI, and the GPU overlay puts the inspection workers (only) on GPUs.
 """
 
 from __future__ import annotations
@@ -455,14 +455,39 @@ def test_every_variable_is_a_setting_and_the_settings_load(name: str, monkeypatc
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
-def test_command_lines_parse_or_the_deployment_waits_at_zero_replicas(name: str) -> None:
-    for deployment in of_kind(rendered(name), "Deployment").values():
+def test_command_lines_parse(name: str) -> None:
+    deployments = of_kind(rendered(name), "Deployment")
+    for deployment in deployments.values():
         for container in containers(deployment):
             command, *args = container["args"]
-            if command not in cli_commands():  # the medical and VQA workers: issue 7
-                assert deployment["spec"]["replicas"] == 0, f"`inspector {command}` does not exist yet"
-                continue
+            assert command in cli_commands(), f"`inspector {command}` does not exist"
             cli_commands()[command].make_context(command, list(args))
+    for kind in ("medical-worker", "vqa-worker"):  # no autoscaler: a fixed replica
+        assert deployments[kind]["spec"]["replicas"] == 1, kind
+        assert containers(deployments[kind])[0]["args"][0] == kind
+
+
+def torch_threads(docs: tuple[dict[str, Any], ...], container: Mapping[str, Any]) -> int:
+    """The torch threads a worker container asks for, by the means its command honours."""
+    env = effective_env(docs, container)
+    command, *args = container["args"]
+    if command == "worker":
+        return int(env["INSPECTOR__INFERENCE__THREADS"])
+    if command == "vqa-worker":
+        return int(cli_commands()[command].make_context(command, list(args)).params["threads"])
+    return int(env["OMP_NUM_THREADS"])  # the medical worker has no option: torch reads OMP_NUM_THREADS
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_worker_threads_match_the_cpu_request(name: str) -> None:
+    """torch would otherwise start one thread per core of the node, however few the pod may use."""
+    docs = rendered(name)
+    for deployment in of_kind(docs, "Deployment").values():
+        if deployment["metadata"]["labels"]["app.kubernetes.io/component"] != "worker":
+            continue
+        (container,) = containers(deployment)
+        cpus = float(container["resources"]["requests"]["cpu"])
+        assert torch_threads(docs, container) == cpus, deployment["metadata"]["name"]
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -537,14 +562,18 @@ def test_podmonitor_scrapes_every_pod_under_the_job_names_of_the_dashboards() ->
 # -- GPU overlay ----------------------------------------------------------------------------------------------
 
 
-def test_gpu_overlay_puts_the_workers_and_only_them_on_gpus() -> None:
+def test_gpu_overlay_puts_the_inspection_workers_and_only_them_on_gpus() -> None:
+    """The medical and VQA commands load their models on the CPU (no device option): a GPU would sit idle."""
+    for command in ("medical-worker", "vqa-worker"):
+        assert not {"device", "inference_device"} & set(cli_commands()[command].make_context(command, []).params), (
+            f"`inspector {command}` can use a GPU now: give it the GPU overlay too"
+        )
     docs = rendered("overlays/gpu")
     base = of_kind(rendered("base"), "Deployment")
     for name, deployment in of_kind(docs, "Deployment").items():
         pod = deployment["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        is_worker = deployment["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
-        if not is_worker:
+        if container["args"][0] != "worker":
             assert deployment == base[name], f"{name} must not change in the GPU overlay"
             continue
         resources = container["resources"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -68,9 +69,25 @@ def test_every_alert_has_a_unit_test_and_a_severity() -> None:
         assert {"summary", "description"} <= set(rule["annotations"]), name
 
 
+WORKER_JOBS = ("inspector-worker", "inspector-gateway", "inspector-medical-worker", "inspector-vqa-worker")
+
+
 def test_scrape_jobs_are_the_ones_dashboards_and_rules_select() -> None:
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    for name in ("inspector-worker", "inspector-gateway"):
-        assert jobs[name]["file_sd_configs"], name
+    folders = []
+    for name in WORKER_JOBS:
+        (sd,) = jobs[name]["file_sd_configs"]
+        folders.append({str(Path(pattern).parent) for pattern in sd["files"]})
+    assert all(len(f) == 1 for f in folders) and len({f.pop() for f in folders}) == len(WORKER_JOBS), (
+        "one target folder per job: a target file sets the job by where it lies"
+    )
     assert config["rule_files"] == ["rules/*.rules.yml"]
+    selected = {
+        job
+        for path in RULES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        for job in re.findall(r'job="([^"]+)"', rule["expr"])
+    }
+    assert selected == set(WORKER_JOBS), "the rules select on exactly the scraped worker jobs"

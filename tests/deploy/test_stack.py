@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
-from tests.conftest import STACK_SCRIPT
+from tests.conftest import REPO, STACK_SCRIPT
 
 
 def free_port() -> int:
@@ -57,6 +62,52 @@ def test_generated_configs_bind_loopback(stack_module: ModuleType, tmp_path: Pat
     assert "process.roles=broker,controller" in kafka
     prometheus = stack_module.prometheus_config(s).read_text()
     assert f"{s.state / 'prometheus' / 'targets'}/*.json" in prometheus
+
+
+def test_generated_prometheus_config_loads_the_repository_rules(stack_module: ModuleType, tmp_path: Path) -> None:
+    """promtool checks the generated config and, through its rule_files, every rule file of deploy/prometheus."""
+    s = stack_module.Settings.from_env(isolated_env(tmp_path))
+    config = stack_module.prometheus_config(s)
+    parsed = yaml.safe_load(config.read_text())
+    assert parsed["rule_files"] == [f"{REPO / 'deploy' / 'prometheus' / 'rules'}/*.rules.yml"]
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.fail("promtool is not installed: apt-get install -y --no-install-recommends prometheus", pytrace=False)
+    result = subprocess.run([tool, "check", "config", str(config)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rule_files = sorted((REPO / "deploy" / "prometheus" / "rules").glob("*.rules.yml"))
+    assert rule_files and all(f"Checking {path}" in result.stdout for path in rule_files), result.stdout
+
+
+@pytest.mark.integration
+def test_a_private_prometheus_loads_the_rules_and_evaluates_them(tmp_path: Path) -> None:
+    """Only Prometheus, on a free port: every rule group of deploy/prometheus is loaded and evaluates cleanly."""
+    env = isolated_env(tmp_path) | {"INSPECTOR_PROMETHEUS_SCRAPE_INTERVAL": "1s"}
+    up = subprocess.run([sys.executable, str(STACK_SCRIPT), "up", "prometheus"], env=env, capture_output=True,
+                        text=True, timeout=120)  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        expected = {
+            group["name"]
+            for path in sorted((REPO / "deploy" / "prometheus" / "rules").glob("*.rules.yml"))
+            for group in yaml.safe_load(path.read_text())["groups"]
+        }
+        url = f"http://127.0.0.1:{env['INSPECTOR_PROMETHEUS_PORT']}/api/v1/rules"
+        deadline = time.monotonic() + 30
+        while True:  # every rule evaluated at least once (1 s evaluation interval here)
+            with urllib.request.urlopen(url, timeout=5) as response:
+                groups = json.load(response)["data"]["groups"]
+            rules = [rule for group in groups for rule in group["rules"]]
+            if all(rule.get("lastEvaluation", "").startswith("2") for rule in rules) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert {group["name"] for group in groups} == expected
+        broken = [f"{rule['name']}: {rule.get('lastError')}" for rule in rules if rule["health"] != "ok"]
+        assert not broken, broken
+    finally:
+        down = subprocess.run([sys.executable, str(STACK_SCRIPT), "down"], env=env, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+    assert down.returncode == 0, down.stderr
 
 
 def test_missing_system_tools_print_the_install_command(tmp_path: Path) -> None:
