@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ PIXELS_END = CT_SMALL.rfind(b"\xfc\xff\xfc\xff")  # the file ends with trailing 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def medical(headers: list[tuple[str, bytes | None]], value: bytes) -> str | None:
+def medical(headers: Sequence[tuple[str, bytes | None]], value: bytes) -> str | None:
     """The dead-letter reason of a medical request, or None when it would be reported."""
     try:
         load_volume(parse_request(headers, value, max_inline_bytes=1 << 20))
@@ -97,7 +98,7 @@ SCENE = encode_png(render(random_scene(np.random.default_rng(0))))
 TOKENIZER = WordTokenizer.fit(["what colour is the large circle?", "how many squares are there?"])
 
 
-def vqa(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]]) -> str | None:
+def vqa(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> str | None:
     """The dead-letter reason of a VQA request (the worker's checks, in its order), or None."""
     try:
         request = parse_vqa_request(key, value, headers)
