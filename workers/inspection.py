@@ -7,7 +7,8 @@ Delivery is at-least-once with no duplicates: a record's offset is committed onl
 settled (its result stored, its dead letter acknowledged, or deliberately skipped as a duplicate or
 unpaired frame), and the result store is idempotent per ``(camera_id, seq)``, so a re-delivered frame
 never produces a second result or stream entry. When Redis (or the dead-letter topic) refuses, the
-worker pauses its partitions, keeps polling (so it stays in the group), retries with back-off from
+worker holds: it takes no new records, keeps polling (so it stays in the group), stops the pairing
+timeout (a partner cannot arrive while nothing is read), retries with back-off from
 ``worker.store_retry_s`` doubling to 30 s, and commits nothing it has not stored.
 
 The worker joins group ``worker.group_id`` with the range assignor: both frame topics must have equal
@@ -46,6 +47,7 @@ from workers.widths import LoadMeter, WidthFamily
 logger = logging.getLogger(__name__)
 
 LAG_EVERY_S = 2.0
+HOLD_POLL_MS = 250  # how often a worker that cannot store polls (to stay in its group) without taking records
 
 
 @dataclass
@@ -197,6 +199,9 @@ class InspectionWorker(WorkerShell[WorkerReport]):
     def step(self) -> None:
         """Settle what waits, poll both topics in step, pair, inspect due batches, store, commit."""
         self._settle_pending()
+        if not self._healthy:
+            self._hold()
+            return
         wait_ms = 100 if not self.core.queued_pairs else max(1, self.settings.worker.batch_wait_ms / 2)
         polled = self.consumer.poll(timeout_ms=int(wait_ms), max_records=self.poll_records)
         self._last_poll = time.monotonic()
@@ -234,6 +239,28 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         self._settle_pending()
         self._commit()
         self._observe()
+
+    def _hold(self) -> None:
+        """While the store refuses writes: stay in the group, take no record, let no pairing timeout run.
+
+        The worker does not ``pause()`` its partitions: kafka-python 3.0 can leave a resumed
+        partition parked and never fetch it again (after a 3 s outage in
+        ``test_frames_waiting_for_a_partner_survive_a_redis_outage`` the infrared partition was never
+        read again). It polls at most one record and seeks back to it, a few times a
+        second. The pairing clock stands still: a partner cannot arrive while nothing is read, and
+        before this a paused worker's stale high-water marks said it had read everything, so frames
+        waiting for a partner were given up, committed, and their partners dropped as late (chaos
+        scenario 3 lost 432 captures).
+        """
+        polled = self.consumer.poll(timeout_ms=HOLD_POLL_MS, max_records=1)
+        self._last_poll = time.monotonic()
+        for tp, messages in polled.items():
+            if messages:
+                self.consumer.seek(tp, messages[0].offset)  # read it again once the store is back
+        self.pairing_clock.tick(self.monotonic_ns(), behind=True, waiting=0)
+        self._commit()
+        self._observe()
+        time.sleep(max(0.0, min(HOLD_POLL_MS / 1000, self._retry_at - time.monotonic())))
 
     def _size_polls(self, jobs: list[InspectedJob]) -> None:
         """Take no more records per poll than can be inspected in a quarter of ``max_poll_interval_ms``.
@@ -281,13 +308,10 @@ class InspectionWorker(WorkerShell[WorkerReport]):
             )
             self._retry_at = time.monotonic() + self._backoff
             self._backoff = min(MAX_BACKOFF_S, self._backoff * 2)
-            if self._healthy:
-                self.consumer.pause(*self.consumer.assignment())
             self._healthy = False
             return
         if not self._healthy:
             logger.info("result store reachable again; resuming")
-            self.consumer.resume(*self.consumer.paused())
         self._healthy, self._backoff = True, self.settings.worker.store_retry_s
 
     def _send_dead_letters(self) -> None:
@@ -422,8 +446,6 @@ class InspectionWorker(WorkerShell[WorkerReport]):
             self.dead = [r for r in self.dead if not moved(r.record.position)]
             self.offsets.forget(gone)
             self.alignment.forget(list(gone))
-        if not self._healthy and assignment:
-            self.consumer.pause(*assignment)
         logger.info("partitions assigned: %s (gone: %s)", sorted(mine), sorted(gone))
         if self.metrics is not None:
             self.metrics.assigned_partitions.set(len(assignment))

@@ -402,6 +402,7 @@ class ChaosRun:
             "captures_sent": len(sent),
             "results_stored": len(stored),
             "lost": len(sent - stored),
+            "lost_first": [list(c) for c in sorted(sent - stored, key=lambda c: (c[1], c[0]))[:40]],
             "duplicated": duplicated + unexpected,
             "stream_entries": len(entries),
             "duplicate_frames_in_kafka": contents.duplicate_frames,

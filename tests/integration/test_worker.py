@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 import redis
@@ -140,4 +142,37 @@ def test_a_lopsided_backlog_still_pairs_every_capture(stack: Stack) -> None:
     worker, client = make_worker(settings)
     report = worker.run(timeout=120, count=len(sent))
     assert not report.unpaired and report.stored == len(sent)
+    assert sorted(results(client, settings)) == sorted(sent)
+
+
+def test_frames_waiting_for_a_partner_survive_a_redis_outage(stack: Stack) -> None:
+    """While Redis is down the worker is paused: a partner that reaches Kafka meanwhile is not "missing".
+
+    Chaos scenario 3 lost 432 captures this way: the paused worker's stale high-water marks said it
+    had read everything, so the pairing timeout ran; frames waiting for a partner were given up and
+    committed, and the partners arrived "late" after the outage. Here, with ``pause()``/``resume()``,
+    the resumed infrared partition was moreover never fetched again (kafka-python 3.0).
+    """
+    settings = fresh_settings(stack.kafka_bootstrap, stack.redis_url, pair_timeout_ms=300, store_retry_s=0.2)
+    create_topics(settings)
+    sent = publish(settings, ["rig-a"], range(1, 2))  # one whole capture: its store call finds Redis down
+    publish(settings, ["rig-a"], range(2, 6), modalities=("visible",))  # these wait for their partners
+    worker, client = make_worker(settings)
+    real_put, down = worker.store.put, {"until": None}
+
+    def put_while_down(document, overlay_png=None):
+        down["until"] = down["until"] or time.monotonic() + 3.0  # down for 3 s from the first write
+        if time.monotonic() < down["until"]:
+            raise StoreError("redis down (injected)")
+        return real_put(document, overlay_png)
+
+    worker.store.put = put_while_down  # type: ignore[method-assign]
+    runner = threading.Thread(target=worker.run, kwargs={"timeout": 60, "count": 5})
+    runner.start()
+    deadline = time.monotonic() + 30
+    while worker.report.store_errors == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sent += publish(settings, ["rig-a"], range(2, 6), modalities=("infrared",))  # the partners, during the outage
+    runner.join(timeout=90)
+    assert not worker.report.unpaired, worker.report.unpaired
     assert sorted(results(client, settings)) == sorted(sent)
