@@ -49,12 +49,27 @@ def main_table(figures: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _notes(f: dict[str, Any]) -> str:
+    notes = []
+    if f.get("stuck_join_restarts"):
+        notes.append(f"worker pair restarted {f['stuck_join_restarts']}x before the stream (stuck group join)")
+    if "committed_while_redis_down" in f:
+        notes.append(f"offsets moved while Redis was down: {f['committed_while_redis_down']}")
+    if "partitions_moved_after_s" in f:
+        notes.append(f"partitions moved {f['partitions_moved_after_s']:.1f} s into the stall")
+    if "broker_start_s" in f:
+        notes.append(f"broker stop {f['broker_stop_s']:.1f} s, start {f['broker_start_s']:.1f} s")
+    if "rss_growth_pct" in f and f.get("max_captures_per_s"):
+        notes.append(f"measured maximum {f['max_captures_per_s']:.1f} captures/s")
+    return "; ".join(notes) or "—"
+
+
 def evidence_table(figures: list[dict[str, Any]]) -> list[str]:
     """What else each run saw: the fault, re-deliveries, the commit check, retries, the worst lag."""
     lines = [
         "| scenario | fault injected | at / lasted | re-delivered, found stored | duplicate frames in Kafka "
-        "| commits ahead of store | store errors retried | worst lag (records) | run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| commits ahead of store | store errors retried | worst lag (records) | run | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for f in figures:
         when = f"{f['fault_at_s']:.0f} s / {f['fault_lasted_s']:.1f} s" if "fault_at_s" in f else "—"
@@ -63,7 +78,7 @@ def evidence_table(figures: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {f['scenario']} | {f.get('fault_detail', f['fault'])} | {when} | {redelivered} "
             f"| {f['duplicate_frames_in_kafka']} | {f['commits_ahead_of_store']} | {f['store_errors']} "
-            f"| {worst if worst is not None else '—'} | {f['date']} |"
+            f"| {worst if worst is not None else '—'} | {f['date']} | {_notes(f)} |"
         )
     return lines
 
