@@ -58,11 +58,23 @@ def train(
     ] = 1500,
     corpus: Annotated[int, typer.Option(min=100, help="Unlabelled reports in the DAPT corpus.")] = 6000,
     batch: Annotated[int, typer.Option(min=1)] = 8,
+    lr: Annotated[float, typer.Option(min=1e-6, help="Peak learning rate (cosine schedule).")] = 2e-3,
+    calcification_weight: Annotated[
+        float, typer.Option(min=1.0, help="BCE weight of calcification pixels (other lesion types: 5).")
+    ] = 20.0,
     run_dir: Annotated[Path, typer.Option(help="Metrics and checkpoints of the run.")] = Path("runs/medical"),
     threads: Annotated[int, typer.Option(min=1, help="CPU threads.")] = 1,
     max_minutes: Annotated[float | None, typer.Option(min=0.1, help="Stop fine-tuning after this long.")] = None,
     init: Annotated[
-        Path | None, typer.Option(help="Start from this report model's weights and vocabulary (no DAPT).")
+        Path | None,
+        typer.Option(
+            help="Start from this report model's weights and vocabulary (no DAPT); a 3-channel model gains the "
+            "calcium-window channel with zero weights."
+        ),
+    ] = None,
+    reset_map: Annotated[
+        list[str] | None,
+        typer.Option(help="With --init: re-initialise this lesion-type map's output layer (repeatable)."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -71,7 +83,16 @@ def train(
 
     import mla
     from inspector.medical.report import load_report_model, model_config, save_report_model
-    from inspector.medical.training import Recipe, build_tokenizer, make_samples, report_corpus, run_dapt, run_finetune
+    from inspector.medical.training import (
+        Recipe,
+        build_tokenizer,
+        make_samples,
+        report_corpus,
+        reset_lesion_map,
+        run_dapt,
+        run_finetune,
+        widen_image_input,
+    )
     from mla.seed import seed_everything
 
     torch.set_num_threads(threads)
@@ -82,6 +103,8 @@ def train(
         dapt_steps=dapt_steps,
         corpus=corpus,
         batch=batch,
+        lr=lr,
+        calcification_weight=calcification_weight,
         max_seconds=None if max_minutes is None else 60 * max_minutes,
     )
     seed_everything(recipe.seed)
@@ -94,16 +117,21 @@ def train(
             model, tokenizer, start = load_report_model(init)
         except InspectorError as exc:
             fail(exc)
-        model.train()
-        dapt = {"init": str(init), "init_metadata": start["metadata"]}
+        model = widen_image_input(model, recipe.in_channels).train()
+        for kind in reset_map or []:
+            try:
+                reset_lesion_map(model, kind)
+            except ValueError as exc:
+                fail(str(exc))
+        dapt = {"init": str(init), "init_metadata": start["metadata"], "reset_maps": list(reset_map or [])}
     elif recipe.dapt_steps:
         dapt = run_dapt(model, tokenizer, recipe, str(run_dir / "dapt"))
-    samples = make_samples(range(*recipe.train_seeds))
-    val = make_samples(range(*recipe.val_seeds))
+    samples = make_samples(range(*recipe.train_seeds), recipe.in_channels)
+    val = make_samples(range(*recipe.val_seeds), recipe.in_channels)
     fit, evaluation = run_finetune(model, tokenizer, samples, val, recipe, str(run_dir / "finetune"))
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata: dict[str, Any] = {
-        "version": "1",
+        "version": "2",  # 2: four image channels (calcium window)
         "synthetic_data": True,
         "recipe": asdict(recipe),
         "dapt": dapt,
@@ -168,6 +196,12 @@ def evaluate(
     model: ModelOption = DEFAULT_MODEL,
     out: Annotated[Path | None, typer.Option(help="Write the figures (and per-study rows) as JSON here.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads.")] = 1,
+    threshold: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Lesion probability threshold (choose it on validation seeds).")
+    ] = 0.5,
+    calcium_rule: Annotated[
+        bool, typer.Option(help="Add calcium-density components as calcifications (off: the lesion maps alone).")
+    ] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Finding P/R/F1, BLEU-1..4, ROUGE-L on held-out synthetic studies read back from their DICOM files."""
@@ -185,7 +219,7 @@ def evaluate(
     except InspectorError as exc:
         fail(exc)
     info.pop("metadata", None)
-    figures = evaluate_studies(net, tokenizer, folders, info)
+    figures = evaluate_studies(net, tokenizer, folders, info, threshold=threshold, calcium_rule=calcium_rule)
     figures["model"] = info
     figures["command"] = shlex.join(["inspector", *sys.argv[1:]])
     if out is not None:

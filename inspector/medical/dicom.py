@@ -40,6 +40,7 @@ WINDOWS: dict[str, tuple[float, float]] = {  # name: (centre, width) in HU
     "lung": (-600.0, 1500.0),
     "soft_tissue": (40.0, 400.0),
     "bone": (400.0, 1800.0),
+    "calcium": (600.0, 800.0),  # 200-1000 HU: only calcium density (and bone) is above zero
 }
 
 # Transfer syntax UID prefix → the pip packages that decode it (pydicom's pixel plugins).
@@ -383,7 +384,7 @@ def files_of(source: Iterable[Path]) -> list[Path]:
 
 
 def window(hu: np.ndarray, preset: str | tuple[float, float]) -> np.ndarray:
-    """Hounsfield units → [0, 1] through a window (``lung``, ``soft_tissue``, ``bone`` or (centre, width))."""
+    """Hounsfield units → [0, 1] through a window (a :data:`WINDOWS` name or (centre, width))."""
     if isinstance(preset, str):
         if preset not in WINDOWS:
             raise ValueError(f"unknown window {preset!r}: choose one of {', '.join(WINDOWS)} or give (centre, width)")

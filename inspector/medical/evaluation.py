@@ -18,7 +18,7 @@ from inspector.medical.dicom import read_series
 from inspector.medical.metrics import FindingCounts, bleu, corpus_rouge_l, match_findings
 from inspector.medical.phantom import read_truth
 from inspector.medical.report import draft_report
-from inspector.medical.vocab import Finding, ReportTokenizer, parse_findings
+from inspector.medical.vocab import TYPES, Finding, ReportTokenizer, parse_findings
 
 
 def study_folders(root: Path) -> list[Path]:
@@ -32,13 +32,18 @@ def evaluate_studies(
     folders: Sequence[Path],
     info: dict[str, Any] | None = None,
     on_study: Callable[[int], None] | None = None,
+    threshold: float = 0.5,
+    calcium_rule: bool = True,
 ) -> dict[str, Any]:
     """Score drafted reports of written phantom studies against their truth.
 
-    Returns finding P/R/F1 (structured, and parsed from the narrative), BLEU-1..4 (all references and
-    the first only), ROUGE-L, size errors and seconds per study.
+    Returns finding P/R/F1 (structured, and parsed from the narrative; overall and per lesion type),
+    BLEU-1..4 (all references and the first only), ROUGE-L, size errors and seconds per study.
+    ``threshold`` is the lesion probability threshold (choose it on validation studies only);
+    ``calcium_rule`` off scores the lesion maps without the density rule for calcifications.
     """
     structured, from_text = FindingCounts(), FindingCounts()
+    by_type = {kind: FindingCounts() for kind in TYPES}
     hypotheses: list[str] = []
     refs: list[list[str]] = []
     seconds: list[float] = []
@@ -48,10 +53,16 @@ def evaluate_studies(
         truth = read_truth(folder)
         gt = [Finding.from_dict(f) for f in truth["findings"]]
         start = time.perf_counter()
-        report = draft_report(model, tokenizer, read_series(folder), info=info)
+        report = draft_report(
+            model, tokenizer, read_series(folder), info=info, threshold=threshold, calcium_rule=calcium_rule
+        )
         seconds.append(time.perf_counter() - start)
         counts = match_findings(report.findings, gt)
         structured = structured + counts
+        for kind in TYPES:
+            by_type[kind] = by_type[kind] + match_findings(
+                [f for f in report.findings if f.type == kind], [f for f in gt if f.type == kind]
+            )
         from_text = from_text + match_findings(parse_findings(report.narrative), gt)
         for t in gt:
             same = [p for p in report.findings if p.type == t.type and p.location == t.location]
@@ -68,7 +79,10 @@ def evaluate_studies(
         "studies": len(folders),
         "findings": sum(r["tp"] + r["fn"] for r in rows),
         "finding": structured.to_dict(),
+        "finding_by_type": {kind: counts.to_dict() for kind, counts in by_type.items()},
         "finding_from_narrative": from_text.to_dict(),
+        "threshold": threshold,
+        "calcium_rule": calcium_rule,
         "bleu_all_references": bleu(hypotheses, refs),
         "bleu_first_reference": bleu(hypotheses, [[r[0]] for r in refs]),
         "rouge_l": round(corpus_rouge_l(hypotheses, refs), 4),

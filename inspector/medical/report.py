@@ -2,14 +2,16 @@
 
 ::
 
-    image    (B, 3, S, S)  soft-tissue MIP | soft-tissue MinIP | lung MIP  ──conv_pyramid──┐
-    patient  (B, 12)       age, sex, indication                            ──tabular──────┤ dma
-                                                                                          ▼
+    image    (B, 4, S, S)  soft-tissue MIP | soft-tissue MinIP | lung MIP | calcium MIP  ──conv_pyramid──┐
+    patient  (B, 12)       age, sex, indication                                          ──tabular──────┤ dma
+                                                                                                        ▼
     segmentation head  (B, 10, S, S): 4 lesion-type maps + 6 organ maps  ──measure──▶ findings (mm, HU)
     sequence head      [BOS] findings prompt [SEP] ──causal decoder, cross-attending the fused memory──▶ narrative
 
 The projections (maximum and minimum intensity over the slices, S = 192) let one 2-D pass see every
 lesion of the slab; sizes and HU are then measured on the original slices (:mod:`.measure`). The
+calcium window (200-1000 HU) shows the 4-8 mm calcifications, which the soft-tissue window clips to the
+same white as the vertebra, as isolated bright dots on black (version-1 models had only the first 3). The
 decoder is prompted with the measured findings and writes the narrative; the indication and the age
 (which changes the nodule advice) reach it only through the fused patient vector.
 
@@ -49,6 +51,7 @@ from mla.heads.sequence import SequenceHead
 from mla.text import EOS
 
 INPUT_SIZE = 192
+IN_CHANNELS = 4  # models of version 1 had 3 (no calcium window); the model's own count is used
 FEATURES = 2 + 3 + len(INDICATIONS) + 1
 CLASSES = len(TYPES) + len(LOCATIONS)
 MAX_LEN = 320
@@ -63,19 +66,39 @@ def _square(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image.astype(np.float32), (size, size), interpolation=interpolation)
 
 
-def image_channels(pixels: np.ndarray, is_ct: bool, size: int = INPUT_SIZE) -> np.ndarray:
-    """(Z, H, W) volume → (3, size, size) float32 model input in [0, 1].
+def image_channels(pixels: np.ndarray, is_ct: bool, size: int = INPUT_SIZE, channels: int = IN_CHANNELS) -> np.ndarray:
+    """(Z, H, W) volume → (channels, size, size) float32 model input in [0, 1].
 
     CT: soft-tissue window of the maximum and of the minimum intensity projection, lung window of the
-    maximum. Other modalities: the same projections of the percentile-normalised volume, and its mean.
+    maximum, and (``channels`` = 4) calcium window (200-1000 HU) of the maximum. Other modalities: the
+    same projections of the percentile-normalised volume, its mean, and zeros for the calcium plane
+    (there is no calcium density without calibrated HU).
+
+    Args:
+        pixels: The volume (HU for CT).
+        is_ct: Whether the values are Hounsfield units.
+        size: Side of the square model input.
+        channels: 3 (version-1 models) or 4.
+
     """
+    if channels not in (3, 4):
+        raise ValueError(f"a report model takes 3 or 4 image channels, not {channels}")
     if is_ct:
         mip, minip = pixels.max(axis=0), pixels.min(axis=0)
         planes = [window(mip, "soft_tissue"), window(minip, "soft_tissue"), window(mip, "lung")]
+        if channels == 4:
+            planes.append(window(mip, "calcium"))
     else:
         norm = normalise_mr(pixels)
         planes = [norm.max(axis=0), norm.min(axis=0), norm.mean(axis=0)]
+        if channels == 4:
+            planes.append(np.zeros_like(planes[0]))
     return np.stack([_square(p, size) for p in planes]).astype(np.float32)
+
+
+def input_channels(model: mla.MLAModel) -> int:
+    """How many image channels a report model takes (3 for version-1 models, 4 since the calcium window)."""
+    return int(model.config.encoders["image"].in_channels or 3)
 
 
 def patient_features(patient: PatientInfo) -> np.ndarray:
@@ -89,12 +112,14 @@ def patient_features(patient: PatientInfo) -> np.ndarray:
     return x
 
 
-def model_config(vocab_size: int, width: int = 64, image_width: int = 16, decoder_depth: int = 2) -> mla.ModalConfig:
+def model_config(
+    vocab_size: int, width: int = 64, image_width: int = 16, decoder_depth: int = 2, in_channels: int = IN_CHANNELS
+) -> mla.ModalConfig:
     """The ``mla`` configuration of a report model."""
     return mla.ModalConfig(
         modalities=("image", "patient"),
         encoders={
-            "image": mla.EncoderSpec("conv_pyramid", in_channels=3, width=image_width),
+            "image": mla.EncoderSpec("conv_pyramid", in_channels=in_channels, width=image_width),
             "patient": mla.EncoderSpec("tabular", in_channels=FEATURES, width=32),
         },
         fusion_type="dma",
@@ -185,6 +210,7 @@ def draft_report(
     *,
     info: dict[str, Any] | None = None,
     threshold: float = 0.5,
+    calcium_rule: bool = True,
 ) -> StructuredReport:
     """Draft the report of one volume: lesion maps → measured findings → narrative.
 
@@ -195,12 +221,15 @@ def draft_report(
         patient: Overrides the volume's patient information (e.g. from the request's metadata).
         info: Model name/version/sha256 copied into the report.
         threshold: Lesion probability threshold.
+        calcium_rule: On CT, add calcium-density components inside an organ as calcifications
+            (:func:`~inspector.medical.measure.calcium_candidates`); off only to measure the maps alone.
 
     """
     start = time.perf_counter()
     who = patient or volume.patient
     device = next(model.parameters()).device
-    image = torch.from_numpy(image_channels(volume.pixels, volume.is_ct))[None].to(device)
+    image = torch.from_numpy(image_channels(volume.pixels, volume.is_ct, channels=input_channels(model)))[None]
+    image = image.to(device)
     tabular = torch.from_numpy(patient_features(who))[None].to(device)
     with torch.no_grad():
         inputs = fuse(model, image, tabular)
@@ -208,7 +237,7 @@ def draft_report(
     mapped = time.perf_counter()
     findings = findings_from_maps(
         volume.pixels, volume.spacing_mm, prob[: len(TYPES)], prob[len(TYPES) :],
-        calibrated=volume.is_ct, threshold=threshold,
+        calibrated=volume.is_ct, threshold=threshold, calcium_rule=calcium_rule,
     )  # fmt: skip
     measured = time.perf_counter()
     prompt, _ = tokenizer.sequence(findings_prompt(findings))

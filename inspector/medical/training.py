@@ -4,7 +4,12 @@
   model on an unlabelled in-domain corpus (reports without images: :func:`report_corpus`), with an
   empty memory and an empty prompt.
 - **Fine-tuning**: image + patient → lesion maps (BCE + soft Dice on the four lesion-type maps, BCE on
-  the organ maps) and prompt → narrative (cross-entropy on the report tokens only), one loss.
+  the organ maps) and prompt → narrative (cross-entropy on the report tokens only), one loss. The Dice
+  of a lesion type is taken over the whole batch: per study, the Dice of an empty map is
+  ``1 / (Σp + 1)``, which punishes any probability on the many studies without that type and had taught
+  the 2-4 pixel calcification map to stay at zero everywhere.
+- :func:`widen_image_input` starts a 4-channel model (with the calcium window) from a 3-channel one:
+  every weight is copied and the new input channel's stem weights start at zero.
 
 The engine is :mod:`mla.train`; this module says what a batch and a loss are.
 """
@@ -12,7 +17,7 @@ The engine is :mod:`mla.train`; this module says what a batch and a loss are.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -25,9 +30,11 @@ import mla
 from inspector.medical.dicom import PatientInfo
 from inspector.medical.phantom import LESIONS, Study, make_study
 from inspector.medical.report import (
+    IN_CHANNELS,
     INPUT_SIZE,
     fuse,
     image_channels,
+    input_channels,
     maps,
     patient_features,
     sequence_head,
@@ -69,7 +76,7 @@ def targets(study: Study, size: int = INPUT_SIZE) -> np.ndarray:
 class Samples:
     """Pre-computed training inputs of many studies (arrays, first axis = study)."""
 
-    image: np.ndarray  # (N, 3, S, S) float16
+    image: np.ndarray  # (N, C, S, S) float16
     patient: np.ndarray  # (N, 12) float32
     target: np.ndarray  # (N, 10, S, S) uint8
     prompts: list[str]
@@ -79,12 +86,12 @@ class Samples:
         return len(self.prompts)
 
 
-def make_samples(seeds: Sequence[int]) -> Samples:
-    """Generate the studies of ``seeds`` and their model inputs, targets, prompts and references."""
+def make_samples(seeds: Sequence[int], channels: int = IN_CHANNELS) -> Samples:
+    """The studies of ``seeds``: model inputs (``channels`` image planes), targets, prompts and references."""
     images, patients, maps_, prompts, reports = [], [], [], [], []
     for seed in seeds:
         study = make_study(seed)
-        images.append(image_channels(study.hu.astype(np.float32), True).astype(np.float16))
+        images.append(image_channels(study.hu.astype(np.float32), True, channels=channels).astype(np.float16))
         patients.append(patient_features(PatientInfo(float(study.age), study.sex, study.indication)))
         maps_.append(targets(study))
         prompts.append(findings_prompt(study.findings))
@@ -117,7 +124,7 @@ def report_corpus(count: int, seed: int = 1_000_000) -> list[str]:
 class ReportBatch:
     """One fine-tuning batch."""
 
-    image: Tensor  # (B, 3, S, S)
+    image: Tensor  # (B, C, S, S)
     patient: Tensor  # (B, 12)
     target: Tensor  # (B, 10, S, S)
     ids: Tensor  # (B, T) [BOS] prompt [SEP] report [EOS] PAD…
@@ -157,17 +164,28 @@ def batches(
         )
 
 
-def report_loss(model: mla.MLAModel, batch: ReportBatch) -> tuple[Tensor, dict[str, float]]:
-    """Lesion-map BCE + Dice, organ-map BCE, and report-token cross-entropy."""
+def report_loss(
+    model: mla.MLAModel, batch: ReportBatch, pos_weight: Tensor | None = None
+) -> tuple[Tensor, dict[str, float]]:
+    """Lesion-map BCE + batch Dice per lesion type, organ-map BCE, and report-token cross-entropy.
+
+    Args:
+        model: The report model.
+        batch: One batch.
+        pos_weight: (4,) BCE weight of each lesion type's positive pixels (default
+            :data:`LESION_POS_WEIGHT`).
+
+    """
     inputs = fuse(model, batch.image, batch.patient)
     logits = model.heads["segmentation"](inputs).float()  # (B, 10, S, S)
     k = len(TYPES)
     lesion_logits, lesion_target = logits[:, :k], batch.target[:, :k]
-    weight = LESION_POS_WEIGHT.to(logits.device).view(1, k, 1, 1)  # calcifications are 2-4 px: weighted up
+    weight = LESION_POS_WEIGHT if pos_weight is None else pos_weight  # calcifications are 2-4 px: weighted up
+    weight = weight.to(logits.device).view(1, k, 1, 1)
     bce = F.binary_cross_entropy_with_logits(lesion_logits, lesion_target, pos_weight=weight)
     prob = torch.sigmoid(lesion_logits)
-    inter = (prob * lesion_target).sum(dim=(2, 3))
-    dice = ((2 * inter + 1) / (prob.sum(dim=(2, 3)) + lesion_target.sum(dim=(2, 3)) + 1)).mean()
+    inter = (prob * lesion_target).sum(dim=(0, 2, 3))  # per type, over the batch: see the module docstring
+    dice = ((2 * inter + 1) / (prob.sum(dim=(0, 2, 3)) + lesion_target.sum(dim=(0, 2, 3)) + 1)).mean()
     organ = F.binary_cross_entropy_with_logits(logits[:, k:], batch.target[:, k:])
     head = sequence_head(model)
     memory, padding = head.memory(inputs)
@@ -200,6 +218,56 @@ def dapt_loss(model: mla.MLAModel, batch: tuple[Tensor, Tensor]) -> tuple[Tensor
     logits = head.decode(ids, memory, padding).float()
     loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE)
     return loss, {"text": float(loss.detach())}
+
+
+def widen_image_input(model: mla.MLAModel, channels: int = IN_CHANNELS) -> mla.MLAModel:
+    """The same model taking ``channels`` image planes: old weights copied, new input channels' weights zero.
+
+    The widened model computes exactly what the old one did on the old planes until training gives the
+    new ones weight.
+
+    Raises:
+        ValueError: ``channels`` is fewer than the model takes.
+
+    """
+    old = input_channels(model)
+    if channels == old:
+        return model
+    if channels < old:
+        raise ValueError(f"cannot narrow a report model from {old} to {channels} image channels")
+    spec = model.config.encoders["image"]
+    config = replace(model.config, encoders={**model.config.encoders, "image": replace(spec, in_channels=channels)})
+    wider = mla.MLAModel(config)
+    state = model.state_dict()
+    for name, value in wider.state_dict().items():
+        if state[name].shape != value.shape:  # the stem convolution: (out, in, k, k)
+            grown = torch.zeros_like(value)
+            grown[:, :old] = state[name]
+            state[name] = grown
+    wider.load_state_dict(state)
+    return wider.train(model.training)
+
+
+def reset_lesion_map(model: mla.MLAModel, kind: str, prior: float = 0.05) -> None:
+    """Re-initialise the output of one lesion-type map: zero weights, bias ``logit(prior)`` (in place).
+
+    A map that training drove to saturation (logits near -13 everywhere: no gradient through the
+    sigmoid for the Dice term) starts again from the same state as at the beginning of training,
+    while every other weight is kept.
+
+    Raises:
+        ValueError: ``kind`` is not one of :data:`TYPES`.
+
+    """
+    if kind not in TYPES:
+        raise ValueError(f"unknown lesion type {kind!r}: choose one of {', '.join(TYPES)}")
+    index = TYPES.index(kind)
+    classifier = model.heads["segmentation"].classifier
+    if not isinstance(classifier, torch.nn.Conv2d) or classifier.bias is None:
+        raise TypeError("the segmentation head's classifier is not a 1x1 convolution with a bias")
+    with torch.no_grad():
+        classifier.weight[index].zero_()
+        classifier.bias[index] = float(np.log(prior / (1 - prior)))
 
 
 def decoder_state(model: mla.MLAModel) -> dict[str, Tensor]:
@@ -249,6 +317,8 @@ class Recipe:
     max_len: int = 300
     seed: int = 0
     max_seconds: float | None = None  # stop fine-tuning (then evaluate and save) after this much training
+    in_channels: int = IN_CHANNELS
+    calcification_weight: float = float(LESION_POS_WEIGHT[3])  # BCE weight of calcification pixels
 
 
 def run_dapt(model: mla.MLAModel, tokenizer: ReportTokenizer, recipe: Recipe, out_dir: str) -> dict[str, float]:
@@ -295,7 +365,13 @@ def run_finetune(
         return {"val_dice": lesion_dice(m, val), "val_text": validation_text_loss(m, tokenizer, val, recipe.max_len)}
 
     callbacks = [Deadline(recipe.max_seconds)] if recipe.max_seconds else []
-    trainer = Trainer(model, report_loss, cfg, out_dir, evaluate=evaluate, callbacks=callbacks, progress=False)
+    weight = LESION_POS_WEIGHT.clone()
+    weight[3] = recipe.calcification_weight
+
+    def loss(m: mla.MLAModel, b: ReportBatch) -> tuple[Tensor, dict[str, float]]:
+        return report_loss(m, b, weight)
+
+    trainer = Trainer(model, loss, cfg, out_dir, evaluate=evaluate, callbacks=callbacks, progress=False)
     result = trainer.fit(epoch, overwrite=True)
     return {**result.train, "steps_done": result.step}, result.eval
 

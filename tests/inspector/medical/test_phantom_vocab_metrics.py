@@ -84,7 +84,7 @@ def test_measurement_from_true_maps_is_within_2_mm(seed: int) -> None:
     t = targets(study).astype(np.float32)
     found = findings_from_maps(study.hu.astype(np.float32), (study.spacing_mm,) * 2, t[:4], t[4:])
     counts = match_findings(found, study.findings)
-    assert counts.fn <= 1 and counts.fp <= 1  # the smallest calcifications may merge or vanish
+    assert counts.fn == 0 and counts.fp == 0  # small lesions by an organ edge are no longer smoothed away
     for f in found:
         same = [g for g in study.findings if g.type == f.type and g.location == f.location]
         if same:

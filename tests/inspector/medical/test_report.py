@@ -55,8 +55,11 @@ def test_phantom_study_report_has_measured_findings(phantom, tiny_model: Path) -
 
 
 def test_inputs_have_fixed_shapes() -> None:
-    channels = image_channels(np.random.default_rng(0).normal(0, 100, (3, 40, 70)).astype(np.float32), True)
-    assert channels.shape == (3, INPUT_SIZE, INPUT_SIZE) and channels.min() >= 0 and channels.max() <= 1
+    volume = np.random.default_rng(0).normal(0, 100, (3, 40, 70)).astype(np.float32)
+    channels = image_channels(volume, True)
+    assert channels.shape == (4, INPUT_SIZE, INPUT_SIZE) and channels.min() >= 0 and channels.max() <= 1
+    assert image_channels(volume, True, channels=3).shape == (3, INPUT_SIZE, INPUT_SIZE)  # version-1 models
+    assert not image_channels(volume, False)[3].any()  # no calcium plane without HU
     x = patient_features(PatientInfo(64.0, "M", "cough"))
     assert x.shape == (FEATURES,) and x.sum() == pytest.approx(0.64 + 3)
     assert patient_features(PatientInfo()).sum() == 2  # unknown sex, unknown indication
