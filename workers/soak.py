@@ -43,6 +43,7 @@ import redis
 from inspector.config import KafkaSettings, RedisSettings, Settings, TopicSettings, WorkerSettings
 from inspector.sources import SyntheticSource
 from workers.audit import (
+    KafkaContents,
     LagMonitor,
     commits_ahead_of_store,
     count_duplicates,
@@ -75,6 +76,7 @@ class SoakPlan:
     max_captures: int = 600
     sample_s: float = 5.0
     keep: bool = False
+    name: str = "6-soak"
     kafka: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
 
@@ -240,6 +242,7 @@ class _Phase:
     gateway: GatewayReport | None = None
     reports: list[dict[str, Any]] = field(default_factory=list)
     monitor: LagMonitor | None = None
+    contents: KafkaContents | None = None
 
 
 def _soak(plan: SoakPlan, rate: float, cameras: list[str], logs: Path, progress: Progress) -> _Phase:
@@ -278,16 +281,16 @@ def _soak(plan: SoakPlan, rate: float, cameras: list[str], logs: Path, progress:
         phase.end = time.time()
         phase.gateway = outcome.get("report")
         progress("soak: draining")
-        _drain(settings, timeout_s=300)
+        phase.contents = read_frame_topics(settings)  # the gateway has stopped: this is everything sent
+        _drain(settings, len(phase.contents.complete), timeout_s=300)
     finally:
         phase.reports = group.stop()
         monitor.stop()
     return phase
 
 
-def _drain(settings: Settings, timeout_s: float) -> None:
-    """Wait until the result stream has an entry per complete capture in Kafka (or ``timeout_s``)."""
-    sent = len(read_frame_topics(settings).complete)
+def _drain(settings: Settings, sent: int, timeout_s: float) -> None:
+    """Wait until the result stream has ``sent`` entries, one per complete capture in Kafka (or ``timeout_s``)."""
     client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
     deadline = time.monotonic() + timeout_s
     while client.xlen(f"{settings.redis.key_prefix}:results") < sent and time.monotonic() < deadline:
@@ -315,7 +318,7 @@ def _figures(plan: SoakPlan, phase: _Phase, rate: float, maximum: float | None, 
     """The audit (Kafka against Redis) and the memory and lag figures of a finished soak."""
     settings, monitor = phase.settings, phase.monitor
     samples = monitor.samples if monitor is not None else []
-    contents = read_frame_topics(settings)
+    contents = phase.contents if phase.contents is not None else read_frame_topics(settings)
     sent = contents.complete
     client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
     stored, entries = read_results(client, settings.redis.key_prefix)
@@ -328,7 +331,7 @@ def _figures(plan: SoakPlan, phase: _Phase, rate: float, maximum: float | None, 
     lag = lag_trend([(s.t - phase.start, s.lag) for s in samples], warm, span, 2 * rate)
     growth = memory["max_growth_pct"]
     return {
-        "scenario": "6-soak",
+        "scenario": plan.name,
         "fault": f"none: soak at {plan.load:.0%} of the measured maximum" if maximum else "none: soak at a given rate",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",

@@ -35,6 +35,9 @@ def bench_soak(
     max_captures: Annotated[int, typer.Option(min=40, help="Captures drained to measure the maximum.")] = 600,
     out: Annotated[Path, typer.Option("--out", "-o", help="6-soak.json and the logs go here.")] = Path("runs/chaos"),
     keep: Annotated[bool, typer.Option(help="Keep the soak's topics and Redis keys (deleted by default).")] = False,
+    name: Annotated[
+        str, typer.Option(help="Scenario id: the figures go to OUT/NAME.json (and that row of RELIABILITY.md).")
+    ] = "6-soak",
     kafka: Annotated[str, typer.Option(help="Kafka bootstrap (the local stack by default).")] = "127.0.0.1:9092",
     redis_url: Annotated[str, typer.Option("--redis", help="Redis URL.")] = "redis://127.0.0.1:6379/0",
 ) -> None:
@@ -42,7 +45,7 @@ def bench_soak(
 
     Needs the running stack (deploy/local/stack up). Reports each worker's resident memory growth
     after the warm-up (target < 5%), the lag trend (it must not grow), and an audit of Redis against
-    Kafka (lost and duplicated results). Prints JSON and a table; writes OUT/6-soak.json, which
+    Kafka (lost and duplicated results). Prints JSON and a table; writes OUT/NAME.json (6-soak.json), which
     `python -m tests.chaos.report` puts in docs/RELIABILITY.md. Synthetic frames.
     """
     logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -51,14 +54,14 @@ def bench_soak(
         fail(f"--warmup-minutes ({warm:g}) must be shorter than --minutes ({minutes:g})")
     plan = SoakPlan(
         minutes=minutes, warmup_minutes=warm, load=load, rate=rate, model=model, size=size, workers=workers,
-        max_captures=max_captures, keep=keep, kafka=kafka, redis_url=redis_url,
+        max_captures=max_captures, keep=keep, name=name, kafka=kafka, redis_url=redis_url,
     )  # fmt: skip
     try:
-        figures = run_soak(plan, out / "logs" / "6-soak", progress=lambda line: err_console.print(f"[dim]{line}[/]"))
+        figures = run_soak(plan, out / "logs" / name, progress=lambda line: err_console.print(f"[dim]{line}[/]"))
     except (WorkerError, InspectorError) as exc:
         fail(exc, code=1)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "6-soak.json").write_text(json.dumps(figures, indent=1) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(figures, indent=1) + "\n")
     console.print_json(json.dumps({k: v for k, v in figures.items() if not k.endswith("_series")}))
     table = Table("measure", "value", "target", title=f"soak ({model}, {figures['frame']})")
     if figures["max_captures_per_s"] is not None:
