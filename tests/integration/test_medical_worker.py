@@ -130,3 +130,16 @@ def test_reports_are_stored_and_bad_records_dead_lettered(
     # Offsets were committed: the same group reads nothing new.
     again = MedicalWorker(settings, config, model, tokenizer, client, info=info)
     assert again.run(timeout=8).records == 0
+
+
+def test_bench_medical_worker_drafts_every_study(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from workers.cli import app
+
+    monkeypatch.setenv("INSPECTOR__KAFKA__BOOTSTRAP", stack.kafka_bootstrap)
+    monkeypatch.setenv("INSPECTOR__REDIS__URL", stack.redis_url)
+    bench = CliRunner().invoke(app, ["bench", "medical-worker", "--studies", "3", "--threads", "1", "--json"])
+    assert bench.exit_code == 0, bench.output
+    found = json.loads(bench.output[bench.output.index("{") :])
+    assert found["stored"] == 3 and found["dlq"] == {} and found["studies_per_s"] > 0

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from prometheus_client import CollectorRegistry
 
+from inspector.commands.bench import bench_app
 from inspector.commands.common import console, fail
 from inspector.commands.medical import DEFAULT_MODEL
 from inspector.errors import InspectorError
@@ -75,6 +76,84 @@ def medical_worker(
         console.print_json(data=summary)
     else:
         console.print(summary)
+
+
+@bench_app.command("medical-worker")
+def bench_medical_worker(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings (kafka, redis).")] = None,
+    model: Annotated[Path, typer.Option("--model", "-m", help="Report model file.")] = DEFAULT_MODEL,
+    studies: Annotated[
+        int, typer.Option(min=1, help="Phantom studies published (as claim checks) before the start.")
+    ] = 40,
+    seed: Annotated[int, typer.Option(help="First phantom seed (other seeds than training's).")] = 720_000,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON document.")] = False,
+) -> None:
+    """Worker throughput on the real stack: publish a backlog of phantom studies, time one worker drafting them all.
+
+    Each study (synthetic CT, written as DICOM to a temporary folder) is sent as a claim check to a
+    fresh one-partition topic; one :class:`~workers.medical.MedicalWorker` then reads, drafts and
+    stores every report. Studies/s counts the group join too.
+    """
+    import tempfile
+    import time
+    import uuid
+
+    from kafka.admin import NewTopic
+
+    from inspector.cli import settings_or_exit
+    from inspector.commands.bench import emit, machine
+    from inspector.medical.phantom import make_study, write_dicom
+    from inspector.medical.report import load_report_model
+    from workers.clients import kafka_admin, kafka_producer
+    from workers.medical import study_headers
+
+    settings = settings_or_exit(config)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    tag = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory(prefix="bench-medical-") as folder:
+        root = Path(folder)
+        medical = MedicalConfig(
+            topic=f"bench-medical-{tag}", dlq=f"bench-medical-dlq-{tag}", group_id=f"bench-{tag}", ttl_s=600,
+            key_prefix=f"bench-{tag}:medical", claim_roots=(root,),
+        )  # fmt: skip
+        try:
+            uids = []
+            for index in range(studies):
+                study = make_study(seed + index)
+                write_dicom(study, root / f"study-{index}")
+                uids.append(study.study_uid)
+            admin = kafka_admin(settings.kafka)
+            try:
+                admin.create_topics([NewTopic(medical.topic, 1, 1), NewTopic(medical.dlq, 1, 1)])
+            finally:
+                admin.close()
+            producer = kafka_producer(settings.kafka, acks="all")
+            for index, uid in enumerate(uids):
+                value = str(root / f"study-{index}").encode()
+                producer.send(medical.topic, value=value, key=uid.encode(), headers=study_headers(uid, "claim"))
+            producer.flush()
+            producer.close()
+            net, tokenizer, info = load_report_model(model)
+            info.pop("metadata", None)
+            worker = MedicalWorker(
+                settings, medical, net, tokenizer, redis_client(settings.redis),
+                metrics=MedicalMetrics(CollectorRegistry()), info=info,
+            )  # fmt: skip
+        except (InspectorError, WorkerError) as exc:
+            fail(exc)
+        started = time.perf_counter()
+        report = worker.run(timeout=600, count=studies)
+        seconds = time.perf_counter() - started
+    document = {
+        "studies": studies, "stored": report.stored, "dlq": dict(report.dlq), "threads": threads,
+        "seconds": round(seconds, 2), "studies_per_s": round(report.stored / seconds, 2) if seconds else 0.0,
+        "model": {k: info.get(k) for k in ("name", "version")}, "synthetic_data": True, "machine": machine(),
+    }  # fmt: skip
+    emit(document, None, as_json)
 
 
 def register(app: typer.Typer) -> None:
