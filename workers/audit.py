@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inspector.config import Settings
+from workers.errors import WorkerError
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +69,22 @@ class KafkaContents:
         return sum(n - 1 for m in self.modalities.values() for n in m.values() if n > 1)
 
 
-def read_frame_topics(settings: Settings, timeout_s: float = 120.0) -> KafkaContents:
-    """Every record of both frame topics and the dead-letter topic, from the beginning to the current end."""
+def read_frame_topics(settings: Settings, idle_timeout_s: float = 60.0) -> KafkaContents:
+    """Every record of both frame topics and the dead-letter topic, from the beginning to the current end.
+
+    Raises:
+        WorkerError: No progress for ``idle_timeout_s`` before the end was reached (a partial read
+            would make sent captures look lost, or stored ones look unexpected).
+
+    """
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
     contents = KafkaContents()
-    consumer = KafkaConsumer(**settings.kafka.client_kwargs(), group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        **settings.kafka.client_kwargs(), group_id=None, enable_auto_commit=False,
+        fetch_max_bytes=64 * 2**20, max_partition_fetch_bytes=16 * 2**20,
+    )  # fmt: skip
     topics = settings.topics
     try:
         names = (topics.visible, topics.infrared, topics.dlq)
@@ -84,9 +94,14 @@ def read_frame_topics(settings: Settings, timeout_s: float = 120.0) -> KafkaCont
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         ends = consumer.end_offsets(parts)
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < ends[tp] for tp in parts) and time.monotonic() < deadline:
-            for tp, batch in consumer.poll(timeout_ms=500, max_records=5000).items():
+        last_progress = time.monotonic()
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            if time.monotonic() - last_progress > idle_timeout_s:
+                left = {f"{tp.topic}/{tp.partition}": ends[tp] - consumer.position(tp) for tp in parts}
+                msg = f"reading the frame topics back stalled for {idle_timeout_s:.0f} s; records left: {left}"
+                raise WorkerError(msg)
+            for tp, batch in consumer.poll(timeout_ms=500, max_records=20_000).items():
+                last_progress = time.monotonic()
                 for record in batch:
                     if tp.topic == topics.dlq:
                         contents.dead_letters += 1

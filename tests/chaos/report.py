@@ -26,7 +26,8 @@ def _s(value: float | None) -> str:
 
 def _recovery(f: dict[str, Any]) -> str:
     if "rss_growth_pct" in f:
-        return f"— (soak: RSS {f['rss_growth_pct']:+.1f}% after warm-up, lag slope {f['lag_slope_per_min']:+.1f}/min)"
+        rss, slope = f["rss_growth_pct"], f["lag_slope_per_min"]
+        return f"— (soak: RSS {rss:+.2f}% after warm-up, lag slope {slope:+.1f} records/min)"
     if "recovery_first_result_s" not in f:
         return "—"
     return f"{_s(f['recovery_first_result_s'])} / {_s(f['recovery_lag_s'])}"
