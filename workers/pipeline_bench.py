@@ -141,14 +141,19 @@ class _Workers:
                 )
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        terminate(self.processes, grace_s=60)
+
+
+def terminate(processes: list[subprocess.Popen[Any]], grace_s: float) -> None:
+    """SIGTERM every process still running, wait up to ``grace_s`` for each, then SIGKILL the ones left."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def bare_loop(bench: PipelineBench, captures: list[Capture]) -> dict[str, float]:

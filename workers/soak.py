@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import platform
-import signal
 import subprocess
 import sys
 import threading
@@ -52,7 +51,7 @@ from workers.audit import (
 )
 from workers.errors import WorkerError
 from workers.gateway import Gateway, GatewayReport, prepare_topics
-from workers.pipeline_bench import PipelineBench, balanced_cameras, throughput, worker_env
+from workers.pipeline_bench import PipelineBench, balanced_cameras, terminate, throughput, worker_env
 
 logger = logging.getLogger(__name__)
 
@@ -139,14 +138,7 @@ class _WorkerGroup:
 
     def stop(self) -> list[dict[str, Any]]:
         """SIGTERM, wait, and the reports the workers printed."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        terminate(self.processes, grace_s=90)
         reports = []
         for out in self.outs:
             text = out.read_text()
