@@ -73,6 +73,25 @@ def kafka_consumer(settings: KafkaSettings, *topics: str, **options: Any) -> Kaf
     return consumer
 
 
+def group_stable(consumer: Any) -> bool | None:
+    """Whether a ``KafkaConsumer``'s group membership has settled (joined, synced, heartbeating).
+
+    From ``consumer.group_metadata().state`` (kafka-python 3's ``MemberState``); ``None`` when the
+    consumer has no group (manual assignment) or cannot say (a test's fake).
+    """
+    snapshot = getattr(consumer, "group_metadata", None)
+    if snapshot is None:
+        return None
+    try:
+        metadata = snapshot()
+    except Exception:  # a closed or half-built client: no opinion
+        return None
+    state = getattr(metadata, "state", None)
+    if getattr(metadata, "group_id", None) is None or not isinstance(state, str):
+        return None
+    return state == "<stable>"
+
+
 def kafka_producer(settings: KafkaSettings, **options: Any) -> KafkaProducer:
     """A ``KafkaProducer`` with the connection and security settings, plus ``options`` (acks, linger, ...).
 

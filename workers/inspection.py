@@ -61,6 +61,7 @@ class WorkerReport:
     dlq: Counter[str] = field(default_factory=Counter)
     unpaired: Counter[str] = field(default_factory=Counter)
     store_errors: int = 0
+    consumer_rebuilds: int = 0
     seconds: float = 0.0
 
     @property
@@ -148,17 +149,7 @@ class InspectionWorker(WorkerShell[WorkerReport]):
             scales={c: cal.mm_per_px for c, cal in cals.items()},
         )  # fmt: skip
         self.topics = {settings.topics.visible: "visible", settings.topics.infrared: "infrared"}
-        self.consumer = consumer or kafka_consumer(
-            settings.kafka,
-            group_id=settings.worker.group_id,
-            partition_assignment_strategy=[RangePartitionAssignor],
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=settings.worker.max_poll_records,
-            max_poll_interval_ms=settings.worker.max_poll_interval_ms,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-        )
+        self.consumer = consumer or self._new_consumer()
         self.producer = producer or kafka_producer(settings.kafka, acks="all", linger_ms=5, retries=5)
         self.monotonic_ns, self.wall_ns = monotonic_ns, wall_ns
         self.offsets = OffsetTracker()
@@ -178,11 +169,32 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         self._revoked: set[Partition] = set()
         self._partitions = check_topics(self.consumer, settings.topics.visible, settings.topics.infrared)
         self.consumer.subscribe(list(self.topics), listener=_Rebalance(self))
+        if consumer is None:
+            self.consumer_factory = self._subscribed_consumer
         if metrics is not None and info:
             metrics.set_model(
                 str(info.get("name", "")), str(info.get("version", "")), float(info.get("width", 1.0)),
                 str(info.get("backend", "")), str(info.get("sha256", "")),
             )  # fmt: skip
+
+    def _new_consumer(self) -> KafkaConsumer:
+        worker = self.settings.worker
+        return kafka_consumer(
+            self.settings.kafka,
+            group_id=worker.group_id,
+            partition_assignment_strategy=[RangePartitionAssignor],
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=worker.max_poll_records,
+            max_poll_interval_ms=worker.max_poll_interval_ms,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+
+    def _subscribed_consumer(self) -> KafkaConsumer:
+        consumer = self._new_consumer()
+        consumer.subscribe(list(self.topics), listener=_Rebalance(self))
+        return consumer
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -449,6 +461,20 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         logger.info("partitions assigned: %s (gone: %s)", sorted(mine), sorted(gone))
         if self.metrics is not None:
             self.metrics.assigned_partitions.set(len(assignment))
+
+    def forget_all(self) -> None:
+        """The consumer is replaced: drop every frame, pair, result and dead letter in hand, uncommitted.
+
+        The group reads them again from the committed offsets (this worker, once it has rejoined, or
+        another); results already stored are found there and not stored twice.
+        """
+        self.core.forget(lambda _position: True)
+        self.unstored, self.dead, self._revoked = [], [], set()
+        self.offsets = OffsetTracker()
+        self.alignment.forget(list(self.alignment.latest))
+        self.report.consumer_rebuilds += 1
+        if self.metrics is not None:
+            self.metrics.assigned_partitions.set(0)
 
     def drain(self) -> None:
         """On stop: inspect the pairs already formed, settle and commit them; unpaired frames stay uncommitted."""

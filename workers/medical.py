@@ -136,18 +136,29 @@ class MedicalWorker(WorkerShell[MedicalReport]):
         logger.info("serving report model %s version %s (sha256 %s)", *served.values())
         if metrics is not None:
             metrics.model.info(served)
-        self.consumer = consumer or kafka_consumer(
-            settings.kafka, group_id=config.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=4, max_poll_interval_ms=600_000, session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
-            fetch_max_bytes=max(52_428_800, 2 * config.max_inline_bytes),
-            max_partition_fetch_bytes=max(1_048_576, 2 * config.max_inline_bytes),
-        )  # fmt: skip
+        self.consumer = consumer or self._new_consumer()
         self.producer = producer or kafka_producer(
             settings.kafka, acks="all", retries=5, max_request_size=max(1_048_576, 2 * config.max_inline_bytes)
         )
         self.report = MedicalReport()
         self.backoff = Backoff(config.store_retry_s)
         self.consumer.subscribe([config.topic])
+        if consumer is None:
+            self.consumer_factory = self._subscribed_consumer
+
+    def _new_consumer(self) -> KafkaConsumer:
+        config = self.config
+        return kafka_consumer(
+            self.settings.kafka, group_id=config.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=4, max_poll_interval_ms=600_000, session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+            fetch_max_bytes=max(52_428_800, 2 * config.max_inline_bytes),
+            max_partition_fetch_bytes=max(1_048_576, 2 * config.max_inline_bytes),
+        )  # fmt: skip
+
+    def _subscribed_consumer(self) -> KafkaConsumer:
+        consumer = self._new_consumer()
+        consumer.subscribe([self.config.topic])
+        return consumer
 
     stale_after_s = 30.0  # one study can take seconds
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from workers.clients import close_clients
+from workers.clients import close_clients, group_stable
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +40,32 @@ class WorkerShell(Generic[R]):
     Subclasses set :attr:`consumer`, :attr:`producer`, :attr:`report`, optionally :attr:`metrics`
     (with a ``ready`` gauge), and implement :meth:`step` and :meth:`settled`.
 
+    A consumer whose group membership has not settled for ``rejoin_after_s`` is closed and replaced
+    by ``consumer_factory()`` (:meth:`watch_group`): kafka-python 3.0 can leave a consumer waiting
+    for a SyncGroup answer that never comes, polling and committing in vain while the group runs on
+    without it (a soak's maximum ran on one of two workers for two minutes). Subclasses that hold
+    records in hand drop them in :meth:`forget_all` first; their offsets were not committed, so the
+    group reads them again.
+
     Attributes:
         stale_after_s: Not ready when the last poll is older than this.
+        rejoin_after_s: Replace the consumer after its membership stayed unsettled this long.
+        consumer_factory: Builds a fresh, subscribed consumer; ``None``: never replace it.
+        consumer_rebuilds: Consumers replaced so far.
 
     """
 
     stale_after_s: float = 10.0
+    rejoin_after_s: float = 60.0
+    consumer_factory: Callable[[], Any] | None = None
+    consumer_rebuilds: int = 0
     consumer: Any
     producer: Any
     report: R
     metrics: Any = None
     _stopping: bool = False
     _last_poll: float = 0.0
+    _unsettled_since: float | None = None
 
     def step(self) -> Any:
         """One turn of the loop (poll, handle, store, commit)."""
@@ -68,6 +82,35 @@ class WorkerShell(Generic[R]):
         """Why the worker cannot take work now (a store refusing writes), else None."""
         return None
 
+    def forget_all(self) -> None:
+        """Drop every record in hand (the consumer is being replaced); nothing by default."""
+
+    def watch_group(self, now: float | None = None) -> bool:
+        """Replace a consumer stuck outside its group for ``rejoin_after_s``; whether it was replaced."""
+        now = time.monotonic() if now is None else now
+        if group_stable(self.consumer) is not False:
+            self._unsettled_since = None
+            return False
+        if self._unsettled_since is None:
+            self._unsettled_since = now
+        stuck_s = now - self._unsettled_since
+        if stuck_s < self.rejoin_after_s or self.consumer_factory is None:
+            return False
+        logger.error(
+            "the Kafka consumer has not settled in its group for %.0f s (a join that never completes); "
+            "dropping the records in hand and joining with a new consumer",
+            stuck_s,
+        )
+        self.forget_all()
+        try:
+            self.consumer.close(autocommit=False)
+        except Exception as exc:  # the old client is being thrown away: a failed close changes nothing
+            logger.warning("closing the stuck consumer failed: %s", exc)
+        self.consumer = self.consumer_factory()
+        self.consumer_rebuilds += 1
+        self._unsettled_since = None
+        return True
+
     def stop(self) -> None:
         """Ask the loop to finish the work in hand, commit and return (safe from a signal handler)."""
         self._stopping = True
@@ -79,6 +122,8 @@ class WorkerShell(Generic[R]):
             return False, problem
         if time.monotonic() - self._last_poll > self.stale_after_s:
             return False, "not polling"
+        if self._unsettled_since is not None and time.monotonic() - self._unsettled_since > self.stale_after_s:
+            return False, f"rejoining the consumer group for {time.monotonic() - self._unsettled_since:.0f} s"
         held = self.consumer.assignment()
         return (True, f"{len(held)} partitions assigned") if held else (False, "no partitions assigned")
 
@@ -98,6 +143,7 @@ class WorkerShell(Generic[R]):
                 if count is not None and self.settled() >= count:
                     break
                 self.step()
+                self.watch_group()
             self.drain()
         finally:
             self.report.seconds = time.monotonic() - start

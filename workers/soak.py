@@ -2,9 +2,13 @@
 
 One run:
 
-1. **maximum**: captures pre-published to fresh topics, drained by the worker processes; captures/s
-   between stored results after a warm-up (:func:`workers.pipeline_bench.throughput`), unless a
-   rate is given;
+1. **maximum** (unless a rate is given): the soak's own set-up — fresh topics, the worker
+   processes and the gateway thread on the same cores — with the gateway held back whenever more
+   than ``max_in_flight`` captures wait for their result (:func:`gated`). The gateway then offers
+   exactly what the workers store, so the stored rate after ``max_warmup_s`` (the least-squares slope
+   of the result count, :func:`stored_rate`) is the highest rate this machine sustains *with the
+   gateway's own encoding cost included*; the soak's share of it is then below the limit by
+   construction;
 2. **soak**: fresh topics, the same number of ``inspector worker`` processes, and a gateway (in this
    process, a thread) pacing synthetic captures at ``load`` × the maximum for ``minutes``. Every
    ``sample_s`` the resident memory (RSS) of each worker is read from ``/proc``; a
@@ -31,10 +35,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import redis
@@ -51,7 +55,7 @@ from workers.audit import (
 )
 from workers.errors import WorkerError
 from workers.gateway import Gateway, GatewayReport, prepare_topics
-from workers.pipeline_bench import PipelineBench, balanced_cameras, terminate, throughput, worker_env
+from workers.pipeline_bench import balanced_cameras, terminate, worker_env
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +76,9 @@ class SoakPlan:
     workers: int = 2
     partitions: int = 4
     cameras_per_partition: int = 2
-    max_captures: int = 600
+    max_seconds: float = 90.0
+    max_warmup_s: float = 30.0
+    max_in_flight: int = 128
     sample_s: float = 5.0
     keep: bool = False
     name: str = "6-soak"
@@ -135,6 +141,37 @@ class _WorkerGroup:
                 break
             time.sleep(0.5)
         raise WorkerError(f"the soak's workers did not all get partitions within {timeout_s:.0f} s; see {self.logs}")
+
+    def wait_stable(self, settings: Settings, hold_s: float = 5.0, timeout_s: float = 180.0) -> None:
+        """Wait until the broker has held the group ``Stable`` with every worker in it for ``hold_s``.
+
+        Fresh topics often cost a second rebalance just after the first assignment, and a worker whose
+        rejoin then stalls is only replaced after ``worker.rejoin_after_s``: a measurement started
+        before the group settles can run on fewer workers than it says.
+        """
+        from workers.clients import kafka_admin
+
+        admin = kafka_admin(settings.kafka)
+        group = settings.worker.group_id
+        deadline, since = time.monotonic() + timeout_s, None
+        last: dict[str, Any] = {}
+        try:
+            while time.monotonic() < deadline:
+                last = admin.describe_groups([group]).get(group, {})
+                stable = last.get("group_state") == "Stable" and len(last.get("members", [])) == len(self.processes)
+                since = (since or time.monotonic()) if stable else None
+                if since is not None and time.monotonic() - since >= hold_s:
+                    return
+                if not self.alive():
+                    break
+                time.sleep(0.5)
+        finally:
+            admin.close()
+        state, members = last.get("group_state"), len(last.get("members", []))
+        raise WorkerError(
+            f"the group {group} did not hold Stable with {len(self.processes)} members within {timeout_s:.0f} s "
+            f"(last: {state}, {members} members); see {self.logs}"
+        )
 
     def stop(self) -> list[dict[str, Any]]:
         """SIGTERM, wait, and the reports the workers printed."""
@@ -213,14 +250,87 @@ def _cleanup(settings: Settings) -> None:
         logger.warning("could not clean up the soak's topics or keys: %s", exc)
 
 
-def _maximum(plan: SoakPlan, cameras: list[str], logs: Path, progress: Progress) -> float:
-    """Captures/s the workers drain from a pre-published backlog (``inspector bench pipeline``'s phase)."""
-    bench = PipelineBench(
-        model=plan.model, size=plan.size, partitions=plan.partitions,
-        cameras_per_partition=plan.cameras_per_partition, captures=plan.max_captures,
-        warmup=max(8, plan.max_captures // 10), kafka=plan.kafka, redis_url=plan.redis_url,
-    )  # fmt: skip
-    return float(throughput(bench, plan.workers, cameras, logs / "maximum", progress)["captures_per_s"])
+T = TypeVar("T")
+
+
+def gated(
+    source: Iterable[T],
+    backlog: Callable[[int], int],
+    limit: int,
+    wait: Callable[[float], object] = time.sleep,
+    poll_s: float = 0.002,
+) -> Iterator[T]:
+    """Yield the items of ``source``, each only once ``backlog(taken)`` is at most ``limit``.
+
+    ``backlog`` is given how many items were taken so far and says how many of them still wait
+    (taken − stored): the producer runs exactly as fast as the consumers finish, with ``limit``
+    items in flight to keep every consumer busy. ``wait(poll_s)`` pauses between checks; when it
+    returns true (a set ``threading.Event``'s ``wait``) the feed ends.
+    """
+    for taken, item in enumerate(source):
+        while backlog(taken) > limit:
+            if wait(poll_s):
+                return
+        yield item
+
+
+def stored_rate(points: list[tuple[float, int]], start: float, end: float) -> float | None:
+    """Least-squares slope (items/s) of a running count sampled as ``(t, count)`` between ``start`` and ``end``."""
+    window = [(t, n) for t, n in points if start <= t <= end]
+    if len(window) < 3:
+        return None
+    return float(np.polyfit([t for t, _ in window], [n for _, n in window], 1)[0])
+
+
+def _maximum(plan: SoakPlan, cameras: list[str], logs: Path, progress: Progress) -> dict[str, Any]:
+    """Captures/s the workers store while a gated gateway (same process, same cores) feeds them."""
+    settings = _settings(plan)
+    prepare_topics(settings)
+    client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
+    key = f"{settings.redis.key_prefix}:results"
+    source = SyntheticSource(cameras, "default", seed=5, size=plan.size, pool=8)
+    halt = threading.Event()
+    feed = gated(source, lambda taken: taken - int(client.xlen(key)), plan.max_in_flight, wait=halt.wait)
+    group = _WorkerGroup(settings, plan.workers, logs / "maximum")
+    gateway = Gateway(settings, feed, fps=None, check_topics=False)
+    length = plan.max_warmup_s + plan.max_seconds
+    runner = threading.Thread(target=lambda: gateway.run(timeout=length), name="maximum-gateway")
+    counts: list[tuple[float, int]] = []
+    try:
+        group.wait_assigned()
+        group.wait_stable(settings)
+        progress(f"maximum: gated gateway and {plan.workers} workers for {length:.0f} s")
+        start = time.monotonic()
+        runner.start()
+        while runner.is_alive():
+            counts.append((time.monotonic() - start, int(client.xlen(key))))
+            if not group.alive():
+                gateway.stop()
+                raise WorkerError(f"a worker process died while the maximum was measured; see {logs / 'maximum'}")
+            if time.monotonic() - start > length + 30:
+                halt.set()  # the gate waits for results that do not come: end the feed
+            runner.join(timeout=1.0)
+    finally:
+        gateway.stop()
+        halt.set()
+        if runner.is_alive():
+            runner.join(timeout=60)
+        reports = group.stop()
+        _cleanup(settings)
+    rate = stored_rate(counts, plan.max_warmup_s, length)
+    if rate is None or rate <= 0:
+        raise WorkerError(f"no results were stored while the maximum was measured; see {logs / 'maximum'}")
+    progress(f"maximum: {rate:.2f} captures/s")
+    return {
+        "method": "gated gateway (at most max_in_flight captures without a result), gateway and workers on one machine",
+        "captures_per_s": rate,
+        "warmup_s": plan.max_warmup_s,
+        "seconds": plan.max_seconds,
+        "max_in_flight": plan.max_in_flight,
+        "results": counts[-1][1] if counts else 0,
+        "stored_per_worker": [r.get("stored", 0) for r in reports],
+        "consumer_rebuilds": sum(r.get("consumer_rebuilds", 0) for r in reports),
+    }
 
 
 @dataclass
@@ -250,6 +360,7 @@ def _soak(plan: SoakPlan, rate: float, cameras: list[str], logs: Path, progress:
     runner = threading.Thread(target=lambda: outcome.update(report=gateway.run(timeout=plan.minutes * 60)))
     try:
         group.wait_assigned()
+        group.wait_stable(settings)
         monitor.start()
         phase.start = time.time()
         runner.start()
@@ -293,13 +404,15 @@ def _drain(settings: Settings, sent: int, timeout_s: float) -> None:
 def run_soak(plan: SoakPlan, logs: Path, progress: Progress = logger.info) -> dict[str, Any]:
     """Measure the maximum (unless ``plan.rate``), soak at ``plan.load`` of it, audit; return the figures."""
     cameras = balanced_cameras(plan.partitions, plan.cameras_per_partition)
-    maximum = None if plan.rate is not None else _maximum(plan, cameras, logs, progress)
+    measured = None if plan.rate is not None else _maximum(plan, cameras, logs, progress)
+    maximum = None if measured is None else float(measured["captures_per_s"])
     rate = plan.rate if plan.rate is not None else plan.load * float(maximum or 0.0)
     if rate <= 0:
         raise WorkerError(f"soak rate must be positive, got {rate}")
     phase = _soak(plan, rate, cameras, logs, progress)
     try:
         figures = _figures(plan, phase, rate, maximum, len(cameras))
+        figures["maximum"] = measured
     finally:
         if not plan.keep:
             _cleanup(phase.settings)
@@ -352,6 +465,8 @@ def _figures(plan: SoakPlan, phase: _Phase, rate: float, maximum: float | None, 
         "redelivered_already_stored": sum(r.get("already_stored", 0) for r in phase.reports),
         "worker_reports": len(phase.reports),
         "store_errors": sum(r.get("store_errors", 0) for r in phase.reports),
+        "stored_per_worker": [r.get("stored", 0) for r in phase.reports],
+        "consumer_rebuilds": sum(r.get("consumer_rebuilds", 0) for r in phase.reports),
         "commits_ahead_of_store": commits_ahead_of_store(samples, contents, stored_at),
         "rss": memory,
         "rss_growth_pct": growth,

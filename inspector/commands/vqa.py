@@ -94,12 +94,17 @@ def vqa_train(
     init: Annotated[
         Path | None, typer.Option(help="Continue from this VQA model (its fusion, head and tokenizer are kept).")
     ] = None,
+    types: Annotated[
+        str | None,
+        typer.Option(help="Train only on these question types, comma-separated (e.g. colour,shape,position)."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Train an MLAModel (text + image, the chosen fusion, answer head) and evaluate it on held-out scenes."""
     from inspector.vqa.data import build_set
     from inspector.vqa.model import FUSIONS
+    from inspector.vqa.scenes import QUESTION_TYPES
     from inspector.vqa.training import TrainOptions, evaluate, fit_tokenizer, train_vqa
 
     if fusion not in FUSIONS:
@@ -109,6 +114,9 @@ def vqa_train(
     if reasoning not in ("relation", "attention"):
         fail(f"unknown --reasoning {reasoning!r}: choose relation or attention")
     _threads(threads)
+    chosen = [t.strip() for t in (types or "").split(",") if t.strip()]
+    if types is not None and (not chosen or set(chosen) - set(QUESTION_TYPES)):
+        fail(f"--types takes question types from {', '.join(QUESTION_TYPES)}; got {types!r}")
     if init is not None:
         fusion = _load(init).fusion  # continuing: the model's own fusion
     options = TrainOptions(
@@ -116,6 +124,7 @@ def vqa_train(
         model_options={"reasoning": reasoning, "input_skip": input_skip, "relation_hidden": relation_hidden},
         device=device, amp=amp, workers=workers,
         init=str(init) if init is not None else None,
+        types=tuple(chosen) if types is not None else None,
     )  # fmt: skip
     heldout = build_set(eval_scenes, seed=HELDOUT_SEED, side=side)
     folder = run_dir or Path(tempfile.mkdtemp(prefix=f"vqa-{fusion}-"))

@@ -55,6 +55,8 @@ class TrainOptions:
         amp: Mixed precision (bf16 on CPU, fp16 with a grad scaler on CUDA).
         workers: Processes that render training scenes (0: render in the training loop).
         init: A VQA model file to continue from (its architecture and tokenizer are kept).
+        types: Train only on these question types (``None``: all); a curriculum can continue with
+            ``init`` on all types.
 
     """
 
@@ -70,6 +72,13 @@ class TrainOptions:
     amp: bool = False
     workers: int = 0
     init: str | None = None
+    types: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.types or ()) - set(QUESTION_TYPES))
+        if unknown or self.types == ():
+            msg = f"unknown question types {unknown}: choose from {', '.join(QUESTION_TYPES)}"
+            raise ValueError(msg)
 
 
 @dataclass
@@ -118,7 +127,10 @@ def _fresh_batch(tokenizer: WordTokenizer, options: TrainOptions, number: int, i
     scenes = max(1, options.batch // 8 + 1)  # about 10 questions per scene
     data = build_set(scenes, seed=seed, side=options.side, per_type=2)
     rng = np.random.default_rng(seed)
-    return data, rng.choice(len(data), size=options.batch, replace=len(data) < options.batch)
+    pool = np.arange(len(data))
+    if options.types is not None:
+        pool = pool[np.isin(np.asarray(data.kinds), options.types)]
+    return data, rng.choice(pool, size=options.batch, replace=len(pool) < options.batch)
 
 
 def batch_of(data: VQASet, rows: np.ndarray, tokenizer: WordTokenizer) -> Batch:

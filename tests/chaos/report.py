@@ -60,8 +60,11 @@ def _notes(f: dict[str, Any]) -> str:
         notes.append(f"partitions moved {f['partitions_moved_after_s']:.1f} s into the stall")
     if "broker_start_s" in f:
         notes.append(f"broker stop {f['broker_stop_s']:.1f} s, start {f['broker_start_s']:.1f} s")
+    if f.get("consumer_rebuilds"):
+        notes.append(f"stuck consumer replaced {f['consumer_rebuilds']}x by the worker's group watchdog")
     if "rss_growth_pct" in f and f.get("max_captures_per_s"):
-        notes.append(f"measured maximum {f['max_captures_per_s']:.1f} captures/s")
+        how = " (gated gateway and workers on the same cores)" if f.get("maximum") else ""
+        notes.append(f"measured maximum {f['max_captures_per_s']:.1f} captures/s{how}")
     return "; ".join(notes) or "—"
 
 

@@ -9,6 +9,7 @@ import time
 import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import ConsumerGroupMetadata, MemberState
 from prometheus_client import CollectorRegistry
 
 from inspector.config import Settings
@@ -176,3 +177,27 @@ def test_frames_waiting_for_a_partner_survive_a_redis_outage(stack: Stack) -> No
     runner.join(timeout=90)
     assert not worker.report.unpaired, worker.report.unpaired
     assert sorted(results(client, settings)) == sorted(sent)
+
+
+def test_a_consumer_stuck_outside_its_group_is_replaced_and_nothing_is_lost_or_stored_twice(stack: Stack) -> None:
+    settings = fresh_settings(stack.kafka_bootstrap, stack.redis_url)
+    create_topics(settings)
+    sent = publish(settings, CAMERAS, range(1, 41))
+    worker, client = make_worker(settings)
+    first = worker.consumer
+    worker.rejoin_after_s = 0.5
+    stuck = ConsumerGroupMetadata(settings.worker.group_id, 1, "member", None, MemberState.REBALANCING)
+    turn = worker.step
+
+    def step() -> None:
+        turn()
+        if worker.consumer is first and worker.report.stored >= 10:  # kafka-python's stalled join, as seen
+            first.group_metadata = lambda: stuck  # type: ignore[method-assign]
+
+    worker.step = step  # type: ignore[method-assign]
+    worker.settled = lambda: worker.report.stored  # type: ignore[method-assign]  # new results only
+    report = worker.run(timeout=90, count=len(sent))
+
+    assert report.consumer_rebuilds == 1 and worker.consumer is not first
+    assert sorted(results(client, settings)) == sorted(sent)
+    assert client.xlen(f"{settings.redis.key_prefix}:results") == len(sent) == report.stored  # none twice

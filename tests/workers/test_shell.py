@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import pytest
+from kafka.structs import ConsumerGroupMetadata, MemberState
 
 from workers import shell
 from workers.shell import Backoff, WorkerShell, dead_letter_headers
@@ -97,3 +99,67 @@ def test_ready_says_why_not() -> None:
     assert worker.ready() == (True, "2 partitions assigned")
     worker.broken = True
     assert worker.ready() == (False, "store refuses writes")
+
+
+class GroupConsumer(Consumer):
+    """A consumer that reports a group membership state, as kafka-python's ``group_metadata()`` does."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__()
+        self.state = state
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return ConsumerGroupMetadata("g", 3, "member-1", None, self.state)
+
+
+class Forgetting(Counting):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forgotten = 0
+
+    def forget_all(self) -> None:
+        self.forgotten += 1
+
+
+def test_a_consumer_stuck_outside_its_group_is_replaced_after_rejoin_after_s() -> None:
+    worker = Forgetting()
+    stuck = GroupConsumer(MemberState.REBALANCING)
+    fresh = GroupConsumer(MemberState.STABLE)
+    worker.consumer, worker.consumer_factory, worker.rejoin_after_s = stuck, lambda: fresh, 60.0
+    assert not worker.watch_group(now=1000.0)  # unsettled from here on
+    assert not worker.watch_group(now=1059.0)  # a rebalance may take this long
+    assert worker.forgotten == 0 and not stuck.closed
+    assert worker.watch_group(now=1060.5)
+    assert worker.consumer is fresh and stuck.closed and worker.forgotten == 1 and worker.consumer_rebuilds == 1
+    assert not worker.watch_group(now=2000.0)  # the fresh one is stable
+
+
+def test_a_rebalance_that_settles_in_time_resets_the_clock_and_nothing_is_replaced() -> None:
+    worker = Forgetting()
+    consumer = GroupConsumer(MemberState.REBALANCING)
+    worker.consumer, worker.consumer_factory = consumer, lambda: pytest.fail("must not be replaced")
+    worker.watch_group(now=0.0)
+    consumer.state = MemberState.STABLE
+    worker.watch_group(now=50.0)
+    consumer.state = MemberState.REBALANCING
+    assert not worker.watch_group(now=70.0) and not worker.watch_group(now=129.0)
+    assert worker.forgotten == 0
+
+
+def test_ready_is_false_while_the_group_has_not_settled_for_long() -> None:
+    worker = Counting()
+    worker.consumer = GroupConsumer(MemberState.REBALANCING)
+    worker.consumer.held = {0}
+    worker.polled()
+    worker.watch_group(now=time.monotonic() - 3 * worker.stale_after_s)
+    ready, why = worker.ready()
+    assert not ready and why.startswith("rejoining the consumer group for")
+
+
+def test_without_a_factory_or_a_group_state_nothing_is_replaced() -> None:
+    worker = Forgetting()
+    worker.consumer = GroupConsumer(MemberState.UNJOINED)
+    assert not worker.watch_group(now=0.0) and not worker.watch_group(now=1e6)  # no factory: keep it
+    plain = Forgetting()
+    plain.consumer_factory = lambda: pytest.fail("a consumer without a group state is never replaced")
+    assert not plain.watch_group(now=0.0) and not plain.watch_group(now=1e6)

@@ -32,7 +32,12 @@ def bench_soak(
     model: Annotated[str, typer.Option("--model", "-m", help="Crack model (name or file).")] = "baseline",
     size: Annotated[int, typer.Option(min=64, help="Visible frame side in pixels (IR is 4x coarser).")] = 128,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
-    max_captures: Annotated[int, typer.Option(min=40, help="Captures drained to measure the maximum.")] = 600,
+    max_seconds: Annotated[
+        float, typer.Option(min=5.0, help="Seconds the maximum is measured over (after a 30 s warm-up).")
+    ] = 90.0,
+    max_in_flight: Annotated[
+        int, typer.Option(min=1, help="Captures without a result before the gateway waits (maximum phase).")
+    ] = 128,
     out: Annotated[Path, typer.Option("--out", "-o", help="6-soak.json and the logs go here.")] = Path("runs/chaos"),
     keep: Annotated[bool, typer.Option(help="Keep the soak's topics and Redis keys (deleted by default).")] = False,
     name: Annotated[
@@ -43,6 +48,9 @@ def bench_soak(
 ) -> None:
     """Soak the pipeline: measure the workers' maximum, then offer LOAD x that rate for MINUTES.
 
+    The maximum is measured in the soak's own set-up: the workers and the gateway share the machine,
+    and the gateway waits whenever MAX_IN_FLIGHT captures have no result yet, so it offers exactly
+    what the workers store; the stored rate over MAX_SECONDS (after 30 s) is the maximum.
     Needs the running stack (deploy/local/stack up). Reports each worker's resident memory growth
     after the warm-up (target < 5%), the lag trend (it must not grow), and an audit of Redis against
     Kafka (lost and duplicated results). Prints JSON and a table; writes OUT/NAME.json (6-soak.json), which
@@ -54,7 +62,7 @@ def bench_soak(
         fail(f"--warmup-minutes ({warm:g}) must be shorter than --minutes ({minutes:g})")
     plan = SoakPlan(
         minutes=minutes, warmup_minutes=warm, load=load, rate=rate, model=model, size=size, workers=workers,
-        max_captures=max_captures, keep=keep, name=name, kafka=kafka, redis_url=redis_url,
+        max_seconds=max_seconds, max_in_flight=max_in_flight, keep=keep, name=name, kafka=kafka, redis_url=redis_url,
     )  # fmt: skip
     try:
         figures = run_soak(plan, out / "logs" / name, progress=lambda line: err_console.print(f"[dim]{line}[/]"))

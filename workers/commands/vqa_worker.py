@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from prometheus_client import CollectorRegistry
@@ -48,14 +48,20 @@ def build_worker(
         raise WorkerError(f"VQA model {model_path} not found: train one with `inspector vqa train --out {model_path}`")
     model = VQAModel.load(model_path)
     client = redis_client(settings.redis)
-    consumer = kafka_consumer(
-        settings.kafka, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=batch,
-        session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
-    )  # fmt: skip
-    consumer.subscribe([topics.requests])
+
+    def subscribed() -> Any:
+        consumer = kafka_consumer(
+            settings.kafka, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=batch, session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+        )  # fmt: skip
+        consumer.subscribe([topics.requests])
+        return consumer
+
     producer = kafka_producer(settings.kafka, acks="all", linger_ms=5, retries=5)
     store = AnswerStore(client, prefix=prefix, ttl_s=ttl_s)
-    return VQAWorker(model, store, consumer, producer, topics, metrics=VQAMetrics(registry), batch=batch)
+    worker = VQAWorker(model, store, subscribed(), producer, topics, metrics=VQAMetrics(registry), batch=batch)
+    worker.consumer_factory = subscribed  # a consumer stuck outside its group is replaced (WorkerShell)
+    return worker
 
 
 def vqa_worker(

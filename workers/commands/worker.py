@@ -108,7 +108,8 @@ def worker(
             data={
                 "frames": report.frames, "pairs": report.pairs, "stored": report.stored,
                 "already_stored": report.already_stored, "dlq": dict(report.dlq), "unpaired": dict(report.unpaired),
-                "store_errors": report.store_errors, "seconds": round(report.seconds, 3),
+                "store_errors": report.store_errors, "consumer_rebuilds": report.consumer_rebuilds,
+                "seconds": round(report.seconds, 3),
             }
         )  # fmt: skip
     else:

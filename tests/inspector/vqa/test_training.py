@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from inspector.vqa.data import build_set
@@ -51,3 +52,15 @@ def test_training_records_evaluations_and_stops_on_time(tokenizer: WordTokenizer
     assert result.fit.stopped_early and result.fit.step == 1
     assert result.history and "acc" in result.history[-1]
     assert result.model.metadata["fusion"] == "hffn"
+
+
+def test_types_limit_the_training_questions_and_unknown_types_are_refused(tokenizer: WordTokenizer) -> None:
+    from inspector.vqa.scenes import ANSWERS, COLOURS
+
+    options = TrainOptions(batch=48, types=("colour",))
+    batch = next(iter(batches(tokenizer, options)(0)))
+    assert {ANSWERS[int(a)] for a in batch["answer"]} <= set(COLOURS)  # colour questions answer with a colour
+    both = next(iter(batches(tokenizer, TrainOptions(batch=48, types=("colour", "count")))(0)))
+    assert {ANSWERS[int(a)] for a in both["answer"]} - set(COLOURS)  # counts too
+    with pytest.raises(ValueError, match="unknown question types"):
+        TrainOptions(types=("color",))
