@@ -85,6 +85,12 @@ def vqa_train(
         str, typer.Option(help="Answer head: relation (pairs of fused cells) or attention (fused vector only).")
     ] = "relation",
     relation_hidden: Annotated[int, typer.Option(min=8, help="Width of the relation head's MLPs.")] = 128,
+    text_pool: Annotated[
+        str, typer.Option(help="Question vector: mean or max over the words (max keeps one decisive word).")
+    ] = "mean",
+    relation_level: Annotated[
+        int, typer.Option(min=0, max=2, help="Pyramid level the relation head pairs: 1 mid (8x8), 2 coarse (4x4).")
+    ] = 1,
     input_skip: Annotated[
         bool, typer.Option(help="Give each image level the input averaged over its cells (keeps colour).")
     ] = False,
@@ -111,6 +117,8 @@ def vqa_train(
         fail(f"unknown fusion {fusion!r}: choose one of {', '.join(FUSIONS)}")
     if side % 16:
         fail(f"--side must be a multiple of 16 (the pyramid's coarsest stride), got {side}")
+    if text_pool not in ("mean", "max"):
+        fail(f"unknown --text-pool {text_pool!r}: choose mean or max")
     if reasoning not in ("relation", "attention"):
         fail(f"unknown --reasoning {reasoning!r}: choose relation or attention")
     _threads(threads)
@@ -121,7 +129,10 @@ def vqa_train(
         fusion = _load(init).fusion  # continuing: the model's own fusion
     options = TrainOptions(
         fusion=fusion, steps=steps, batch=batch, lr=lr, seed=seed, side=side, time_limit_s=time_limit,
-        model_options={"reasoning": reasoning, "input_skip": input_skip, "relation_hidden": relation_hidden},
+        model_options={
+            "reasoning": reasoning, "input_skip": input_skip, "relation_hidden": relation_hidden,
+            "level": relation_level, "text_pool": text_pool,
+        },
         device=device, amp=amp, workers=workers,
         init=str(init) if init is not None else None,
         types=tuple(chosen) if types is not None else None,

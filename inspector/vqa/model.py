@@ -44,15 +44,23 @@ def vqa_config(
     reasoning: str = "relation",
     relation_hidden: int = 128,
     input_skip: bool = False,
+    level: int = 1,
+    text_pool: str = "mean",
 ) -> ModalConfig:
     """The VQA architecture: ``text`` (2 Transformer layers) + ``image`` (``conv_pyramid`` on 5 channels).
 
     The ``answer`` head reasons over pairs of the fused mid-level cells (``reasoning="relation"``, a
     Relation Network) or over the fused vector alone (``"attention"``, the models before 2026-11-30).
     ``input_skip`` gives each image level the input averaged over its cells (colour, which the
-    encoder otherwise learns to discard).
+    encoder otherwise learns to discard). ``level`` is the pyramid level the relation head pairs:
+    1 (mid, 8 × 8 cells at 64 px: 4,096 pairs) or 2 (coarse, 4 × 4: 256 pairs, 16 px cells, close to
+    the Relation Network's 5 × 5 grid of 15 px cells on 75 px scenes). ``text_pool`` makes the
+    question vector by ``mean`` or ``max`` over its words.
     """
     relation = {"reasoning": reasoning, "relation_hidden": relation_hidden}
+    text = {"depth": 2, "heads": 4, "max_len": MAX_TOKENS} | ({"pool": text_pool} if text_pool != "mean" else {})
+    if level != 1:
+        relation["level"] = level
     skip = {"input_skip": True} if input_skip else {}
     return ModalConfig(
         text_dim=text_dim,
@@ -60,7 +68,7 @@ def vqa_config(
         fusion_type=fusion,
         modalities=("text", "image"),
         encoders={
-            "text": EncoderSpec("text", options={"depth": 2, "heads": 4, "max_len": MAX_TOKENS}),
+            "text": EncoderSpec("text", options=text),
             "image": EncoderSpec("conv_pyramid", in_channels=IN_CHANNELS, width=image_width, options=skip),
         },
         heads=("answer",),

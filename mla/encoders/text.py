@@ -5,7 +5,7 @@
     "A red car"  ──ByteTokenizer──▶ ids (B, T), mask (B, T)
     ids          ──embedding + positions──▶ (B, T, C)
                  ──TransformerEncoder × depth (pre-norm, padding masked)──▶ tokens (B, T, C)
-    tokens       ──mean over real tokens──▶ vector (B, C)
+    tokens       ──mean (or max) over real tokens──▶ vector (B, C)
 
 The input is a ``str`` (a batch of one), a ``list[str]``, or a (B, T) integer tensor of token ids
 from :class:`~mla.text.ByteTokenizer` (``PAD`` = 0 on the right).
@@ -36,16 +36,28 @@ class TextEncoder(Encoder):
         heads: Attention heads; must divide ``width``.
         max_len: Most tokens per text, ``BOS``/``EOS`` included; longer strings are cut.
         dropout: Dropout inside the Transformer layers.
+        pool: How the vector is made from the real tokens: ``mean`` or ``max`` (per channel; one
+            decisive word, such as a colour in a question, is not averaged away).
 
     """
 
     def __init__(
-        self, width: int = 128, depth: int = 2, heads: int = 4, max_len: int = 256, dropout: float = 0.0
+        self,
+        width: int = 128,
+        depth: int = 2,
+        heads: int = 4,
+        max_len: int = 256,
+        dropout: float = 0.0,
+        pool: str = "mean",
     ) -> None:
         super().__init__()
         if width % heads:
             msg = f"text width {width} must be a multiple of heads {heads}"
             raise MLAConfigError(msg)
+        if pool not in ("mean", "max"):
+            msg = f"text pool must be 'mean' or 'max', got {pool!r}"
+            raise MLAConfigError(msg)
+        self.pool = pool
         self.tokenizer = ByteTokenizer(max_length=max_len)
         self.max_len = max_len
         self.spec = FeatureSpec(vector_dim=width, token_dim=width)
@@ -97,8 +109,11 @@ class TextEncoder(Encoder):
         h = self.embed(x) + self.position[: x.shape[1]]  # (B, T, C)
         h = self.blocks(h, src_key_padding_mask=~mask)  # (B, T, C)
         h = self.norm(h)  # (B, T, C)
-        weights = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-        vector = (h * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, C)
+        if self.pool == "max":  # every row has a real token (prepare)
+            vector = h.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)  # (B, C)
+        else:
+            weights = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+            vector = (h * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, C)
         return ModalFeatures(vector=vector, tokens=h, token_mask=mask)
 
     def example(self, batch: int, image_size: int) -> Any:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import Stack
 from workers.cli import app
+from workers.soak import SoakPlan, run_soak
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,3 +41,16 @@ def test_bench_soak_runs_audits_and_cleans_up(stack: Stack, tmp_path: Path) -> N
         assert not set(figures["topics"]) & set(admin.list_topics())  # and topics
     finally:
         admin.close()
+
+
+def test_the_maximum_is_measured_with_the_gated_gateway_and_every_worker(stack: Stack, tmp_path: Path) -> None:
+    plan = SoakPlan(
+        minutes=0.15, warmup_minutes=0.03, size=64, workers=2, max_warmup_s=5, max_seconds=10,
+        kafka=stack.kafka_bootstrap, redis_url=stack.redis_url,
+    )  # fmt: skip
+    figures = run_soak(plan, tmp_path / "logs")
+    maximum = figures["maximum"]
+    assert maximum["captures_per_s"] > 1 and figures["max_captures_per_s"] == maximum["captures_per_s"]
+    assert figures["offered_captures_per_s"] == pytest.approx(0.8 * maximum["captures_per_s"], abs=0.01)
+    assert len(maximum["stored_per_worker"]) == 2 and min(maximum["stored_per_worker"]) > 0  # both worked
+    assert figures["lost"] == 0 and figures["duplicated"] == 0 and figures["results_stored"] > 0

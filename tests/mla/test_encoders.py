@@ -116,6 +116,19 @@ def test_text_accepts_str_list_and_ids() -> None:
     torch.testing.assert_close(one.vector, many.vector[:1], atol=1e-5, rtol=1e-5)
 
 
+def test_text_max_pool_takes_each_channel_s_largest_real_token_and_ignores_padding() -> None:
+    encoder = create_encoder("text", **SMALL["text"], pool="max").eval()
+    ids = encoder.prepare(["a crack", "a much longer description"], "text")
+    found = encoder(ids)
+    assert found.tokens is not None and found.token_mask is not None
+    real = found.token_mask[0]
+    torch.testing.assert_close(found.vector[0], found.tokens[0, real].amax(dim=0))
+    alone = encoder(encoder.prepare("a crack", "text"))
+    torch.testing.assert_close(alone.vector, found.vector[:1], atol=1e-5, rtol=1e-5)  # padding changes nothing
+    with pytest.raises(MLAConfigError, match="'mean' or 'max'"):
+        create_encoder("text", **SMALL["text"], pool="sum")
+
+
 @pytest.mark.parametrize(
     ("value", "match"),
     [

@@ -25,6 +25,20 @@ def test_published_api_answers_with_every_fusion(fusion: str, tokenizer: WordTok
     assert out.modalities == ("text", "image")
 
 
+def test_the_relation_head_pairs_the_chosen_level(tokenizer: WordTokenizer) -> None:
+    data = build_set(2, seed=1)
+    ids, image = tokenizer.batch(data.questions[:2]), to_tensor(data.images[data.scene_index[:2]])
+    for level, cells in ((1, 8 * 8), (2, 4 * 4)):
+        model = MLAModel(vqa_config("hffn", width=32, text_dim=32, image_width=8, level=level))
+        seen: list[tuple[int, ...]] = []
+        relation = model.heads["answer"].relation
+        assert isinstance(relation, torch.nn.Module)
+        hook = relation.register_forward_hook(lambda _m, args, _out, seen=seen: seen.append(tuple(args[0].shape)))
+        assert model(ids, image).outputs["answer"].shape == (2, len(ANSWERS))
+        hook.remove()
+        assert seen[0][0] == 2 and seen[0][2] * seen[0][3] == cells  # (B, W, H_l, W_l) at 64 px
+
+
 def test_answer_gives_a_word_and_confidence(tiny_model: VQAModel) -> None:
     data = build_set(2, seed=3)
     answers = tiny_model.answer(
