@@ -185,19 +185,27 @@ def test_a_consumer_stuck_outside_its_group_is_replaced_and_nothing_is_lost_or_s
     sent = publish(settings, CAMERAS, range(1, 41))
     worker, client = make_worker(settings)
     first = worker.consumer
-    worker.rejoin_after_s = 0.5
+    worker.rejoin_after_s = 0.0  # replace at the first unsettled look: no race with a fast drain
     stuck = ConsumerGroupMetadata(settings.worker.group_id, 1, "member", None, MemberState.REBALANCING)
-    turn = worker.step
+    turn, forget = worker.step, worker.forget_all
+    stored_at_rebuild: list[int] = []
 
     def step() -> None:
         turn()
-        if worker.consumer is first and worker.report.stored >= 10:  # kafka-python's stalled join, as seen
+        if worker.consumer is first and worker.report.stored > 0:  # kafka-python's stalled join, as seen
             first.group_metadata = lambda: stuck  # type: ignore[method-assign]
 
+    def forget_all() -> None:
+        stored_at_rebuild.append(worker.report.stored)
+        worker.rejoin_after_s = 60.0  # the new consumer's own join takes seconds: the usual patience
+        forget()
+
     worker.step = step  # type: ignore[method-assign]
+    worker.forget_all = forget_all  # type: ignore[method-assign]
     worker.settled = lambda: worker.report.stored  # type: ignore[method-assign]  # new results only
     report = worker.run(timeout=90, count=len(sent))
 
     assert report.consumer_rebuilds == 1 and worker.consumer is not first
+    assert 0 < stored_at_rebuild[0] < len(sent)  # the new consumer stored the rest
     assert sorted(results(client, settings)) == sorted(sent)
     assert client.xlen(f"{settings.redis.key_prefix}:results") == len(sent) == report.stored  # none twice
