@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import redis
 
 from inspector.config import KafkaSettings, RedisSettings, Settings, TopicSettings, WorkerSettings
 from inspector.sources import SyntheticSource
@@ -53,6 +52,7 @@ from workers.audit import (
     read_frame_topics,
     read_results,
 )
+from workers.clients import kafka_admin, redis_client
 from workers.errors import WorkerError
 from workers.gateway import Gateway, GatewayReport, prepare_topics
 from workers.pipeline_bench import balanced_cameras, terminate, worker_env
@@ -149,8 +149,6 @@ class _WorkerGroup:
         rejoin then stalls is only replaced after ``worker.rejoin_after_s``: a measurement started
         before the group settles can run on fewer workers than it says.
         """
-        from workers.clients import kafka_admin
-
         admin = kafka_admin(settings.kafka)
         group = settings.worker.group_id
         deadline, since = time.monotonic() + timeout_s, None
@@ -229,15 +227,13 @@ def lag_trend(points: list[tuple[float, int]], warm: float, end: float, records_
 
 def _cleanup(settings: Settings) -> None:
     """Delete the run's topics and Redis keys (a 10-minute soak leaves hundreds of MB otherwise)."""
-    from kafka import KafkaAdminClient
-
     try:
-        admin = KafkaAdminClient(**settings.kafka.client_kwargs())
+        admin = kafka_admin(settings.kafka)
         try:
             admin.delete_topics([settings.topics.visible, settings.topics.infrared, settings.topics.dlq])
         finally:
             admin.close()
-        client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
+        client = redis_client(settings.redis)
         batch: list[bytes] = []
         for key in client.scan_iter(f"{settings.redis.key_prefix}:*", count=1000):
             batch.append(key)
@@ -286,11 +282,18 @@ def _maximum(plan: SoakPlan, cameras: list[str], logs: Path, progress: Progress)
     """Captures/s the workers store while a gated gateway (same process, same cores) feeds them."""
     settings = _settings(plan)
     prepare_topics(settings)
-    client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
+    client = redis_client(settings.redis)
     key = f"{settings.redis.key_prefix}:results"
     source = SyntheticSource(cameras, "default", seed=5, size=plan.size, pool=8)
     halt = threading.Event()
-    feed = gated(source, lambda taken: taken - int(client.xlen(key)), plan.max_in_flight, wait=halt.wait)
+    stored = [0]  # last count read; results only grow, so taken - stored[0] never underestimates the backlog
+
+    def backlog(taken: int) -> int:
+        if taken - stored[0] > plan.max_in_flight:  # ask Redis only when the gate might have to wait
+            stored[0] = int(client.xlen(key))
+        return taken - stored[0]
+
+    feed = gated(source, backlog, plan.max_in_flight, wait=halt.wait)
     group = _WorkerGroup(settings, plan.workers, logs / "maximum")
     gateway = Gateway(settings, feed, fps=None, check_topics=False)
     length = plan.max_warmup_s + plan.max_seconds
@@ -394,7 +397,7 @@ def _soak(plan: SoakPlan, rate: float, cameras: list[str], logs: Path, progress:
 
 def _drain(settings: Settings, sent: int, timeout_s: float) -> None:
     """Wait until the result stream has ``sent`` entries, one per complete capture in Kafka (or ``timeout_s``)."""
-    client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
+    client = redis_client(settings.redis)
     deadline = time.monotonic() + timeout_s
     while client.xlen(f"{settings.redis.key_prefix}:results") < sent and time.monotonic() < deadline:
         time.sleep(1)
@@ -425,7 +428,7 @@ def _figures(plan: SoakPlan, phase: _Phase, rate: float, maximum: float | None, 
     samples = monitor.samples if monitor is not None else []
     contents = phase.contents if phase.contents is not None else read_frame_topics(settings)
     sent = contents.complete
-    client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
+    client = redis_client(settings.redis)
     stored, entries = read_results(client, settings.redis.key_prefix)
     stored_at: dict[tuple[str, int], float] = {}
     for capture, t in entries:

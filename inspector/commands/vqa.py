@@ -110,7 +110,6 @@ def vqa_train(
     """Train an MLAModel (text + image, the chosen fusion, answer head) and evaluate it on held-out scenes."""
     from inspector.vqa.data import build_set
     from inspector.vqa.model import FUSIONS
-    from inspector.vqa.scenes import QUESTION_TYPES
     from inspector.vqa.training import TrainOptions, evaluate, fit_tokenizer, train_vqa
 
     if fusion not in FUSIONS:
@@ -122,21 +121,21 @@ def vqa_train(
     if reasoning not in ("relation", "attention"):
         fail(f"unknown --reasoning {reasoning!r}: choose relation or attention")
     _threads(threads)
-    chosen = [t.strip() for t in (types or "").split(",") if t.strip()]
-    if types is not None and (not chosen or set(chosen) - set(QUESTION_TYPES)):
-        fail(f"--types takes question types from {', '.join(QUESTION_TYPES)}; got {types!r}")
     if init is not None:
         fusion = _load(init).fusion  # continuing: the model's own fusion
-    options = TrainOptions(
-        fusion=fusion, steps=steps, batch=batch, lr=lr, seed=seed, side=side, time_limit_s=time_limit,
-        model_options={
-            "reasoning": reasoning, "input_skip": input_skip, "relation_hidden": relation_hidden,
-            "level": relation_level, "text_pool": text_pool,
-        },
-        device=device, amp=amp, workers=workers,
-        init=str(init) if init is not None else None,
-        types=tuple(chosen) if types is not None else None,
-    )  # fmt: skip
+    chosen = tuple(t.strip() for t in types.split(",") if t.strip()) if types is not None else None
+    try:
+        options = TrainOptions(
+            fusion=fusion, steps=steps, batch=batch, lr=lr, seed=seed, side=side, time_limit_s=time_limit,
+            model_options={
+                "reasoning": reasoning, "input_skip": input_skip, "relation_hidden": relation_hidden,
+                "level": relation_level, "text_pool": text_pool,
+            },
+            device=device, amp=amp, workers=workers,
+            init=str(init) if init is not None else None, types=chosen,
+        )  # fmt: skip
+    except ValueError as exc:  # unknown --types
+        fail(f"--types: {exc}")
     heldout = build_set(eval_scenes, seed=HELDOUT_SEED, side=side)
     folder = run_dir or Path(tempfile.mkdtemp(prefix=f"vqa-{fusion}-"))
     tokenizer = fit_tokenizer(seed, side=side)
