@@ -91,6 +91,12 @@ def vqa_train(
     relation_level: Annotated[
         int, typer.Option(min=0, max=2, help="Pyramid level the relation head pairs: 1 mid (8x8), 2 coarse (4x4).")
     ] = 1,
+    relation_source: Annotated[
+        str, typer.Option(help="Cells the relation head pairs: fused (after fusion) or image (the encoder's own).")
+    ] = "fused",
+    anchor: Annotated[
+        bool, typer.Option(help="The relation head also weights pairs by the object the question names.")
+    ] = False,
     input_skip: Annotated[
         bool, typer.Option(help="Give each image level the input averaged over its cells (keeps colour).")
     ] = False,
@@ -99,6 +105,10 @@ def vqa_train(
     workers: Annotated[int, typer.Option(min=0, help="Processes rendering training scenes (0: in the loop).")] = 0,
     init: Annotated[
         Path | None, typer.Option(help="Continue from this VQA model (its fusion, head and tokenizer are kept).")
+    ] = None,
+    warm_start: Annotated[
+        Path | None,
+        typer.Option(help="Start a new architecture from this VQA model's tokenizer and matching weights."),
     ] = None,
     types: Annotated[
         str | None,
@@ -120,6 +130,10 @@ def vqa_train(
         fail(f"unknown --text-pool {text_pool!r}: choose mean or max")
     if reasoning not in ("relation", "attention"):
         fail(f"unknown --reasoning {reasoning!r}: choose relation or attention")
+    if relation_source not in ("fused", "image"):
+        fail(f"unknown --relation-source {relation_source!r}: choose fused or image")
+    if warm_start is not None:
+        _load(warm_start)  # a clear error for a missing or foreign file
     _threads(threads)
     if init is not None:
         fusion = _load(init).fusion  # continuing: the model's own fusion
@@ -129,13 +143,14 @@ def vqa_train(
             fusion=fusion, steps=steps, batch=batch, lr=lr, seed=seed, side=side, time_limit_s=time_limit,
             model_options={
                 "reasoning": reasoning, "input_skip": input_skip, "relation_hidden": relation_hidden,
-                "level": relation_level, "text_pool": text_pool,
+                "level": relation_level, "text_pool": text_pool, "relation_source": relation_source,
+                "anchor": anchor,
             },
-            device=device, amp=amp, workers=workers,
-            init=str(init) if init is not None else None, types=chosen,
+            device=device, amp=amp, workers=workers, init=str(init) if init is not None else None,
+            warm_start=str(warm_start) if warm_start is not None else None, types=chosen,
         )  # fmt: skip
-    except ValueError as exc:  # unknown --types
-        fail(f"--types: {exc}")
+    except ValueError as exc:  # unknown --types, or --init with --warm-start
+        fail(str(exc))
     heldout = build_set(eval_scenes, seed=HELDOUT_SEED, side=side)
     folder = run_dir or Path(tempfile.mkdtemp(prefix=f"vqa-{fusion}-"))
     tokenizer = fit_tokenizer(seed, side=side)

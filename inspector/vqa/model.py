@@ -46,6 +46,8 @@ def vqa_config(
     input_skip: bool = False,
     level: int = 1,
     text_pool: str = "mean",
+    relation_source: str = "fused",
+    anchor: bool = False,
 ) -> ModalConfig:
     """The VQA architecture: ``text`` (2 Transformer layers) + ``image`` (``conv_pyramid`` on 5 channels).
 
@@ -55,12 +57,19 @@ def vqa_config(
     encoder otherwise learns to discard). ``level`` is the pyramid level the relation head pairs:
     1 (mid, 8 × 8 cells at 64 px: 4,096 pairs) or 2 (coarse, 4 × 4: 256 pairs, 16 px cells, close to
     the Relation Network's 5 × 5 grid of 15 px cells on 75 px scenes). ``text_pool`` makes the
-    question vector by ``mean`` or ``max`` over its words.
+    question vector by ``mean`` or ``max`` over its words. ``relation_source`` is ``fused`` (the
+    relation pairs cells of the fused level) or ``image`` (the image encoder's own cells, as the
+    Relation Network pairs its CNN's cells; the question still joins every pair). ``anchor`` lets
+    the question pick the object it names and weight that object's pairs (see ``mla.heads.relation``).
     """
     relation = {"reasoning": reasoning, "relation_hidden": relation_hidden}
     text = {"depth": 2, "heads": 4, "max_len": MAX_TOKENS} | ({"pool": text_pool} if text_pool != "mean" else {})
     if level != 1:
         relation["level"] = level
+    if relation_source != "fused":
+        relation["relation_source"] = relation_source
+    if anchor:
+        relation["relation_anchor"] = True
     skip = {"input_skip": True} if input_skip else {}
     return ModalConfig(
         text_dim=text_dim,

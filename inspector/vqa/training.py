@@ -55,6 +55,8 @@ class TrainOptions:
         amp: Mixed precision (bf16 on CPU, fp16 with a grad scaler on CUDA).
         workers: Processes that render training scenes (0: render in the training loop).
         init: A VQA model file to continue from (its architecture and tokenizer are kept).
+        warm_start: A VQA model file whose tokenizer, and whose tensors of the same name and shape,
+            a new model of ``model_options`` starts from (the rest starts fresh).
         types: Train only on these question types (``None``: all); a curriculum can continue with
             ``init`` on all types.
 
@@ -72,12 +74,16 @@ class TrainOptions:
     amp: bool = False
     workers: int = 0
     init: str | None = None
+    warm_start: str | None = None
     types: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.types or ()) - set(QUESTION_TYPES))
         if unknown or self.types == ():
             msg = f"unknown question types {unknown}: choose from {', '.join(QUESTION_TYPES)}"
+            raise ValueError(msg)
+        if self.init is not None and self.warm_start is not None:
+            msg = "give init (continue a model as it is) or warm_start (a new architecture from its weights), not both"
             raise ValueError(msg)
 
 
@@ -169,6 +175,20 @@ def evaluate(model: VQAModel, data: VQASet, batch: int = 256) -> dict[str, Any]:
     return {"overall": float(correct.mean()) if len(data) else 0.0, "by_type": by_type, "questions": counts}
 
 
+def warm_started(path: str | Path, options: TrainOptions) -> VQAModel:
+    """A new model of ``options`` with the tokenizer of ``path`` and its tensors where names and shapes match."""
+    source = VQAModel.load(path)
+    model = VQAModel.create(options.fusion, source.tokenizer, options.side, **options.model_options)
+    given = source.network.state_dict()
+    state = model.network.state_dict()
+    kept = {k: v for k, v in given.items() if k in state and state[k].shape == v.shape}
+    model.network.load_state_dict(kept, strict=False)
+    fresh = sorted(set(state) - set(kept))
+    logger.info("warm start from %s: %d tensors kept, %d fresh (%s)", path, len(kept), len(fresh), ", ".join(fresh[:8]))
+    model.metadata = {"warm_start": Path(path).name, "warm_start_sha256": source.sha256}
+    return model
+
+
 def train_vqa(
     options: TrainOptions,
     out_dir: str | Path,
@@ -186,6 +206,9 @@ def train_vqa(
         model = VQAModel.load(options.init)
         model.metadata = {"init": Path(options.init).name, "init_sha256": model.sha256}
         model.sha256 = ""
+        tokenizer = model.tokenizer
+    elif options.warm_start is not None:
+        model = warm_started(options.warm_start, options)
         tokenizer = model.tokenizer
     else:
         tokenizer = tokenizer or fit_tokenizer(options.seed, side=options.side)

@@ -11,7 +11,9 @@ attended question and the pooled question go through an MLP to logits over a fix
 
 With ``reasoning="relation"`` a :class:`~mla.heads.relation.RelationReasoner` also reads one level
 of the fused pyramid (every ordered pair of cells with the question, as a Relation Network) and its
-output joins the MLP's input::
+output joins the MLP's input. With ``relation_source`` naming a modality, the relation reads that
+modality's own level instead (its encoder's cells before fusion, layer-normalised, as the Relation
+Network reads its CNN's cells)::
 
     relation = RelationReasoner(levels[level], [attended, question])   (B, W)
     logits   = MLP([vector, attended, question, relation])           (B, 4W) → (B, A)
@@ -28,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from mla.encoders.base import FeatureSpec
-from mla.errors import MLAConfigError
+from mla.errors import MLAConfigError, MLAInputError
 from mla.heads.base import Head, HeadInput, register_head
 from mla.heads.relation import RelationReasoner
 
@@ -50,6 +52,8 @@ class AnswerHead(Head):
         reasoning: ``"attention"`` (the fused vector only) or ``"relation"`` (also pairs of fused cells).
         level: Pyramid level the relation reads (0 fine, 1 mid, 2 coarse).
         relation_hidden: Width of the relation MLPs.
+        relation_source: ``None`` (the fused level) or the modality whose own level the relation reads.
+        relation_anchor: The relation also weights pairs by the cell the question names.
 
     """
 
@@ -65,6 +69,8 @@ class AnswerHead(Head):
         reasoning: str = "attention",
         level: int = 1,
         relation_hidden: int = 128,
+        relation_source: str | None = None,
+        relation_anchor: bool = False,
     ) -> None:
         super().__init__()
         if reasoning not in ("attention", "relation") or level not in (0, 1, 2):
@@ -83,13 +89,32 @@ class AnswerHead(Head):
                 f"answer head: width {width} must be a multiple of heads {heads} and num_answers ≥ 1, got {num_answers}"
             )
             raise MLAConfigError(msg)
+        spatial = [m for m, spec in modalities.items() if spec.level_channels is not None]
+        if relation_source is not None and relation_source not in spatial:
+            msg = (
+                f"answer head: relation_source {relation_source!r} is not a modality with levels; "
+                f"choose one of {', '.join(spatial) or 'none'} or leave it out (the fused level)"
+            )
+            raise MLAConfigError(msg)
         token_dim = modalities[name].token_dim
         assert token_dim is not None  # checked above
         self.question = name
         self.key = nn.Linear(token_dim, width)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.level = level
-        self.relation = RelationReasoner(width, 2 * width, relation_hidden, width) if reasoning == "relation" else None
+        self.relation_source = relation_source
+        cells = width
+        if relation_source is not None:
+            channels = modalities[relation_source].level_channels
+            assert channels is not None  # checked above
+            cells = channels[level]
+        self.relation = (
+            RelationReasoner(
+                cells, 2 * width, relation_hidden, width, norm=relation_source is not None, anchor=relation_anchor
+            )
+            if reasoning == "relation"
+            else None
+        )
         self.needs_levels = self.relation is not None
         joint = 4 * width if self.relation is not None else 3 * width
         self.mlp = nn.Sequential(
@@ -115,9 +140,19 @@ class AnswerHead(Head):
             question = (keys * real).sum(dim=1) / real.sum(dim=1).clamp(min=1.0)  # (B, W)
         parts = [vector, attended.to(vector.dtype), question.to(vector.dtype)]
         if self.relation is not None:
-            assert inputs.fused.levels is not None  # needs_levels: MLAModel checks a spatial modality is present
             asked_vector = torch.cat(parts[1:], dim=1)  # (B, 2W)
-            parts.append(self.relation(inputs.fused.levels[self.level], asked_vector).to(vector.dtype))  # (B, W)
+            parts.append(self.relation(self._relation_level(inputs), asked_vector).to(vector.dtype))  # (B, W)
         joint = torch.cat(parts, dim=1)  # (B, 3W) or (B, 4W)
         logits: Tensor = self.mlp(joint)  # (B, A)
         return logits
+
+    def _relation_level(self, inputs: HeadInput) -> Tensor:
+        """The cells the relation pairs: the fused level, or the source modality's own level."""
+        if self.relation_source is None:
+            assert inputs.fused.levels is not None  # needs_levels: MLAModel checks a spatial modality is present
+            return inputs.fused.levels[self.level]
+        found = inputs.features.get(self.relation_source)
+        if found is None or found.levels is None:
+            msg = f"the answer head's relation reads the {self.relation_source!r} modality's levels, which are missing"
+            raise MLAInputError(msg)
+        return found.levels[self.level]

@@ -12,6 +12,15 @@ and ``f`` maps the average to the reasoning vector. The first layer of ``g`` is 
     pairs    = ReLU(a_i + b_j + c)                                  (B, N, N, G)
     relation = f(mean_ij g(pairs))                                  (B, G) → (B, O)
 
+With ``anchor=True`` the question also picks the object it names: a softmax over cells of
+``key(cell) · query(question)`` weights each cell's pairs, and that anchored summary joins the plain
+mean (questions about one object, "is the red object on the left?", or relative to one, "what is
+closest to the red object?", then need no search over all pairs)::
+
+    per_cell = mean_j g(pairs)_ij                                   (B, N, G)
+    alpha    = softmax_i(key(cells_i) · query(question) / √K)       (B, N)
+    relation = f([Σ_i alpha_i · per_cell_i, mean_i per_cell_i])      (B, 2G) → (B, O)
+
 Cost grows with N²: the mid level of a 64 px image (8 × 8 cells) makes 4,096 pairs.
 """
 
@@ -23,6 +32,8 @@ import torch
 from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
+
+ANCHOR_DIM = 32  # size K of the anchor's keys and query
 
 
 def cell_coordinates(height: int, width: int, like: Tensor) -> Tensor:
@@ -43,13 +54,30 @@ class RelationReasoner(nn.Module):
         out_dim: Size O of the output.
         depth: Layers of ``g`` (≥ 2; the first is the split projection).
         dropout: Dropout in ``f``.
+        norm: LayerNorm over each cell's channels and BatchNorm over the question first (for
+            unnormalised encoder levels and questions that share most of their vector).
+        anchor: Weight the pairs by a question-chosen cell as well (see the module docstring).
 
     """
 
     def __init__(
-        self, width: int, question_dim: int, hidden: int = 128, out_dim: int = 128, depth: int = 3, dropout: float = 0.0
+        self,
+        width: int,
+        question_dim: int,
+        hidden: int = 128,
+        out_dim: int = 128,
+        depth: int = 3,
+        dropout: float = 0.0,
+        norm: bool = False,
+        anchor: bool = False,
     ) -> None:
         super().__init__()
+        self.norm = nn.LayerNorm(width) if norm else None
+        # the question is standardised per feature over the batch: questions share most of their vector
+        # (they differ in a word or two), and a per-sample LayerNorm keeps that shared part on top
+        self.ask_norm = nn.BatchNorm1d(question_dim) if norm else None
+        self.key = nn.Linear(width + 2, ANCHOR_DIM) if anchor else None
+        self.query = nn.Linear(question_dim, ANCHOR_DIM) if anchor else None
         self.left = nn.Linear(width + 2, hidden)
         self.right = nn.Linear(width + 2, hidden, bias=False)
         self.ask = nn.Linear(question_dim, hidden, bias=False)
@@ -57,20 +85,33 @@ class RelationReasoner(nn.Module):
         for _ in range(max(1, depth - 1)):
             layers += [nn.Linear(hidden, hidden), nn.ReLU()]
         self.g = nn.Sequential(*layers)
+        # f ends linear: a final ReLU can die (all its units negative for every input), and then no
+        # gradient ever reaches g again; the shipped model of 2026-11-30 trained 25,000 steps like that.
         self.f = nn.Sequential(
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim), nn.ReLU()
+            nn.Linear(2 * hidden if anchor else hidden, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, out_dim),
         )
 
     def forward(self, level: Tensor, question: Tensor) -> Tensor:
         """(B, W, H, W') cells and (B, Q) question → (B, O)."""
         batch, _, height, width = level.shape
         cells = level.flatten(2).transpose(1, 2)  # (B, N, W)
+        if self.norm is not None and self.ask_norm is not None:
+            cells, question = self.norm(cells), self.ask_norm(question.to(cells.dtype))
         coords = cell_coordinates(height, width, cells).expand(batch, -1, -1)  # (B, N, 2)
         cells = torch.cat([cells, coords], dim=2)  # (B, N, W + 2)
         a = self.left(cells)  # (B, N, G)
         b = self.right(cells)  # (B, N, G)
         c = self.ask(question.to(a.dtype))  # (B, G)
         pairs = torch.relu(a[:, :, None] + b[:, None, :] + c[:, None, None])  # (B, N, N, G)
-        pooled = self.g(pairs).mean(dim=(1, 2))  # (B, G); the mean (not the sum) keeps fp16 in range for any N
+        per_cell = self.g(pairs).mean(dim=2)  # (B, N, G); the mean (not the sum) keeps fp16 in range for any N
+        pooled = per_cell.mean(dim=1)  # (B, G)
+        if self.key is not None and self.query is not None:
+            scores = (self.key(cells) * self.query(question.to(a.dtype))[:, None]).sum(dim=2)  # (B, N)
+            alpha = torch.softmax(scores.float() / ANCHOR_DIM**0.5, dim=1).to(a.dtype)  # (B, N)
+            anchored = (alpha[:, :, None] * per_cell).sum(dim=1)  # (B, G)
+            pooled = torch.cat([anchored, pooled], dim=1)  # (B, 2G)
         out: Tensor = self.f(pooled)  # (B, O)
         return out

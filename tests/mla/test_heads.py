@@ -147,3 +147,64 @@ def test_sequence_token_checks() -> None:
         head(head_input(tokens=torch.ones(2, 9, dtype=torch.long)))
     with pytest.raises(MLAInputError, match="integer tensor"):
         head(head_input(tokens=torch.ones(2, 3)))
+
+
+def test_relation_reasoner_keeps_a_gradient_when_its_last_layer_goes_negative() -> None:
+    from mla.heads.relation import RelationReasoner
+
+    reasoner = RelationReasoner(width=6, question_dim=4, hidden=8, out_dim=5)
+    with torch.no_grad():  # a last layer that is negative for every input (a dead ReLU, were there one)
+        reasoner.f[-1].bias.fill_(-100.0)
+    out = reasoner(torch.randn(3, 6, 4, 4), torch.randn(3, 4))
+    assert (out < 0).all()
+    out.sum().backward()
+    assert reasoner.left.weight.grad is not None and reasoner.left.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("anchor", [False, True])
+def test_relation_reasoner_learns_which_side_the_asked_cell_is_on(anchor: bool) -> None:
+    """Two marked cells; the question names one of them; the answer is its side (left/right)."""
+    from mla.heads.relation import RelationReasoner
+
+    torch.manual_seed(0)
+    kinds = torch.eye(6)[:2] * 3.0  # two cell contents, as "red" and "blue"
+
+    def batch(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        level = torch.zeros(size, 6, 4, 4)
+        cells = torch.stack([torch.randperm(16)[:2] for _ in range(size)])  # (B, 2) distinct cells
+        rows = torch.arange(size)
+        for k in range(2):
+            level[rows, :, cells[:, k] // 4, cells[:, k] % 4] = kinds[k]
+        asked = torch.randint(0, 2, (size,))
+        side = (cells[rows, asked] % 4 >= 2).long()  # column 2 or 3: right
+        return level, torch.eye(2)[asked], side
+
+    reasoner = RelationReasoner(width=6, question_dim=2, hidden=32, out_dim=2, anchor=anchor)
+    optimizer = torch.optim.Adam(reasoner.parameters(), lr=3e-3)
+    for _ in range(300):
+        level, question, side = batch(64)
+        loss = torch.nn.functional.cross_entropy(reasoner(level, question), side)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    level, question, side = batch(500)
+    with torch.no_grad():
+        accuracy = (reasoner(level, question).argmax(dim=1) == side).float().mean().item()
+    assert accuracy > 0.95
+
+
+def test_the_anchor_weights_pairs_by_the_cell_the_question_names() -> None:
+    from mla.heads.relation import RelationReasoner
+
+    reasoner = RelationReasoner(width=6, question_dim=4, hidden=8, out_dim=5, norm=True, anchor=True).eval()
+    assert reasoner.key is not None and reasoner.f[0].in_features == 16  # anchored and plain summaries
+    level, question = torch.randn(2, 6, 3, 3), torch.randn(2, 4)
+    out = reasoner(level, question)
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    other = torch.randn(2, 4)
+    with torch.no_grad():  # the question out of the pairs: it still moves the output, through the anchor alone
+        reasoner.ask.weight.zero_()
+        assert not torch.allclose(reasoner(level, question), reasoner(level, other))
+        assert reasoner.query is not None
+        reasoner.query.weight.zero_()  # and out of the anchor too: nothing left to move it
+        assert torch.allclose(reasoner(level, question), reasoner(level, other))

@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from inspector.cli import app
 from inspector.vqa.data import build_set, encode_png
+from inspector.vqa.model import VQAModel
 
 runner = CliRunner()
 
@@ -81,3 +82,17 @@ def test_eval_and_train_commands(tiny_model_path: Path, tmp_path: Path) -> None:
     assert trained.exit_code == 0, trained.output
     assert out.is_file() and json.loads(trained.output)["steps"] == 2
     assert runner.invoke(app, ["vqa", "train", "--out", str(out), "--fusion", "mean"]).exit_code == 2
+
+
+def test_train_warm_starts_a_new_relation_head_and_refuses_it_with_init(tiny_model_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "warm.pt"
+    common = ["vqa", "train", "--out", str(out), "--steps", "1", "--batch", "4", "--eval-scenes", "2", "--no-progress"]
+    warm = ["--warm-start", str(tiny_model_path), "--relation-source", "image", "--anchor", "--json"]
+    trained = runner.invoke(app, [*common, *warm])
+    assert trained.exit_code == 0, trained.output
+    relation = VQAModel.load(out).network.heads["answer"].relation
+    assert relation is not None and relation.key is not None  # the anchored relation head
+    both = runner.invoke(app, [*common, "--init", str(tiny_model_path), "--warm-start", str(tiny_model_path)])
+    assert both.exit_code != 0 and "not both" in both.output
+    bad = runner.invoke(app, [*common, "--relation-source", "text"])
+    assert bad.exit_code != 0 and "fused or image" in bad.output

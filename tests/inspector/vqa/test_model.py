@@ -12,7 +12,7 @@ from inspector.vqa.model import FUSIONS, VQAModel, vqa_config
 from inspector.vqa.scenes import ANSWERS, QUESTION_TYPES
 from inspector.vqa.tokenizer import WordTokenizer
 from inspector.vqa.training import evaluate
-from mla import MLAModel
+from mla import MLAConfigError, MLAModel
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
@@ -37,6 +37,25 @@ def test_the_relation_head_pairs_the_chosen_level(tokenizer: WordTokenizer) -> N
         assert model(ids, image).outputs["answer"].shape == (2, len(ANSWERS))
         hook.remove()
         assert seen[0][0] == 2 and seen[0][2] * seen[0][3] == cells  # (B, W, H_l, W_l) at 64 px
+
+
+def test_the_relation_head_can_pair_the_image_encoders_own_cells(tokenizer: WordTokenizer) -> None:
+    data = build_set(2, seed=1)
+    ids, image = tokenizer.batch(data.questions[:2]), to_tensor(data.images[data.scene_index[:2]])
+    model = MLAModel(
+        vqa_config("hffn", width=48, text_dim=32, image_width=8, level=2, relation_source="image", anchor=True)
+    )
+    seen: list[torch.Tensor] = []
+    relation = model.heads["answer"].relation
+    assert isinstance(relation, torch.nn.Module)
+    relation.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    out = model(ids, image)
+    assert out.outputs["answer"].shape == (2, len(ANSWERS))
+    channels = model.encoder("image").spec.level_channels
+    assert channels is not None and channels[2] != 48  # the encoder's coarse width differs from the fused width
+    assert tuple(seen[0].shape) == (2, channels[2], 4, 4)  # the encoder's own cells, not the fused ones
+    with pytest.raises(MLAConfigError, match="choose one of image"):
+        MLAModel(vqa_config("hffn", width=32, text_dim=32, image_width=8, relation_source="text"))
 
 
 def test_answer_gives_a_word_and_confidence(tiny_model: VQAModel) -> None:

@@ -64,3 +64,21 @@ def test_types_limit_the_training_questions_and_unknown_types_are_refused(tokeni
     assert {ANSWERS[int(a)] for a in both["answer"]} - set(COLOURS)  # counts too
     with pytest.raises(ValueError, match="unknown question types"):
         TrainOptions(types=("color",))
+
+
+def test_a_warm_start_keeps_the_matching_weights_and_the_tokenizer(tokenizer: WordTokenizer, tmp_path: Path) -> None:
+    from inspector.vqa.model import VQAModel
+    from inspector.vqa.training import warm_started
+
+    small = {"width": 32, "text_dim": 32, "image_width": 8, "input_skip": True, "level": 2}
+    source = VQAModel.create("hffn", tokenizer, **small)
+    source.save(tmp_path / "source.pt")
+    options = TrainOptions(model_options=small | {"relation_source": "image"})
+    model = warm_started(tmp_path / "source.pt", options)
+    given, state = source.network.state_dict(), model.network.state_dict()
+    assert torch.equal(state["heads.answer.mlp.1.weight"], given["heads.answer.mlp.1.weight"])
+    assert state["heads.answer.relation.left.weight"].shape != given["heads.answer.relation.left.weight"].shape
+    assert model.tokenizer.to_dict() == tokenizer.to_dict()
+    assert model.metadata["warm_start"] == "source.pt"
+    with pytest.raises(ValueError, match="not both"):
+        TrainOptions(init="a.pt", warm_start="b.pt")
