@@ -33,12 +33,17 @@ def _threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _model_file(path: Path) -> Path:
+    """``path``, or a clear error when there is no file there."""
+    if not path.is_file():
+        fail(f"model file {path} not found: train one with `inspector vqa train --out {path}`")
+    return path
+
+
 def _load(path: Path) -> Any:
     from inspector.vqa.model import VQAModel
 
-    if not path.is_file():
-        fail(f"model file {path} not found: train one with `inspector vqa train --out {path}`")
-    return VQAModel.load(path)
+    return VQAModel.load(_model_file(path))
 
 
 @vqa_app.command("synth")
@@ -133,7 +138,7 @@ def vqa_train(
     if relation_source not in ("fused", "image"):
         fail(f"unknown --relation-source {relation_source!r}: choose fused or image")
     if warm_start is not None:
-        _load(warm_start)  # a clear error for a missing or foreign file
+        _model_file(warm_start)  # train_vqa loads it
     _threads(threads)
     if init is not None:
         fusion = _load(init).fusion  # continuing: the model's own fusion

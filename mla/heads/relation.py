@@ -72,10 +72,10 @@ class RelationReasoner(nn.Module):
         anchor: bool = False,
     ) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(width) if norm else None
+        self.norm: nn.Module = nn.LayerNorm(width) if norm else nn.Identity()
         # the question is standardised per feature over the batch: questions share most of their vector
         # (they differ in a word or two), and a per-sample LayerNorm keeps that shared part on top
-        self.ask_norm = nn.BatchNorm1d(question_dim) if norm else None
+        self.ask_norm: nn.Module = nn.BatchNorm1d(question_dim) if norm else nn.Identity()
         self.key = nn.Linear(width + 2, ANCHOR_DIM) if anchor else None
         self.query = nn.Linear(question_dim, ANCHOR_DIM) if anchor else None
         self.left = nn.Linear(width + 2, hidden)
@@ -97,19 +97,19 @@ class RelationReasoner(nn.Module):
     def forward(self, level: Tensor, question: Tensor) -> Tensor:
         """(B, W, H, W') cells and (B, Q) question → (B, O)."""
         batch, _, height, width = level.shape
-        cells = level.flatten(2).transpose(1, 2)  # (B, N, W)
-        if self.norm is not None and self.ask_norm is not None:
-            cells, question = self.norm(cells), self.ask_norm(question.to(cells.dtype))
+        cells = self.norm(level.flatten(2).transpose(1, 2))  # (B, N, W)
+        question = self.ask_norm(question.to(cells.dtype))  # (B, Q)
         coords = cell_coordinates(height, width, cells).expand(batch, -1, -1)  # (B, N, 2)
         cells = torch.cat([cells, coords], dim=2)  # (B, N, W + 2)
         a = self.left(cells)  # (B, N, G)
         b = self.right(cells)  # (B, N, G)
-        c = self.ask(question.to(a.dtype))  # (B, G)
+        question = question.to(a.dtype)
+        c = self.ask(question)  # (B, G)
         pairs = torch.relu(a[:, :, None] + b[:, None, :] + c[:, None, None])  # (B, N, N, G)
         per_cell = self.g(pairs).mean(dim=2)  # (B, N, G); the mean (not the sum) keeps fp16 in range for any N
         pooled = per_cell.mean(dim=1)  # (B, G)
         if self.key is not None and self.query is not None:
-            scores = (self.key(cells) * self.query(question.to(a.dtype))[:, None]).sum(dim=2)  # (B, N)
+            scores = (self.key(cells) * self.query(question)[:, None]).sum(dim=2)  # (B, N)
             alpha = torch.softmax(scores.float() / ANCHOR_DIM**0.5, dim=1).to(a.dtype)  # (B, N)
             anchored = (alpha[:, :, None] * per_cell).sum(dim=1)  # (B, G)
             pooled = torch.cat([anchored, pooled], dim=1)  # (B, 2G)
