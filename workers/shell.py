@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from workers.clients import close_clients, group_stable
+from workers.clients import close_clients, finish_orphaned_join, group_stable
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +40,21 @@ class WorkerShell(Generic[R]):
     Subclasses set :attr:`consumer`, :attr:`producer`, :attr:`report`, optionally :attr:`metrics`
     (with a ``ready`` gauge), and implement :meth:`step` and :meth:`settled`.
 
-    A consumer whose group membership has not settled for ``rejoin_after_s`` is closed and replaced
-    by ``consumer_factory()`` (:meth:`watch_group`): kafka-python 3.0 can leave a consumer waiting
-    for a SyncGroup answer that never comes, polling and committing in vain while the group runs on
-    without it (a soak's maximum ran on one of two workers for two minutes). Subclasses that hold
-    records in hand drop them in :meth:`forget_all` first; their offsets were not committed, so the
-    group reads them again.
+    :meth:`watch_group` looks after the consumer's group membership every turn. kafka-python 3.0.12
+    can stop driving a join half-way (:func:`workers.clients.finish_orphaned_join`: the member stays
+    rebalancing, fetching nothing, every commit refused); such a join is restarted at once. A consumer
+    whose membership still has not settled after ``rejoin_after_s`` is closed and replaced by
+    ``consumer_factory()`` (a soak's maximum once ran on one of two workers for two minutes).
+    Subclasses that hold records in hand drop them in :meth:`forget_all` first; their offsets were
+    not committed, so the group reads them again.
 
     Attributes:
         stale_after_s: Not ready when the last poll is older than this.
         rejoin_after_s: Replace the consumer after its membership stayed unsettled this long.
         consumer_factory: Builds a fresh, subscribed consumer; ``None``: never replace it.
         consumer_rebuilds: Consumers replaced so far.
+        orphaned_joins: Joins restarted because kafka-python stopped driving them
+            (:func:`workers.clients.finish_orphaned_join`).
 
     """
 
@@ -59,6 +62,7 @@ class WorkerShell(Generic[R]):
     rejoin_after_s: float = 60.0
     consumer_factory: Callable[[], Any] | None = None
     consumer_rebuilds: int = 0
+    orphaned_joins: int = 0
     consumer: Any
     producer: Any
     report: R
@@ -93,6 +97,9 @@ class WorkerShell(Generic[R]):
             return False
         if self._unsettled_since is None:
             self._unsettled_since = now
+        if finish_orphaned_join(self.consumer):
+            self.orphaned_joins += 1
+            logger.warning("the Kafka consumer's group join had stopped half-way (kafka-python 3.0.12); joining again")
         stuck_s = now - self._unsettled_since
         if stuck_s < self.rejoin_after_s or self.consumer_factory is None:
             return False

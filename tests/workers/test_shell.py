@@ -163,3 +163,31 @@ def test_without_a_factory_or_a_group_state_nothing_is_replaced() -> None:
     plain = Forgetting()
     plain.consumer_factory = lambda: pytest.fail("a consumer without a group state is never replaced")
     assert not plain.watch_group(now=0.0) and not plain.watch_group(now=1e6)
+
+
+class _OrphanCoordinator:
+    """kafka-python's coordinator left ``REBALANCING`` by a join nothing drives any more."""
+
+    class _Subscription:
+        def partitions_auto_assigned(self) -> bool:
+            return True
+
+    def __init__(self) -> None:
+        self.state, self._subscription, self.rejoin_needed = MemberState.REBALANCING, self._Subscription(), False
+
+    def need_rejoin(self) -> bool:
+        return self.rejoin_needed
+
+    def request_rejoin(self) -> None:
+        self.rejoin_needed = True
+
+
+def test_an_orphaned_join_is_restarted_at_once_not_replaced() -> None:
+    worker = Forgetting()
+    consumer = GroupConsumer(MemberState.REBALANCING)
+    consumer._coordinator = _OrphanCoordinator()  # type: ignore[attr-defined]
+    worker.consumer, worker.consumer_factory = consumer, lambda: pytest.fail("a restarted join needs no new consumer")
+    assert not worker.watch_group(now=0.0)
+    assert worker.orphaned_joins == 1 and consumer._coordinator.rejoin_needed  # type: ignore[attr-defined]
+    assert not worker.watch_group(now=1.0) and worker.orphaned_joins == 1  # driven again: asked once
+    assert worker.forgotten == 0 and not consumer.closed
