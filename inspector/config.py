@@ -222,6 +222,9 @@ class WorkerSettings(_Section):
     max_poll_records: int = Field(32, ge=1)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     store_retry_s: float = Field(1.0, gt=0, description="first back-off when Redis or Kafka refuses; doubles to 30 s")
+    rejoin_after_s: float = Field(
+        60.0, gt=0, description="replace a Kafka consumer whose group membership stayed unsettled this long"
+    )
     mm_per_px: float | None = Field(None, gt=0, description="scale for visible frames that carry no mm_per_px header")
     calibration_dir: Path | None = Field(
         None, description="folder of {camera_id}.yaml files from `inspector calibrate`: each rig's IR mapping and scale"

@@ -167,6 +167,7 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         self._healthy = True
         self._last_lag = 0.0
         self._revoked: set[Partition] = set()
+        self.rejoin_after_s = settings.worker.rejoin_after_s
         self._partitions = check_topics(self.consumer, settings.topics.visible, settings.topics.infrared)
         self.consumer.subscribe(list(self.topics), listener=_Rebalance(self))
         if consumer is None:

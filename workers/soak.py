@@ -145,9 +145,10 @@ class _WorkerGroup:
     def wait_stable(self, settings: Settings, hold_s: float = 5.0, timeout_s: float = 180.0) -> None:
         """Wait until the broker has held the group ``Stable`` with every worker in it for ``hold_s``.
 
-        Fresh topics often cost a second rebalance just after the first assignment, and a worker whose
-        rejoin then stalls is only replaced after ``worker.rejoin_after_s``: a measurement started
-        before the group settles can run on fewer workers than it says.
+        Fresh topics often cost a second rebalance just after the first assignment (a join kafka-python
+        stops driving is restarted at once, one that still stalls is replaced after
+        ``worker.rejoin_after_s``): a measurement started before the group settles can run on fewer
+        workers than it says.
         """
         admin = kafka_admin(settings.kafka)
         group = settings.worker.group_id
