@@ -102,6 +102,10 @@ def vqa_train(
     anchor: Annotated[
         bool, typer.Option(help="The relation head also weights pairs by the object the question names.")
     ] = False,
+    pointer: Annotated[
+        bool,
+        typer.Option(help="Add a pointer: the named object, then the closest or furthest one (needs image source)."),
+    ] = False,
     input_skip: Annotated[
         bool, typer.Option(help="Give each image level the input averaged over its cells (keeps colour).")
     ] = False,
@@ -137,6 +141,10 @@ def vqa_train(
         fail(f"unknown --reasoning {reasoning!r}: choose relation or attention")
     if relation_source not in ("fused", "image"):
         fail(f"unknown --relation-source {relation_source!r}: choose fused or image")
+    if pointer and relation_source != "image":
+        fail("--pointer reads the image encoder's own levels: add --relation-source image")
+    if relation_source == "image" and batch < 2:
+        fail("--relation-source image standardises the question over the batch (BatchNorm): use --batch 2 or more")
     if warm_start is not None:
         _model_file(warm_start)  # train_vqa loads it
     _threads(threads)
@@ -149,7 +157,7 @@ def vqa_train(
             model_options={
                 "reasoning": reasoning, "input_skip": input_skip, "relation_hidden": relation_hidden,
                 "level": relation_level, "text_pool": text_pool, "relation_source": relation_source,
-                "anchor": anchor,
+                "anchor": anchor, "pointer": pointer,
             },
             device=device, amp=amp, workers=workers, init=str(init) if init is not None else None,
             warm_start=str(warm_start) if warm_start is not None else None, types=chosen,

@@ -48,6 +48,7 @@ def vqa_config(
     text_pool: str = "mean",
     relation_source: str = "fused",
     anchor: bool = False,
+    pointer: bool = False,
 ) -> ModalConfig:
     """The VQA architecture: ``text`` (2 Transformer layers) + ``image`` (``conv_pyramid`` on 5 channels).
 
@@ -61,6 +62,8 @@ def vqa_config(
     relation pairs cells of the fused level) or ``image`` (the image encoder's own cells, as the
     Relation Network pairs its CNN's cells; the question still joins every pair). ``anchor`` lets
     the question pick the object it names and weight that object's pairs (see ``mla.heads.relation``).
+    ``pointer`` adds a pointer over the image encoder's levels: the named object, then the closest or
+    furthest other one (``relation_source="image"``; see ``mla.heads.pointer``).
     """
     relation = {"reasoning": reasoning, "relation_hidden": relation_hidden}
     text = {"depth": 2, "heads": 4, "max_len": MAX_TOKENS} | ({"pool": text_pool} if text_pool != "mean" else {})
@@ -70,6 +73,8 @@ def vqa_config(
         relation["relation_source"] = relation_source
     if anchor:
         relation["relation_anchor"] = True
+    if pointer:
+        relation["relation_pointer"] = True
     skip = {"input_skip": True} if input_skip else {}
     return ModalConfig(
         text_dim=text_dim,

@@ -235,6 +235,19 @@ def _relational_question(scene: Scene, rng: np.random.Generator) -> Question | N
     return Question(text, chosen.colour if asked == "colour" else chosen.shape, "relational")
 
 
+def relational_kind(text: str) -> str | None:
+    """``closest-colour``, ``furthest-shape``, ``same-count``, … for a relational question's text; else None."""
+    for (relation, asked), templates in _REL_Q.items():
+        if any(_matches(template, text) for template in templates):
+            return f"{relation}-{asked}"
+    return None
+
+
+def _matches(template: str, text: str) -> bool:
+    head, _, tail = template.partition("{colour}")
+    return text.startswith(head) and text.endswith(tail) and text[len(head) : len(text) - len(tail)] in COLOURS
+
+
 _ASKERS: dict[str, Callable[[Scene, np.random.Generator], Question | None]] = {
     "colour": _colour_question,
     "shape": _shape_question,

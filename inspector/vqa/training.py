@@ -27,7 +27,7 @@ from torch import Tensor
 
 from inspector.vqa.data import VQASet, build_set, to_tensor
 from inspector.vqa.model import VQAModel
-from inspector.vqa.scenes import QUESTION_TYPES
+from inspector.vqa.scenes import QUESTION_TYPES, relational_kind
 from inspector.vqa.tokenizer import WordTokenizer
 from mla import MLAModel
 from mla.train import FitResult, StopWhen, TrainConfig, Trainer
@@ -157,7 +157,10 @@ def answer_loss(network: MLAModel, batch: Batch) -> tuple[Tensor, dict[str, floa
 
 @torch.no_grad()
 def evaluate(model: VQAModel, data: VQASet, batch: int = 256) -> dict[str, Any]:
-    """Accuracy over ``data``, overall and per question type (types with no question are left out)."""
+    """Accuracy over ``data``: overall, per question type, and per kind of relational question.
+
+    Types with no question are left out; relational kinds are ``closest-colour``, ``same-count``, ….
+    """
     was_training = model.network.training
     model.network.eval()
     device = next(model.network.parameters()).device
@@ -172,7 +175,18 @@ def evaluate(model: VQAModel, data: VQASet, batch: int = 256) -> dict[str, Any]:
     kinds = np.asarray(data.kinds)
     by_type = {k: float(correct[kinds == k].mean()) for k in QUESTION_TYPES if (kinds == k).any()}
     counts = {k: int((kinds == k).sum()) for k in by_type}
-    return {"overall": float(correct.mean()) if len(data) else 0.0, "by_type": by_type, "questions": counts}
+    by_relation: dict[str, list[bool]] = {}
+    for text, ok in zip(data.questions, correct, strict=True):
+        relation = relational_kind(text)
+        if relation is not None:
+            by_relation.setdefault(relation, []).append(bool(ok))
+    relational = {k: {"accuracy": float(np.mean(v)), "questions": len(v)} for k, v in sorted(by_relation.items())}
+    return {
+        "overall": float(correct.mean()) if len(data) else 0.0,
+        "by_type": by_type,
+        "questions": counts,
+        "relational_by_kind": relational,
+    }
 
 
 def warm_started(path: str | Path, options: TrainOptions) -> VQAModel:

@@ -18,6 +18,9 @@ Network reads its CNN's cells)::
     relation = RelationReasoner(levels[level], [attended, question])   (B, W)
     logits   = MLP([vector, attended, question, relation])           (B, 4W) → (B, A)
 
+With ``relation_pointer`` a :class:`~mla.heads.pointer.PointerReasoner` over all the source
+modality's levels (the named object, then the closest or furthest one) adds to ``relation``.
+
 When the question modality is missing, ``attended`` and ``question`` are zeros.
 """
 
@@ -32,6 +35,7 @@ from torch import Tensor, nn
 from mla.encoders.base import FeatureSpec
 from mla.errors import MLAConfigError, MLAInputError
 from mla.heads.base import Head, HeadInput, register_head
+from mla.heads.pointer import PointerReasoner
 from mla.heads.relation import RelationReasoner
 
 logger = logging.getLogger(__name__)
@@ -54,6 +58,8 @@ class AnswerHead(Head):
         relation_hidden: Width of the relation MLPs.
         relation_source: ``None`` (the fused level) or the modality whose own level the relation reads.
         relation_anchor: The relation also weights pairs by the cell the question names.
+        relation_pointer: A pointer over the source modality's levels adds to the relation (needs
+            ``relation_source``; see ``mla.heads.pointer``).
 
     """
 
@@ -71,6 +77,7 @@ class AnswerHead(Head):
         relation_hidden: int = 128,
         relation_source: str | None = None,
         relation_anchor: bool = False,
+        relation_pointer: bool = False,
     ) -> None:
         super().__init__()
         if reasoning not in ("attention", "relation") or level not in (0, 1, 2):
@@ -96,6 +103,12 @@ class AnswerHead(Head):
                 f"choose one of {', '.join(spatial) or 'none'} or leave it out (the fused level)"
             )
             raise MLAConfigError(msg)
+        if relation_pointer and (relation_source is None or reasoning != "relation"):
+            msg = (
+                "answer head: relation_pointer reads a modality's own levels: "
+                "set reasoning='relation' and relation_source"
+            )
+            raise MLAConfigError(msg)
         token_dim = modalities[name].token_dim
         assert token_dim is not None  # checked above
         self.question = name
@@ -115,6 +128,11 @@ class AnswerHead(Head):
             if reasoning == "relation"
             else None
         )
+        self.pointer = None
+        if relation_pointer:
+            channels = modalities[relation_source].level_channels if relation_source is not None else None
+            assert channels is not None  # checked above
+            self.pointer = PointerReasoner(channels, 2 * width, hidden=relation_hidden // 2, out_dim=width)
         self.needs_levels = self.relation is not None
         joint = 4 * width if self.relation is not None else 3 * width
         self.mlp = nn.Sequential(
@@ -141,7 +159,10 @@ class AnswerHead(Head):
         parts = [vector, attended.to(vector.dtype), question.to(vector.dtype)]
         if self.relation is not None:
             asked_vector = torch.cat(parts[1:], dim=1)  # (B, 2W)
-            parts.append(self.relation(self._relation_level(inputs), asked_vector).to(vector.dtype))  # (B, W)
+            relation, prior = self.relation.reason(self._relation_level(inputs), asked_vector)  # (B, W), anchor
+            if self.pointer is not None:  # starts from the relation's anchor, when it has one
+                relation = relation + self.pointer(self._source_levels(inputs), asked_vector, prior)  # (B, W)
+            parts.append(relation.to(vector.dtype))
         joint = torch.cat(parts, dim=1)  # (B, 3W) or (B, 4W)
         logits: Tensor = self.mlp(joint)  # (B, A)
         return logits
@@ -151,8 +172,12 @@ class AnswerHead(Head):
         if self.relation_source is None:
             assert inputs.fused.levels is not None  # needs_levels: MLAModel checks a spatial modality is present
             return inputs.fused.levels[self.level]
-        found = inputs.features.get(self.relation_source)
+        return self._source_levels(inputs)[self.level]
+
+    def _source_levels(self, inputs: HeadInput) -> list[Tensor]:
+        """The ``relation_source`` modality's own pyramid, finest first."""
+        found = inputs.features.get(str(self.relation_source))
         if found is None or found.levels is None:
             msg = f"the answer head's relation reads the {self.relation_source!r} modality's levels, which are missing"
             raise MLAInputError(msg)
-        return found.levels[self.level]
+        return list(found.levels)

@@ -96,6 +96,10 @@ class RelationReasoner(nn.Module):
 
     def forward(self, level: Tensor, question: Tensor) -> Tensor:
         """(B, W, H, W') cells and (B, Q) question → (B, O)."""
+        return self.reason(level, question)[0]
+
+    def reason(self, level: Tensor, question: Tensor) -> tuple[Tensor, Tensor | None]:
+        """As :meth:`forward`, and the anchor's logits over the cells (B, H, W') (None without an anchor)."""
         batch, _, height, width = level.shape
         cells = self.norm(level.flatten(2).transpose(1, 2))  # (B, N, W)
         question = self.ask_norm(question.to(cells.dtype))  # (B, Q)
@@ -108,10 +112,11 @@ class RelationReasoner(nn.Module):
         pairs = torch.relu(a[:, :, None] + b[:, None, :] + c[:, None, None])  # (B, N, N, G)
         per_cell = self.g(pairs).mean(dim=2)  # (B, N, G); the mean (not the sum) keeps fp16 in range for any N
         pooled = per_cell.mean(dim=1)  # (B, G)
+        scores = None
         if self.key is not None and self.query is not None:
-            scores = (self.key(cells) * self.query(question)[:, None]).sum(dim=2)  # (B, N)
-            alpha = torch.softmax(scores.float() / ANCHOR_DIM**0.5, dim=1).to(a.dtype)  # (B, N)
+            scores = (self.key(cells) * self.query(question)[:, None]).sum(dim=2) / ANCHOR_DIM**0.5  # (B, N)
+            alpha = torch.softmax(scores.float(), dim=1).to(a.dtype)  # (B, N)
             anchored = (alpha[:, :, None] * per_cell).sum(dim=1)  # (B, G)
             pooled = torch.cat([anchored, pooled], dim=1)  # (B, 2G)
         out: Tensor = self.f(pooled)  # (B, O)
-        return out
+        return out, None if scores is None else scores.view(batch, height, width)

@@ -58,6 +58,25 @@ def test_the_relation_head_can_pair_the_image_encoders_own_cells(tokenizer: Word
         MLAModel(vqa_config("hffn", width=32, text_dim=32, image_width=8, relation_source="text"))
 
 
+def test_the_pointer_reads_every_image_level_and_starts_from_the_relation_anchor(tokenizer: WordTokenizer) -> None:
+    data = build_set(2, seed=1)
+    ids, image = tokenizer.batch(data.questions[:2]), to_tensor(data.images[data.scene_index[:2]])
+    config = vqa_config(
+        "hffn", width=48, text_dim=32, image_width=8, level=2, relation_source="image", anchor=True, pointer=True
+    )
+    model = MLAModel(config).eval()
+    pointer = model.heads["answer"].pointer
+    assert isinstance(pointer, torch.nn.Module)
+    seen: list[tuple[list[torch.Tensor], torch.Tensor | None]] = []
+    pointer.register_forward_hook(lambda _m, args, _out: seen.append((args[0], args[2])))
+    assert model(ids, image).outputs["answer"].shape == (2, len(ANSWERS))
+    levels, prior = seen[0]
+    assert [tuple(level.shape[2:]) for level in levels] == [(16, 16), (8, 8), (4, 4)]  # all three, finest first
+    assert prior is not None and tuple(prior.shape) == (2, 4, 4)  # the relation anchor's logits on its 4 × 4 cells
+    with pytest.raises(MLAConfigError, match="relation_pointer reads a modality's own levels"):
+        MLAModel(vqa_config("hffn", width=32, text_dim=32, image_width=8, pointer=True))  # fused cells: no
+
+
 def test_answer_gives_a_word_and_confidence(tiny_model: VQAModel) -> None:
     data = build_set(2, seed=3)
     answers = tiny_model.answer(
@@ -105,4 +124,10 @@ def test_evaluate_reports_every_type(tiny_model: VQAModel) -> None:
     assert np.isclose(
         found["overall"],
         sum(found["by_type"][k] * found["questions"][k] for k in QUESTION_TYPES) / sum(found["questions"].values()),
+    )
+    kinds = found["relational_by_kind"]
+    assert sum(k["questions"] for k in kinds.values()) == found["questions"]["relational"]
+    assert np.isclose(
+        sum(k["accuracy"] * k["questions"] for k in kinds.values()) / found["questions"]["relational"],
+        found["by_type"]["relational"],
     )

@@ -17,6 +17,7 @@ from inspector.vqa.scenes import (
     caption,
     questions,
     random_scene,
+    relational_kind,
     render,
 )
 
@@ -84,3 +85,16 @@ def test_caption_names_every_object_left_to_right() -> None:
 def test_unknown_question_type_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown question type"):
         ask(random_scene(np.random.default_rng(0)), "weather", np.random.default_rng(0))
+
+
+def test_relational_kind_names_every_relational_question_and_nothing_else() -> None:
+    rng = np.random.default_rng(4)
+    kinds = set()
+    for _ in range(200):
+        scene = random_scene(rng)
+        for question in questions(scene, rng):
+            kind = relational_kind(question.text)
+            assert (kind is not None) == (question.kind == "relational"), question.text
+            kinds.add(kind)
+    assert kinds - {None} == {f"{r}-{a}" for r in ("closest", "furthest") for a in ("colour", "shape")} | {"same-count"}
+    assert relational_kind("what colour is the object closest to the purple object?") is None  # not a colour here
