@@ -106,6 +106,14 @@ def vqa_train(
         bool,
         typer.Option(help="Add a pointer: the named object, then the closest or furthest one (needs image source)."),
     ] = False,
+    pointer_supervision: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Weight of a loss on where the pointer looks (the named object's and the asked object's cells, "
+            "known to the scene generator); 0: answers only.",
+        ),
+    ] = 0.0,
     input_skip: Annotated[
         bool, typer.Option(help="Give each image level the input averaged over its cells (keeps colour).")
     ] = False,
@@ -143,6 +151,8 @@ def vqa_train(
         fail(f"unknown --relation-source {relation_source!r}: choose fused or image")
     if pointer and relation_source != "image":
         fail("--pointer reads the image encoder's own levels: add --relation-source image")
+    if pointer_supervision > 0 and not pointer:
+        fail("--pointer-supervision trains the pointer's attention: add --pointer")
     if relation_source == "image" and batch < 2:
         fail("--relation-source image standardises the question over the batch (BatchNorm): use --batch 2 or more")
     if warm_start is not None:
@@ -161,6 +171,7 @@ def vqa_train(
             },
             device=device, amp=amp, workers=workers, init=str(init) if init is not None else None,
             warm_start=str(warm_start) if warm_start is not None else None, types=chosen,
+            pointer_supervision=pointer_supervision,
         )  # fmt: skip
     except ValueError as exc:  # unknown --types, or --init with --warm-start
         fail(str(exc))

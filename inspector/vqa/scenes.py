@@ -243,6 +243,32 @@ def relational_kind(text: str) -> str | None:
     return None
 
 
+def referents(scene: Scene, text: str) -> tuple[SceneObject | None, SceneObject | None]:
+    """The object a question names by its colour, and for closest/furthest questions the one it asks about.
+
+    Ground truth for training attention (the generator knows where each object is); ``None`` where a
+    question names no colour of the scene or asks about no second object.
+    """
+    words = set(text.replace("?", " ").split())
+    named = next((o for o in scene.objects if o.colour in words), None)
+    kind = relational_kind(text)
+    if named is None or kind is None or kind.startswith("same"):
+        return named, None
+    others = sorted((o for o in scene.objects if o is not named), key=named.distance)
+    if not others:
+        return named, None
+    return named, others[-1] if kind.startswith("furthest") else others[0]
+
+
+def cells_covered(obj: SceneObject, side: int, grid: int) -> np.ndarray:
+    """(grid · grid,) float32, row-major: 1 where a cell of a ``grid`` × ``grid`` raster is ≥ ¼ covered by ``obj``."""
+    drawn = (render(Scene((obj,)), side) != 255).any(axis=2)  # (side, side)
+    step = side // grid
+    share = drawn[: grid * step, : grid * step].reshape(grid, step, grid, step).mean(axis=(1, 3))  # (grid, grid)
+    covered: np.ndarray = (share >= 0.25).astype(np.float32).reshape(-1)
+    return covered
+
+
 def _matches(template: str, text: str) -> bool:
     head, _, tail = template.partition("{colour}")
     return text.startswith(head) and text.endswith(tail) and text[len(head) : len(text) - len(tail)] in COLOURS

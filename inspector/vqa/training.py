@@ -26,8 +26,10 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from inspector.vqa.data import VQASet, build_set, to_tensor
+from inspector.vqa.errors import VQAError
 from inspector.vqa.model import VQAModel
-from inspector.vqa.scenes import QUESTION_TYPES, relational_kind
+from inspector.vqa.scenes import QUESTION_TYPES, cells_covered, relational_kind
+from inspector.vqa.scenes import referents as scene_referents
 from inspector.vqa.tokenizer import WordTokenizer
 from mla import MLAModel
 from mla.train import FitResult, StopWhen, TrainConfig, Trainer
@@ -59,6 +61,8 @@ class TrainOptions:
             a new model of ``model_options`` starts from (the rest starts fresh).
         types: Train only on these question types (``None``: all); a curriculum can continue with
             ``init`` on all types.
+        pointer_supervision: Weight of a loss on where the answer head's pointer looks (the cells of
+            the object a question names and of the one it asks about, from the generator); 0: none.
 
     """
 
@@ -76,6 +80,7 @@ class TrainOptions:
     init: str | None = None
     warm_start: str | None = None
     types: tuple[str, ...] | None = None
+    pointer_supervision: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.types or ()) - set(QUESTION_TYPES))
@@ -122,7 +127,7 @@ def batches(tokenizer: WordTokenizer, options: TrainOptions) -> Callable[[int], 
                 pool = multiprocessing.get_context("fork").Pool(options.workers)
             made = pool.imap(make, range(per_epoch), chunksize=4)
         for data, rows in made:  # workers send uint8 scenes; the float image is made here
-            yield batch_of(data, rows, tokenizer)
+            yield batch_of(data, rows, tokenizer, referents=options.pointer_supervision > 0)
 
     return epoch
 
@@ -139,20 +144,65 @@ def _fresh_batch(tokenizer: WordTokenizer, options: TrainOptions, number: int, i
     return data, rng.choice(pool, size=options.batch, replace=len(pool) < options.batch)
 
 
-def batch_of(data: VQASet, rows: np.ndarray, tokenizer: WordTokenizer) -> Batch:
-    """Questions ``rows`` of ``data`` as tensors (unknown words become ``UNK``)."""
-    return {
+FINE_STRIDE = 4  # input pixels per cell of the image encoder's finest level (conv_pyramid, scale 1)
+
+
+def batch_of(data: VQASet, rows: np.ndarray, tokenizer: WordTokenizer, referents: bool = False) -> Batch:
+    """Questions ``rows`` of ``data`` as tensors (unknown words become ``UNK``).
+
+    With ``referents`` also ``named_cells`` and ``partner_cells`` (B, N): the cells of the finest level
+    (stride 4) covered by the object each question names and by the one it asks about (zeros when none).
+    """
+    batch = {
         "ids": tokenizer.batch([data.questions[i] for i in rows], strict=False),
         "image": to_tensor(data.images[data.scene_index[rows]]),
         "answer": torch.from_numpy(data.answers[rows]),
     }
+    if referents:
+        grid = data.side // FINE_STRIDE
+        named, partner = np.zeros((2, len(rows), grid * grid), np.float32)
+        for row, i in enumerate(rows):
+            found = scene_referents(data.scenes[data.scene_index[i]], data.questions[i])
+            for masks, obj in zip((named, partner), found, strict=True):
+                if obj is not None:
+                    masks[row] = cells_covered(obj, data.side, grid)
+        batch |= {"named_cells": torch.from_numpy(named), "partner_cells": torch.from_numpy(partner)}
+    return batch
 
 
-def answer_loss(network: MLAModel, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-    """Cross-entropy over the answers, and the batch accuracy."""
+def answer_loss(network: MLAModel, batch: Batch, pointer_weight: float = 0.0) -> tuple[Tensor, dict[str, float]]:
+    """Cross-entropy over the answers, and the batch accuracy.
+
+    With ``pointer_weight`` > 0 and a pointer in the answer head, plus that weight times the
+    cross-entropy of the pointer's two attentions against the cells of the named object and of the
+    object asked about (``batch_of(referents=True)``; questions without one add nothing).
+    """
     logits = network(batch["ids"], batch["image"]).outputs["answer"]
     loss = F.cross_entropy(logits.float(), batch["answer"])
-    return loss, {"acc": float((logits.argmax(dim=1) == batch["answer"]).float().mean())}
+    found = {"acc": float((logits.argmax(dim=1) == batch["answer"]).float().mean())}
+    pointer = getattr(network.heads["answer"], "pointer", None)
+    if pointer_weight > 0 and pointer is not None and pointer.maps is not None and "named_cells" in batch:
+        named, asked = pointer.maps
+        if named.shape[1] != batch["named_cells"].shape[1]:
+            msg = (
+                f"the pointer looks over {named.shape[1]} cells but the batch marks {batch['named_cells'].shape[1]}: "
+                f"--pointer-supervision needs the image encoder's finest level at stride {FINE_STRIDE}"
+            )
+            raise VQAError(msg)
+        look = _look_loss(named, batch["named_cells"]) + _look_loss(asked, batch["partner_cells"])
+        loss = loss + pointer_weight * look
+        found["look"] = float(look.detach())
+    return loss, found
+
+
+def _look_loss(logits: Tensor, cells: Tensor) -> Tensor:
+    """Cross-entropy of a softmax over cells (B, N) against the uniform share of each row's marked cells."""
+    cells = cells.to(logits.device)
+    marked = cells.sum(dim=1) > 0
+    if not bool(marked.any()):
+        return logits.sum() * 0.0
+    target = cells[marked] / cells[marked].sum(dim=1, keepdim=True)
+    return -(target * torch.log_softmax(logits[marked].float(), dim=1)).sum(dim=1).mean()
 
 
 @torch.no_grad()
@@ -248,8 +298,9 @@ def train_vqa(
     if options.time_limit_s is not None:
         limit = options.time_limit_s
         callbacks.append(StopWhen(lambda _step, _m: time.monotonic() - started > limit))
+    loss = partial(answer_loss, pointer_weight=options.pointer_supervision)
     trainer = Trainer(
-        model.network, answer_loss, cfg, out_dir, evaluate=check if eval_set is not None else None,
+        model.network, loss, cfg, out_dir, evaluate=check if eval_set is not None else None,
         callbacks=callbacks, progress=progress,
     )  # fmt: skip
     fit = trainer.fit(batches(tokenizer, options), overwrite=True)

@@ -16,6 +16,9 @@ centres rather than between the nearest cells::
     beta     = softmax_j(key_b(cells) · query_b(q) / √K + slope(q) · dist_j)   (B, N)   closest / furthest
     out      = f([Σ alpha·value, Σ beta·value, anchor, Σ beta·where])  (B, O)
 
+In training, ``maps`` keeps the last pass's logits of ``alpha`` and ``beta`` (B, N): a training loop
+that knows where the objects are may add a loss on them (``inspector vqa train --pointer-supervision``).
+
 ``slope(q)`` is the question's own sign and scale for distance (negative for "closest", positive for
 "furthest"), learned like every other weight. ``f`` ends in a zero-initialised layer, so a model
 warm-started with a pointer answers exactly as before until training moves it.
@@ -68,6 +71,7 @@ class PointerReasoner(nn.Module):
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
         self.f = nn.Sequential(nn.Linear(2 * hidden + 4, hidden), nn.ReLU(), last)
+        self.maps: tuple[Tensor, Tensor] | None = None  # (named, asked) logits of the last training pass
 
     def forward(self, levels: Sequence[Tensor], question: Tensor, prior: Tensor | None = None) -> Tensor:
         """Pyramid levels (B, C_l, H_l, W_l), finest first, and question (B, Q) → (B, O).
@@ -95,6 +99,7 @@ class PointerReasoner(nn.Module):
         asked = (self.key_b(cells) * self.query_b(question)[:, None]).sum(dim=2) / scale  # (B, N)
         logits = asked + DISTANCE_SCALE * self.slope(question) * dist  # (B, N)
         beta = torch.softmax(logits.float(), dim=1).to(cells.dtype)  # (B, N)
+        self.maps = (named, logits) if self.training else None  # for a loss on where it looks (training only)
         values = self.value(cells)  # (B, N, V)
         found = (beta[:, :, None] * where).sum(dim=1)  # (B, 2)
         read = torch.cat([(alpha[:, :, None] * values).sum(1), (beta[:, :, None] * values).sum(1), anchor, found], 1)

@@ -82,3 +82,42 @@ def test_a_warm_start_keeps_the_matching_weights_and_the_tokenizer(tokenizer: Wo
     assert model.metadata["warm_start"] == "source.pt"
     with pytest.raises(ValueError, match="not both"):
         TrainOptions(init="a.pt", warm_start="b.pt")
+
+
+def test_referent_cells_mark_the_named_and_the_asked_object(tokenizer: WordTokenizer) -> None:
+    from inspector.vqa.scenes import ANSWERS, cells_covered, referents, relational_kind
+
+    data = build_set(12, seed=5)
+    rows = torch.arange(len(data)).numpy()
+    batch = batch_of(data, rows, tokenizer, referents=True)
+    assert batch["named_cells"].shape == batch["partner_cells"].shape == (len(data), 16 * 16)
+    for i in rows:
+        named, partner = referents(data.scenes[data.scene_index[i]], data.questions[i])
+        kind = relational_kind(data.questions[i]) or ""
+        assert (partner is not None) == (kind.startswith("closest") or kind.startswith("furthest"))
+        answer = ANSWERS[data.answers[i]]
+        if data.kinds[i] == "position":
+            assert named is not None and answer in (named.horizontal, named.vertical)
+        assert (batch["named_cells"][i].sum() > 0) == (named is not None)
+        if partner is not None:
+            assert torch.equal(batch["partner_cells"][i], torch.from_numpy(cells_covered(partner, 64, 16)))
+            assert answer in (partner.colour, partner.shape)  # what the question asks about that object
+
+
+def test_pointer_supervision_adds_a_look_loss_that_reaches_the_anchor(tokenizer: WordTokenizer, tmp_path: Path) -> None:
+    options = TrainOptions(
+        fusion="hffn", steps=1, batch=4,
+        model_options={"width": 32, "text_dim": 32, "image_width": 8, "level": 2, "relation_source": "image",
+                       "anchor": True, "pointer": True},
+    )  # fmt: skip
+    model = train_vqa(options, tmp_path, tokenizer=tokenizer, progress=False).model
+    data = build_set(6, seed=6)
+    batch = batch_of(data, torch.arange(len(data)).numpy(), tokenizer, referents=True)
+    model.network.train()
+    plain, found = answer_loss(model.network, batch)
+    assert "look" not in found
+    looked, found = answer_loss(model.network, batch, pointer_weight=1.0)
+    assert found["look"] > 0 and float(looked.detach()) > float(plain.detach())
+    looked.backward()
+    pointer = model.network.heads["answer"].pointer
+    assert pointer.key_a.weight.grad is not None and pointer.key_a.weight.grad.abs().sum() > 0
