@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,17 @@ def test_published_api_answers_with_every_fusion(fusion: str, tokenizer: WordTok
     assert out.modalities == ("text", "image")
 
 
+def spy_on_relation(relation: torch.nn.Module, see: Callable[[torch.Tensor], object]) -> None:
+    """Call ``see`` with the cells the answer head gives its relation (it calls ``reason``, not ``forward``)."""
+    reason = relation.reason
+
+    def spied(level: torch.Tensor, question: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        see(level)
+        return reason(level, question)
+
+    relation.reason = spied  # type: ignore[method-assign]
+
+
 def test_the_relation_head_pairs_the_chosen_level(tokenizer: WordTokenizer) -> None:
     data = build_set(2, seed=1)
     ids, image = tokenizer.batch(data.questions[:2]), to_tensor(data.images[data.scene_index[:2]])
@@ -33,9 +45,8 @@ def test_the_relation_head_pairs_the_chosen_level(tokenizer: WordTokenizer) -> N
         seen: list[tuple[int, ...]] = []
         relation = model.heads["answer"].relation
         assert isinstance(relation, torch.nn.Module)
-        hook = relation.register_forward_hook(lambda _m, args, _out, seen=seen: seen.append(tuple(args[0].shape)))
+        spy_on_relation(relation, lambda level, seen=seen: seen.append(tuple(level.shape)))
         assert model(ids, image).outputs["answer"].shape == (2, len(ANSWERS))
-        hook.remove()
         assert seen[0][0] == 2 and seen[0][2] * seen[0][3] == cells  # (B, W, H_l, W_l) at 64 px
 
 
@@ -48,7 +59,7 @@ def test_the_relation_head_can_pair_the_image_encoders_own_cells(tokenizer: Word
     seen: list[torch.Tensor] = []
     relation = model.heads["answer"].relation
     assert isinstance(relation, torch.nn.Module)
-    relation.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    spy_on_relation(relation, seen.append)
     out = model(ids, image)
     assert out.outputs["answer"].shape == (2, len(ANSWERS))
     channels = model.encoder("image").spec.level_channels
