@@ -116,11 +116,8 @@ class AnswerHead(Head):
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.level = level
         self.relation_source = relation_source
-        cells = width
-        if relation_source is not None:
-            channels = modalities[relation_source].level_channels
-            assert channels is not None  # checked above
-            cells = channels[level]
+        channels = modalities[relation_source].level_channels if relation_source is not None else None
+        cells = width if channels is None else channels[level]
         self.relation = (
             RelationReasoner(
                 cells, 2 * width, relation_hidden, width, norm=relation_source is not None, anchor=relation_anchor
@@ -130,8 +127,7 @@ class AnswerHead(Head):
         )
         self.pointer = None
         if relation_pointer:
-            channels = modalities[relation_source].level_channels if relation_source is not None else None
-            assert channels is not None  # checked above
+            assert channels is not None  # checked above: relation_pointer needs relation_source
             self.pointer = PointerReasoner(channels, 2 * width, hidden=relation_hidden // 2, out_dim=width)
         self.needs_levels = self.relation is not None
         joint = 4 * width if self.relation is not None else 3 * width

@@ -76,10 +76,10 @@ class PointerReasoner(nn.Module):
     def forward(self, levels: Sequence[Tensor], question: Tensor, prior: Tensor | None = None) -> Tensor:
         """Pyramid levels (B, C_l, H_l, W_l), finest first, and question (B, Q) → (B, O).
 
-        ``prior`` (B, h, w): anchor logits on a coarser grid (a trained relation head's anchor), spread
-        over the fine cells they cover and added to the pointer's own. The pointer's anchor learns only
-        through the distances it sets; starting from a prior that already finds the named object, it
-        has a working partner search to learn from.
+        ``prior`` (B, h, w): anchor logits on a coarser grid (the relation head's anchor), spread over
+        the fine cells they cover and added to the pointer's own. It helps only if it finds the named
+        object: the shipped VQA model's relation anchor does not (3% of its spread mass on the object,
+        docs/VQA.md), and its pointer learned where to look from ``maps`` supervision instead.
         """
         fine = levels[0]
         height, width = fine.shape[2:]
