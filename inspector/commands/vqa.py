@@ -106,6 +106,13 @@ def vqa_train(
         bool,
         typer.Option(help="Add a pointer: the named object, then the closest or furthest one (needs image source)."),
     ] = False,
+    glimpse: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="The pointer also reads an N x N window of cells around the object it finds (its shape); 0: off.",
+        ),
+    ] = 0,
     pointer_supervision: Annotated[
         float,
         typer.Option(
@@ -147,14 +154,7 @@ def vqa_train(
         fail(f"unknown --text-pool {text_pool!r}: choose mean or max")
     if reasoning not in ("relation", "attention"):
         fail(f"unknown --reasoning {reasoning!r}: choose relation or attention")
-    if relation_source not in ("fused", "image"):
-        fail(f"unknown --relation-source {relation_source!r}: choose fused or image")
-    if pointer and relation_source != "image":
-        fail("--pointer reads the image encoder's own levels: add --relation-source image")
-    if pointer_supervision > 0 and not pointer:
-        fail("--pointer-supervision trains the pointer's attention: add --pointer")
-    if relation_source == "image" and batch < 2:
-        fail("--relation-source image standardises the question over the batch (BatchNorm): use --batch 2 or more")
+    _check_relation_flags(relation_source, pointer, glimpse, pointer_supervision, batch)
     if warm_start is not None:
         _model_file(warm_start)  # train_vqa loads it
     _threads(threads)
@@ -167,7 +167,7 @@ def vqa_train(
             model_options={
                 "reasoning": reasoning, "input_skip": input_skip, "relation_hidden": relation_hidden,
                 "level": relation_level, "text_pool": text_pool, "relation_source": relation_source,
-                "anchor": anchor, "pointer": pointer,
+                "anchor": anchor, "pointer": pointer, "glimpse": glimpse,
             },
             device=device, amp=amp, workers=workers, init=str(init) if init is not None else None,
             warm_start=str(warm_start) if warm_start is not None else None, types=chosen,
@@ -195,6 +195,41 @@ def vqa_train(
         return
     console.print(_accuracy_table({fusion: found}))
     console.print(f"saved {out} after {result.fit.step} steps in {result.seconds:.0f} s")
+
+
+def _check_relation_flags(source: str, pointer: bool, glimpse: int, supervision: float, batch: int) -> None:
+    """Fail on ``vqa train`` relation flags that do not go together."""
+    if source not in ("fused", "image"):
+        fail(f"unknown --relation-source {source!r}: choose fused or image")
+    if pointer and source != "image":
+        fail("--pointer reads the image encoder's own levels: add --relation-source image")
+    if glimpse and not pointer:
+        fail("--glimpse is read by the pointer: add --pointer")
+    if supervision > 0 and not pointer:
+        fail("--pointer-supervision trains the pointer's attention: add --pointer")
+    if source == "image" and batch < 2:
+        fail("--relation-source image standardises the question over the batch (BatchNorm): use --batch 2 or more")
+
+
+def _looks_table(results: dict[str, dict[str, Any]]) -> Table:
+    """Per model and relational kind: accuracy, and where the pointer looks (models with a pointer)."""
+    table = Table(title="relational questions: accuracy and where the pointer looks")
+    for column in ("model", "kind"):
+        table.add_column(column, no_wrap=True)
+    for column in ("questions", "accuracy", "named found", "asked found", "accuracy when found"):
+        table.add_column(column, justify="right")
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"  # None: the kind has no such object
+
+    for name, found in results.items():
+        for kind, look in found.get("pointer_by_kind", {}).items():
+            kept = found["relational_by_kind"][kind]
+            table.add_row(
+                name, kind, str(kept["questions"]), cell(kept["accuracy"]), cell(look["named"]), cell(look["asked"]),
+                cell(look["accuracy_when_found"]),
+            )  # fmt: skip
+    return table
 
 
 def _accuracy_table(results: dict[str, dict[str, Any]]) -> Table:
@@ -237,6 +272,13 @@ def vqa_eval(
     scenes: Annotated[int, typer.Option(min=1, help="Held-out scenes (about 10 questions each).")] = 1_000,
     seed: Annotated[int, typer.Option(help="Seed of the held-out scenes (training uses others).")] = HELDOUT_SEED,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")] = None,
+    looks: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure where a model's pointer looks: how often each of its softmaxes puts more than "
+            "half its mass on the named / asked object, per relational kind (pointer_by_kind)."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Accuracy per question type of one or more models on the same held-out scenes."""
@@ -249,12 +291,14 @@ def vqa_eval(
     for path in [Path(p) for p in models.split(",") if p]:
         vqa = _load(path)
         data = sides.setdefault(vqa.side, build_set(scenes, seed, vqa.side))
-        results[path.stem] = evaluate(vqa, data) | {"fusion": vqa.fusion}
+        results[path.stem] = evaluate(vqa, data, looks=looks) | {"fusion": vqa.fusion}
     document = {"seed": seed, "scenes": scenes, "models": results, "machine": machine()}
     if as_json:
         console.print_json(json.dumps(document))
-    else:
-        console.print(_accuracy_table(results))
+        return
+    console.print(_accuracy_table(results))
+    if looks:
+        console.print(_looks_table(results))
 
 
 @bench_app.command("retrieval")

@@ -49,6 +49,7 @@ def vqa_config(
     relation_source: str = "fused",
     anchor: bool = False,
     pointer: bool = False,
+    glimpse: int = 0,
 ) -> ModalConfig:
     """The VQA architecture: ``text`` (2 Transformer layers) + ``image`` (``conv_pyramid`` on 5 channels).
 
@@ -63,7 +64,8 @@ def vqa_config(
     Relation Network pairs its CNN's cells; the question still joins every pair). ``anchor`` lets
     the question pick the object it names and weight that object's pairs (see ``mla.heads.relation``).
     ``pointer`` adds a pointer over the image encoder's levels: the named object, then the closest or
-    furthest other one (``relation_source="image"``; see ``mla.heads.pointer``).
+    furthest other one (``relation_source="image"``; see ``mla.heads.pointer``); ``glimpse`` > 0 has it
+    also read a ``glimpse`` × ``glimpse`` window of cells around the object it finds (its shape).
     """
     relation = {"reasoning": reasoning, "relation_hidden": relation_hidden}
     text = {"depth": 2, "heads": 4, "max_len": MAX_TOKENS} | ({"pool": text_pool} if text_pool != "mean" else {})
@@ -75,6 +77,8 @@ def vqa_config(
         relation["relation_anchor"] = True
     if pointer:
         relation["relation_pointer"] = True
+    if glimpse:
+        relation["pointer_glimpse"] = glimpse
     skip = {"input_skip": True} if input_skip else {}
     return ModalConfig(
         text_dim=text_dim,

@@ -37,6 +37,7 @@ from mla.train import FitResult, StopWhen, TrainConfig, Trainer
 logger = logging.getLogger(__name__)
 
 Batch = dict[str, Tensor]
+Cells = tuple[np.ndarray, np.ndarray]  # (named, partner) cells (B, N) of the referents, from referent_cells
 TRAIN_STREAM = 1
 
 
@@ -121,19 +122,25 @@ def batches(tokenizer: WordTokenizer, options: TrainOptions) -> Callable[[int], 
         nonlocal pool
         make = partial(_fresh_batch, tokenizer, options, number)
         if options.workers <= 0:
-            made: Iterator[tuple[VQASet, np.ndarray]] = map(make, range(per_epoch))
+            made: Iterator[tuple[VQASet, np.ndarray, Cells | None]] = map(make, range(per_epoch))
         else:
             if pool is None:
                 pool = multiprocessing.get_context("fork").Pool(options.workers)
             made = pool.imap(make, range(per_epoch), chunksize=4)
-        for data, rows in made:  # workers send uint8 scenes; the float image is made here
-            yield batch_of(data, rows, tokenizer, referents=options.pointer_supervision > 0)
+        for data, rows, cells in made:  # workers send uint8 scenes (and referent cells); the float image is made here
+            yield batch_of(data, rows, tokenizer, cells=cells)
 
     return epoch
 
 
-def _fresh_batch(tokenizer: WordTokenizer, options: TrainOptions, number: int, index: int) -> tuple[VQASet, np.ndarray]:
-    """Scenes of batch ``index`` of epoch ``number`` (seeded by stream, run seed, epoch, batch), rows picked."""
+def _fresh_batch(
+    tokenizer: WordTokenizer, options: TrainOptions, number: int, index: int
+) -> tuple[VQASet, np.ndarray, Cells | None]:
+    """Scenes of batch ``index`` of epoch ``number`` (seeded by stream, run seed, epoch, batch), rows picked.
+
+    With pointer supervision also the cells of each row's referents (``referent_cells``), made here so
+    that render workers make them too.
+    """
     seed = (TRAIN_STREAM, options.seed, number, index)  # never equal to an int (held-out) seed
     scenes = max(1, options.batch // 8 + 1)  # about 10 questions per scene
     data = build_set(scenes, seed=seed, side=options.side, per_type=2)
@@ -141,32 +148,46 @@ def _fresh_batch(tokenizer: WordTokenizer, options: TrainOptions, number: int, i
     pool = np.arange(len(data))
     if options.types is not None:
         pool = pool[np.isin(np.asarray(data.kinds), options.types)]
-    return data, rng.choice(pool, size=options.batch, replace=len(pool) < options.batch)
+    rows = rng.choice(pool, size=options.batch, replace=len(pool) < options.batch)
+    return data, rows, referent_cells(data, rows) if options.pointer_supervision > 0 else None
 
 
 FINE_STRIDE = 4  # input pixels per cell of the image encoder's finest level (conv_pyramid, scale 1)
 
 
-def batch_of(data: VQASet, rows: np.ndarray, tokenizer: WordTokenizer, referents: bool = False) -> Batch:
+def referent_cells(data: VQASet, rows: np.ndarray) -> Cells:
+    """``named`` and ``partner`` (B, N): the finest-level cells (stride 4) of each question's named and asked object.
+
+    Rows whose question names no object, or asks about none, are zeros.
+    """
+    grid = data.side // FINE_STRIDE
+    named, partner = np.zeros((2, len(rows), grid * grid), np.float32)
+    for row, i in enumerate(rows):
+        found = scene_referents(data.scenes[data.scene_index[i]], data.questions[i])
+        for masks, obj in zip((named, partner), found, strict=True):
+            if obj is not None:
+                masks[row] = cells_covered(obj, data.side, grid)
+    return named, partner
+
+
+def batch_of(
+    data: VQASet, rows: np.ndarray, tokenizer: WordTokenizer, referents: bool = False, cells: Cells | None = None
+) -> Batch:
     """Questions ``rows`` of ``data`` as tensors (unknown words become ``UNK``).
 
-    With ``referents`` also ``named_cells`` and ``partner_cells`` (B, N): the cells of the finest level
-    (stride 4) covered by the object each question names and by the one it asks about (zeros when none).
+    With ``referents`` (or their ``cells`` given, from ``referent_cells``) also ``named_cells`` and
+    ``partner_cells`` (B, N): the cells of the finest level covered by the object each question names
+    and by the one it asks about (zeros when none).
     """
     batch = {
         "ids": tokenizer.batch([data.questions[i] for i in rows], strict=False),
         "image": to_tensor(data.images[data.scene_index[rows]]),
         "answer": torch.from_numpy(data.answers[rows]),
     }
-    if referents:
-        grid = data.side // FINE_STRIDE
-        named, partner = np.zeros((2, len(rows), grid * grid), np.float32)
-        for row, i in enumerate(rows):
-            found = scene_referents(data.scenes[data.scene_index[i]], data.questions[i])
-            for masks, obj in zip((named, partner), found, strict=True):
-                if obj is not None:
-                    masks[row] = cells_covered(obj, data.side, grid)
-        batch |= {"named_cells": torch.from_numpy(named), "partner_cells": torch.from_numpy(partner)}
+    if referents and cells is None:
+        cells = referent_cells(data, rows)
+    if cells is not None:
+        batch |= {"named_cells": torch.from_numpy(cells[0]), "partner_cells": torch.from_numpy(cells[1])}
     return batch
 
 
@@ -206,37 +227,69 @@ def _look_loss(logits: Tensor, cells: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: VQAModel, data: VQASet, batch: int = 256) -> dict[str, Any]:
+def evaluate(model: VQAModel, data: VQASet, batch: int = 256, looks: bool = False) -> dict[str, Any]:
     """Accuracy over ``data``: overall, per question type, and per kind of relational question.
 
     Types with no question are left out; relational kinds are ``closest-colour``, ``same-count``, ….
+    With ``looks`` and a pointer in the answer head, also ``pointer_by_kind`` (``pointer_looks``).
     """
     was_training = model.network.training
     model.network.eval()
     device = next(model.network.parameters()).device
+    pointer = getattr(model.network.heads["answer"], "pointer", None) if looks else None
+    shares = np.full((2, len(data)), np.nan)  # the pointer's mass on the named and on the asked object
     predicted = np.zeros(len(data), np.int64)
     for start in range(0, len(data), batch):
         rows = np.arange(start, min(start + batch, len(data)))
-        found = batch_of(data, rows, model.tokenizer)
+        found = batch_of(data, rows, model.tokenizer, referents=pointer is not None)
+        if pointer is not None:
+            pointer.keep_maps = True
         logits = model.logits(found["ids"].to(device), found["image"].to(device))
         predicted[rows] = logits.argmax(dim=1).cpu().numpy()
+        if pointer is not None and pointer.maps is not None:
+            pointer.keep_maps = False
+            cells = (found["named_cells"], found["partner_cells"])
+            for share, got, marked in zip(shares, pointer.maps, cells, strict=True):
+                on = (torch.softmax(got.float(), dim=1).cpu() * (marked > 0)).sum(dim=1)  # (B,)
+                share[rows] = np.where(marked.sum(dim=1).numpy() > 0, on.numpy(), np.nan)
     model.network.train(was_training)
     correct = predicted == data.answers
     kinds = np.asarray(data.kinds)
     by_type = {k: float(correct[kinds == k].mean()) for k in QUESTION_TYPES if (kinds == k).any()}
     counts = {k: int((kinds == k).sum()) for k in by_type}
-    by_relation: dict[str, list[bool]] = {}
-    for text, ok in zip(data.questions, correct, strict=True):
-        relation = relational_kind(text)
-        if relation is not None:
-            by_relation.setdefault(relation, []).append(bool(ok))
-    relational = {k: {"accuracy": float(np.mean(v)), "questions": len(v)} for k, v in sorted(by_relation.items())}
+    relation = np.asarray([relational_kind(text) or "" for text in data.questions])
+    relational = {
+        str(k): {"accuracy": float(correct[relation == k].mean()), "questions": int((relation == k).sum())}
+        for k in sorted(set(relation) - {""})
+    }  # str keys: numpy strings would not load back from a model file's metadata
+    found_looks = {"pointer_by_kind": pointer_looks(shares, correct, relation)} if pointer is not None else {}
     return {
         "overall": float(correct.mean()) if len(data) else 0.0,
         "by_type": by_type,
         "questions": counts,
         "relational_by_kind": relational,
-    }
+    } | found_looks
+
+
+def pointer_looks(shares: np.ndarray, correct: np.ndarray, relation: np.ndarray) -> dict[str, dict[str, float | None]]:
+    """Per relational kind: how often the pointer looks at the right objects, and the accuracy when it does.
+
+    ``shares`` (2, Q) is each softmax's mass on the named and on the asked object's cells (NaN where the
+    question has no such object). ``named`` and ``asked`` are the shares of questions with more than half
+    the mass on that object (``None`` for kinds without one); ``accuracy_when_found`` is the accuracy over
+    the questions whose asked object (or named one, for kinds without an asked object) was found.
+    """
+
+    def share(values: np.ndarray) -> float | None:
+        return None if np.isnan(values).all() else float(np.mean(values > 0.5))
+
+    out: dict[str, dict[str, float | None]] = {}
+    for kind in sorted(set(relation) - {""}):
+        named, asked = shares[0, relation == kind], shares[1, relation == kind]
+        found = (asked if not np.isnan(asked).all() else named) > 0.5
+        when = float(correct[relation == kind][found].mean()) if found.any() else None
+        out[str(kind)] = {"named": share(named), "asked": share(asked), "accuracy_when_found": when}
+    return out
 
 
 def warm_started(path: str | Path, options: TrainOptions) -> VQAModel:

@@ -60,6 +60,8 @@ class AnswerHead(Head):
         relation_anchor: The relation also weights pairs by the cell the question names.
         relation_pointer: A pointer over the source modality's levels adds to the relation (needs
             ``relation_source``; see ``mla.heads.pointer``).
+        pointer_glimpse: Side of the window of cells the pointer reads around the object it finds
+            (0: none; needs ``relation_pointer``).
 
     """
 
@@ -78,6 +80,7 @@ class AnswerHead(Head):
         relation_source: str | None = None,
         relation_anchor: bool = False,
         relation_pointer: bool = False,
+        pointer_glimpse: int = 0,
     ) -> None:
         super().__init__()
         if reasoning not in ("attention", "relation") or level not in (0, 1, 2):
@@ -109,6 +112,9 @@ class AnswerHead(Head):
                 "set reasoning='relation' and relation_source"
             )
             raise MLAConfigError(msg)
+        if pointer_glimpse < 0 or (pointer_glimpse and not relation_pointer):
+            msg = f"answer head: pointer_glimpse is 0 or a window side with relation_pointer, got {pointer_glimpse}"
+            raise MLAConfigError(msg)
         token_dim = modalities[name].token_dim
         assert token_dim is not None  # checked above
         self.question = name
@@ -128,7 +134,9 @@ class AnswerHead(Head):
         self.pointer = None
         if relation_pointer:
             assert channels is not None  # checked above: relation_pointer needs relation_source
-            self.pointer = PointerReasoner(channels, 2 * width, hidden=relation_hidden // 2, out_dim=width)
+            self.pointer = PointerReasoner(
+                channels, 2 * width, hidden=relation_hidden // 2, out_dim=width, glimpse=pointer_glimpse
+            )
         self.needs_levels = self.relation is not None
         joint = 4 * width if self.relation is not None else 3 * width
         self.mlp = nn.Sequential(

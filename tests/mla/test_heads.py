@@ -219,6 +219,66 @@ def test_a_fresh_pointer_adds_nothing_so_a_warm_start_answers_as_before() -> Non
     assert out.shape == (3, 5) and torch.count_nonzero(out) == 0  # f's last layer starts at zero
 
 
+def test_a_fresh_glimpse_adds_nothing_and_reads_the_cells_around_the_found_centre() -> None:
+    from mla.heads.pointer import PointerReasoner
+
+    pointer = PointerReasoner((6, 8, 10), question_dim=4, hidden=8, out_dim=5, glimpse=3).eval()
+    levels = [torch.randn(3, 6, 8, 8), torch.randn(3, 8, 4, 4), torch.randn(3, 10, 2, 2)]
+    assert torch.count_nonzero(pointer(levels, torch.randn(3, 4))) == 0  # both last layers start at zero
+    cells = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 1, 64).transpose(1, 2)  # (B, N, 1): cell index
+    assert pointer.glimpse_in is not None
+    pointer.glimpse_in = torch.nn.Identity()
+    step = 2.0 / 7  # one cell of an 8 × 8 grid in [-1, 1] units
+    centre = torch.tensor([[-1 + 3 * step, -1 + 5 * step], [-1 + 6.5 * step, -1 + 2 * step]])  # (x, y)
+    window = pointer._window(cells, centre, 8, 8)[..., 0].reshape(2, 3, 3)  # (B, G, G)
+    on_cells = torch.tensor([[8 * row + col for col in (2, 3, 4)] for row in (4, 5, 6)], dtype=torch.float32)
+    assert torch.allclose(window[0], on_cells)  # centred on cell (row 5, col 3): its 3 × 3 neighbourhood
+    halfway = torch.tensor([[64 + 8 * row + col + 0.5 for col in (5, 6)] for row in (1, 2, 3)])
+    assert torch.allclose(window[1, :, :2], halfway)  # half a cell off: the mean of two neighbours
+    assert torch.allclose(window[1, :, 2], torch.tensor([(64 + 8 * row + 7) / 2 for row in (1, 2, 3)]))  # edge: zeros
+
+
+def test_the_glimpse_tells_shapes_apart_that_the_softmax_reads_blur() -> None:
+    """One 3-cell bar on 8 × 8, across or upright; which? Its cells all look alike, so only their arrangement tells.
+
+    Where the bar is, the pointer is told (as ``inspector vqa train --pointer-supervision`` tells it where
+    the asked object is); what it must learn is to read the bar's orientation.
+    """
+    from mla.heads.pointer import PointerReasoner
+
+    torch.manual_seed(0)
+    side = 8
+
+    def batch(size: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        fine = torch.zeros(size, 1, side, side)
+        upright = torch.randint(0, 2, (size,))
+        row, col = torch.randint(1, side - 1, (2, size))
+        for k in (-1, 0, 1):
+            fine[torch.arange(size), 0, row + k * upright, col + k * (1 - upright)] = 1.0
+        levels = [fine, torch.zeros(size, 1, side // 2, side // 2), torch.zeros(size, 1, side // 4, side // 4)]
+        return levels, torch.ones(size, 2), upright
+
+    def accuracy(glimpse: int) -> float:
+        pointer = PointerReasoner((1, 1, 1), question_dim=2, hidden=32, out_dim=2, glimpse=glimpse)
+        optimizer = torch.optim.Adam(pointer.parameters(), lr=3e-3)
+        for _ in range(300):
+            levels, question, answer = batch(64)
+            loss = torch.nn.functional.cross_entropy(pointer(levels, question), answer)
+            assert pointer.maps is not None
+            bar = levels[0].flatten(1) / 3  # (B, N): a third on each of the bar's cells
+            loss = loss - (bar * torch.log_softmax(pointer.maps[1], dim=1)).sum(dim=1).mean()  # look at the bar
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        pointer.eval()
+        levels, question, answer = batch(1000)
+        with torch.no_grad():
+            return (pointer(levels, question).argmax(dim=1) == answer).float().mean().item()
+
+    assert accuracy(glimpse=0) < 0.7  # the averaged cells and their centre say nothing of the orientation
+    assert accuracy(glimpse=5) > 0.95
+
+
 def test_pointer_learns_the_colour_of_the_closest_and_furthest_object_to_the_named_one() -> None:
     """3-6 one-cell objects of distinct colours on 8 × 8; "closest to red?" → that object's colour.
 

@@ -88,16 +88,18 @@ def test_train_warm_starts_a_new_relation_head_and_refuses_it_with_init(tiny_mod
     out = tmp_path / "warm.pt"
     common = ["vqa", "train", "--out", str(out), "--steps", "1", "--batch", "4", "--eval-scenes", "2", "--no-progress"]
     warm = ["--warm-start", str(tiny_model_path), "--relation-source", "image", "--anchor", "--pointer", "--json"]
-    trained = runner.invoke(app, [*common, *warm])
+    trained = runner.invoke(app, [*common, *warm, "--glimpse", "3"])
     assert trained.exit_code == 0, trained.output
     head = VQAModel.load(out).network.heads["answer"]
     assert head.relation is not None and head.relation.key is not None  # the anchored relation head
-    assert head.pointer is not None  # and the pointer, fresh
+    assert head.pointer is not None and head.pointer.glimpse == 3  # and the pointer with its window, fresh
     both = runner.invoke(app, [*common, "--init", str(tiny_model_path), "--warm-start", str(tiny_model_path)])
     assert both.exit_code != 0 and "not both" in both.output
     bad = runner.invoke(app, [*common, "--relation-source", "text"])
     assert bad.exit_code != 0 and "fused or image" in bad.output
     fused = runner.invoke(app, [*common, "--pointer"])
     assert fused.exit_code != 0 and "--relation-source image" in fused.output
+    alone = runner.invoke(app, [*common, "--relation-source", "image", "--glimpse", "5"])
+    assert alone.exit_code != 0 and "add --pointer" in alone.output
     single = runner.invoke(app, ["vqa", "train", "--out", str(out), "--batch", "1", "--relation-source", "image"])
     assert single.exit_code != 0 and "--batch 2 or more" in single.output

@@ -86,6 +86,8 @@ def test_the_pointer_reads_every_image_level_and_starts_from_the_relation_anchor
     assert prior is not None and tuple(prior.shape) == (2, 4, 4)  # the relation anchor's logits on its 4 × 4 cells
     with pytest.raises(MLAConfigError, match="relation_pointer reads a modality's own levels"):
         MLAModel(vqa_config("hffn", width=32, text_dim=32, image_width=8, pointer=True))  # fused cells: no
+    with pytest.raises(MLAConfigError, match="pointer_glimpse is 0 or a window side with relation_pointer"):
+        MLAModel(vqa_config("hffn", width=32, text_dim=32, image_width=8, relation_source="image", glimpse=5))
 
 
 def test_answer_gives_a_word_and_confidence(tiny_model: VQAModel) -> None:
@@ -128,8 +130,20 @@ def test_load_refuses_other_files(tmp_path: Path) -> None:
         VQAModel.load(other)
 
 
+def test_pointer_looks_counts_the_questions_whose_softmax_lands_on_the_object() -> None:
+    from inspector.vqa.training import pointer_looks
+
+    shares = np.array([[0.9, 0.2, 0.8, 0.7, 0.6], [0.6, 0.9, 0.4, np.nan, np.nan]])  # named, asked
+    correct = np.array([True, False, True, True, False])
+    relation = np.array(["closest-shape", "closest-shape", "closest-shape", "same-count", "same-count"])
+    looks = pointer_looks(shares, correct, relation)
+    assert looks["closest-shape"] == {"named": 2 / 3, "asked": 2 / 3, "accuracy_when_found": 0.5}
+    assert looks["same-count"] == {"named": 1.0, "asked": None, "accuracy_when_found": 0.5}  # by the named one
+
+
 def test_evaluate_reports_every_type(tiny_model: VQAModel) -> None:
-    found = evaluate(tiny_model, build_set(10, seed=9))
+    found = evaluate(tiny_model, build_set(10, seed=9), looks=True)
+    assert "pointer_by_kind" not in found  # no pointer in this model
     assert set(found["by_type"]) == set(QUESTION_TYPES)
     assert 0.0 <= found["overall"] <= 1.0 and sum(found["questions"].values()) > 0
     assert np.isclose(
@@ -137,6 +151,7 @@ def test_evaluate_reports_every_type(tiny_model: VQAModel) -> None:
         sum(found["by_type"][k] * found["questions"][k] for k in QUESTION_TYPES) / sum(found["questions"].values()),
     )
     kinds = found["relational_by_kind"]
+    assert all(type(kind) is str for kind in kinds)  # plain str: the figures go into model files' metadata
     assert sum(k["questions"] for k in kinds.values()) == found["questions"]["relational"]
     assert np.isclose(
         sum(k["accuracy"] * k["questions"] for k in kinds.values()) / found["questions"]["relational"],

@@ -19,6 +19,16 @@ def test_batches_are_fresh_and_seeded(tokenizer: WordTokenizer) -> None:
     assert torch.equal(first["image"], again["image"]) and not torch.equal(first["image"], other["image"])
 
 
+def test_render_workers_make_the_same_batches_with_the_referent_cells(tokenizer: WordTokenizer) -> None:
+    options = TrainOptions(batch=12, seed=2, pointer_supervision=1.0)
+    here = next(iter(batches(tokenizer, options)(0)))
+    there = next(iter(batches(tokenizer, TrainOptions(batch=12, seed=2, pointer_supervision=1.0, workers=1))(0)))
+    assert set(here) == set(there) == {"ids", "image", "answer", "named_cells", "partner_cells"}
+    assert all(torch.equal(here[k], there[k]) for k in here)
+    assert here["named_cells"].sum() > 0  # made in the worker, not left empty
+    assert "named_cells" not in next(iter(batches(tokenizer, TrainOptions(batch=12, seed=2))(0)))
+
+
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tokenizer: WordTokenizer, tmp_path: Path) -> None:
     data = build_set(4, seed=2)
     options = TrainOptions(
