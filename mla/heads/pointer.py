@@ -18,10 +18,11 @@ centres rather than between the nearest cells::
     out     += look(cells sampled on a G × G window of cells around Σ beta·where)   (B, O)   ``glimpse=G``
 
 The glimpse is there for reading the found object's shape: a softmax over cells averages the cells
-an object covers, which keeps its colour (closest→colour 95.9–98.8% on held-out synthetic scenes)
-but blurs its outline (closest→shape 69.5–71.3%, although the second softmax puts more than half its
-mass on the asked object in 96–100% of those questions; docs/VQA.md). The window, bilinearly sampled
-one cell apart around the found centre, keeps the cells' arrangement.
+an object covers, which keeps its colour but blurs its outline. Without it, the VQA model answered
+closest / furthest → colour at 95.9–98.8% on held-out synthetic scenes but → shape at 69.5–71.3%,
+although its second softmax put more than half its mass on the asked object in 95–100% of those
+questions; with it, → shape 95.3–97.8% (docs/VQA.md). The window, sampled bilinearly one cell apart
+around the found centre, keeps the cells' arrangement.
 
 In training (or with ``keep_maps`` set), ``maps`` keeps the last pass's logits of ``alpha`` and ``beta``
 (B, N): a training loop that knows where the objects are may add a loss on them (``inspector vqa train
