@@ -170,22 +170,18 @@ def referent_cells(data: VQASet, rows: np.ndarray) -> Cells:
     return named, partner
 
 
-def batch_of(
-    data: VQASet, rows: np.ndarray, tokenizer: WordTokenizer, referents: bool = False, cells: Cells | None = None
-) -> Batch:
+def batch_of(data: VQASet, rows: np.ndarray, tokenizer: WordTokenizer, cells: Cells | None = None) -> Batch:
     """Questions ``rows`` of ``data`` as tensors (unknown words become ``UNK``).
 
-    With ``referents`` (or their ``cells`` given, from ``referent_cells``) also ``named_cells`` and
-    ``partner_cells`` (B, N): the cells of the finest level covered by the object each question names
-    and by the one it asks about (zeros when none).
+    With ``cells`` (``referent_cells(data, rows)``) also ``named_cells`` and ``partner_cells`` (B, N):
+    the cells of the finest level covered by the object each question names and by the one it asks
+    about (zeros when none).
     """
     batch = {
         "ids": tokenizer.batch([data.questions[i] for i in rows], strict=False),
         "image": to_tensor(data.images[data.scene_index[rows]]),
         "answer": torch.from_numpy(data.answers[rows]),
     }
-    if referents and cells is None:
-        cells = referent_cells(data, rows)
     if cells is not None:
         batch |= {"named_cells": torch.from_numpy(cells[0]), "partner_cells": torch.from_numpy(cells[1])}
     return batch
@@ -196,24 +192,29 @@ def answer_loss(network: MLAModel, batch: Batch, pointer_weight: float = 0.0) ->
 
     With ``pointer_weight`` > 0 and a pointer in the answer head, plus that weight times the
     cross-entropy of the pointer's two attentions against the cells of the named object and of the
-    object asked about (``batch_of(referents=True)``; questions without one add nothing).
+    object asked about (``batch_of(cells=referent_cells(...))``; questions without one add nothing).
     """
     logits = network(batch["ids"], batch["image"]).outputs["answer"]
     loss = F.cross_entropy(logits.float(), batch["answer"])
     found = {"acc": float((logits.argmax(dim=1) == batch["answer"]).float().mean())}
     pointer = getattr(network.heads["answer"], "pointer", None)
     if pointer_weight > 0 and pointer is not None and pointer.maps is not None and "named_cells" in batch:
-        named, asked = pointer.maps
-        if named.shape[1] != batch["named_cells"].shape[1]:
-            msg = (
-                f"the pointer looks over {named.shape[1]} cells but the batch marks {batch['named_cells'].shape[1]}: "
-                f"--pointer-supervision needs the image encoder's finest level at stride {FINE_STRIDE}"
-            )
-            raise VQAError(msg)
+        named, asked = _checked_maps(pointer.maps, batch)
         look = _look_loss(named, batch["named_cells"]) + _look_loss(asked, batch["partner_cells"])
         loss = loss + pointer_weight * look
         found["look"] = float(look.detach())
     return loss, found
+
+
+def _checked_maps(maps: tuple[Tensor, Tensor], batch: Batch) -> tuple[Tensor, Tensor]:
+    """The pointer's ``maps``, once their cells are known to be the batch's referent cells."""
+    if maps[0].shape[1] != batch["named_cells"].shape[1]:
+        msg = (
+            f"the pointer looks over {maps[0].shape[1]} cells but the batch marks {batch['named_cells'].shape[1]}: "
+            f"where it looks is measured on the image encoder's finest level at stride {FINE_STRIDE}"
+        )
+        raise VQAError(msg)
+    return maps
 
 
 def _look_loss(logits: Tensor, cells: Tensor) -> Tensor:
@@ -239,20 +240,23 @@ def evaluate(model: VQAModel, data: VQASet, batch: int = 256, looks: bool = Fals
     pointer = getattr(model.network.heads["answer"], "pointer", None) if looks else None
     shares = np.full((2, len(data)), np.nan)  # the pointer's mass on the named and on the asked object
     predicted = np.zeros(len(data), np.int64)
-    for start in range(0, len(data), batch):
-        rows = np.arange(start, min(start + batch, len(data)))
-        found = batch_of(data, rows, model.tokenizer, referents=pointer is not None)
+    try:
         if pointer is not None:
             pointer.keep_maps = True
-        logits = model.logits(found["ids"].to(device), found["image"].to(device))
-        predicted[rows] = logits.argmax(dim=1).cpu().numpy()
-        if pointer is not None and pointer.maps is not None:
+        for start in range(0, len(data), batch):
+            rows = np.arange(start, min(start + batch, len(data)))
+            found = batch_of(data, rows, model.tokenizer, referent_cells(data, rows) if pointer is not None else None)
+            logits = model.logits(found["ids"].to(device), found["image"].to(device))
+            predicted[rows] = logits.argmax(dim=1).cpu().numpy()
+            if pointer is not None and pointer.maps is not None:
+                marks = (found["named_cells"], found["partner_cells"])
+                for share, got, marked in zip(shares, _checked_maps(pointer.maps, found), marks, strict=True):
+                    on = (torch.softmax(got.float(), dim=1).cpu() * (marked > 0)).sum(dim=1)  # (B,)
+                    share[rows] = np.where(marked.sum(dim=1).numpy() > 0, on.numpy(), np.nan)
+    finally:
+        if pointer is not None:
             pointer.keep_maps = False
-            cells = (found["named_cells"], found["partner_cells"])
-            for share, got, marked in zip(shares, pointer.maps, cells, strict=True):
-                on = (torch.softmax(got.float(), dim=1).cpu() * (marked > 0)).sum(dim=1)  # (B,)
-                share[rows] = np.where(marked.sum(dim=1).numpy() > 0, on.numpy(), np.nan)
-    model.network.train(was_training)
+        model.network.train(was_training)
     correct = predicted == data.answers
     kinds = np.asarray(data.kinds)
     by_type = {k: float(correct[kinds == k].mean()) for k in QUESTION_TYPES if (kinds == k).any()}

@@ -7,7 +7,7 @@ import torch
 
 from inspector.vqa.data import build_set
 from inspector.vqa.tokenizer import WordTokenizer
-from inspector.vqa.training import TrainOptions, answer_loss, batch_of, batches, train_vqa
+from inspector.vqa.training import TrainOptions, answer_loss, batch_of, batches, referent_cells, train_vqa
 
 
 def test_batches_are_fresh_and_seeded(tokenizer: WordTokenizer) -> None:
@@ -99,7 +99,7 @@ def test_referent_cells_mark_the_named_and_the_asked_object(tokenizer: WordToken
 
     data = build_set(12, seed=5)
     rows = torch.arange(len(data)).numpy()
-    batch = batch_of(data, rows, tokenizer, referents=True)
+    batch = batch_of(data, rows, tokenizer, referent_cells(data, rows))
     assert batch["named_cells"].shape == batch["partner_cells"].shape == (len(data), 16 * 16)
     for i in rows:
         named, partner = referents(data.scenes[data.scene_index[i]], data.questions[i])
@@ -122,7 +122,8 @@ def test_pointer_supervision_adds_a_look_loss_that_reaches_the_anchor(tokenizer:
     )  # fmt: skip
     model = train_vqa(options, tmp_path, tokenizer=tokenizer, progress=False).model
     data = build_set(6, seed=6)
-    batch = batch_of(data, torch.arange(len(data)).numpy(), tokenizer, referents=True)
+    rows = torch.arange(len(data)).numpy()
+    batch = batch_of(data, rows, tokenizer, referent_cells(data, rows))
     model.network.train()
     plain, found = answer_loss(model.network, batch)
     assert "look" not in found
