@@ -7,6 +7,9 @@ centred on a recorded distractor (scratch, machining mark, print, oil, IR reflec
 negatives a model must learn to leave alone), the rest anywhere.
 Origins are multiples of the scale, so a visible tile of side T at (x, y) pairs exactly
 with the IR tile of side T/4 at (x/4, y/4). Flips and quarter turns are applied to all three alike.
+With ``capture`` ranges, each visible tile is also re-captured with a random optics and sensor
+variation (:mod:`inspector.capture`: blur, gain, gamma, noise, JPEG) and its IR tile gets extra blur
+and noise; the mask never changes, so a model learns the true width whatever the optics.
 
 Pure numpy; the caller turns batches into tensors.
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inspector.capture import CaptureRanges, apply_variation, draw_variation, vary_infrared
 from inspector.dataset import DataError, list_ids, read_sample
 from inspector.pipeline import to_grey
 from inspector.tiles import ir_on_quarter_grid, normalise_ir, normalise_visible
@@ -91,11 +95,13 @@ class CrackTileSet:
         crack_fraction: float = 0.6,
         augment: bool = True,
         distractor_fraction: float = 0.0,
+        capture: CaptureRanges | None = None,
     ) -> dict[str, np.ndarray]:
         """A random batch: ``visible`` (B, 1, T, T), ``infrared`` (B, 1, T/s, T/s), ``mask`` (B, 1, T, T).
 
         ``crack_fraction`` of the tiles are centred near a crack, ``distractor_fraction`` on a
-        distractor (where the folder records any), the rest anywhere.
+        distractor (where the folder records any), the rest anywhere. ``capture``: draw an optics and
+        sensor variation per tile from these ranges (only when ``augment``).
         """
         s = self.scale
         if tile % s:
@@ -129,6 +135,9 @@ class CrackTileSet:
                 v, i, m = (np.rot90(a, k) for a in (v, i, m))
                 if flip:
                     v, i, m = (a[:, ::-1] for a in (v, i, m))
+                if capture is not None:
+                    v = apply_variation(np.ascontiguousarray(v), draw_variation(rng, capture), rng)
+                    i = vary_infrared(np.asarray(i, dtype=np.float32), rng, capture.probability / 2)
             vis.append(normalise_visible(np.ascontiguousarray(v)))
             ir.append(np.ascontiguousarray(i, dtype=np.float32))
             mask.append(np.ascontiguousarray(m, dtype=np.float32))
@@ -146,8 +155,9 @@ class CrackTileSet:
         crack_fraction: float = 0.6,
         augment: bool = True,
         distractor_fraction: float = 0.0,
+        capture: CaptureRanges | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """An endless, seeded stream of batches."""
         rng = np.random.default_rng(seed)
         while True:
-            yield self.batch(rng, size, tile, crack_fraction, augment, distractor_fraction)
+            yield self.batch(rng, size, tile, crack_fraction, augment, distractor_fraction, capture)

@@ -9,6 +9,9 @@
   line; width and length errors are taken on those matches.
 - **Parts**: the escape rate (a part with a defect-size crack judged OK) and the false-reject rate
   (a part with no crack judged NG).
+- **Probability of detection**: every true crack is a hit/miss observation of its max width (hit = found,
+  as for crack recall), fitted as in MIL-HDBK-1823A (:mod:`inspector.pod`): a50, a90, a90/95, overall
+  and per tercile of visible contrast and of IR excess temperature.
 
 Pure functions over arrays and metadata; plotting lives in :mod:`inspector.report`.
 """
@@ -24,6 +27,7 @@ import numpy as np
 
 from inspector.dataset import CrackTruth, SampleMeta
 from inspector.measure import CrackMeasurement, measure_region
+from inspector.pod import HitMiss, PodBin, PodResult, fit_pod, pod_by
 from inspector.verdict import Verdict, VerdictRules
 
 TOLERANCE_PX = 2
@@ -208,6 +212,9 @@ class EvaluationReport:
     measurement: dict[str, float]
     parts: dict[str, float]
     worst: list[str] = field(default_factory=list)
+    pod: PodResult = field(default_factory=lambda: fit_pod([]))  # hit/miss POD on max width
+    pod_by_contrast: list[PodBin] = field(default_factory=list)  # per tercile of visible contrast
+    pod_by_ir_delta: list[PodBin] = field(default_factory=list)  # per tercile of IR excess temperature
 
     @property
     def defect_crack_recall(self) -> dict[str, float]:
@@ -227,7 +234,23 @@ class EvaluationReport:
             "measurement": self.measurement,
             "parts": self.parts,
             "worst": self.worst,
+            "pod": self.pod.to_dict(),
+            "pod_by_contrast": [b.to_dict() for b in self.pod_by_contrast],
+            "pod_by_ir_delta": [b.to_dict() for b in self.pod_by_ir_delta],
         }
+
+
+def pod_observations(evaluations: Sequence[SampleEvaluation]) -> list[HitMiss]:
+    """One hit/miss observation per true crack: its max width, found or not, its contrast and IR warming.
+
+    Cracks of zero width have no place on a ln(size) axis and are left out.
+    """
+    return [
+        HitMiss(m.truth.max_width_mm, m.found, contrast=m.truth.contrast, ir_delta=m.truth.ir_delta)
+        for e in evaluations
+        for m in e.matches
+        if m.truth.max_width_mm > 0
+    ]
 
 
 def _badness(e: SampleEvaluation) -> float:
@@ -261,9 +284,13 @@ def summarize(evaluations: Sequence[SampleEvaluation], worst: int = 12) -> Evalu
     def mae(values: list[float]) -> float:
         return float(np.mean(np.abs(values))) if values else float("nan")
 
+    def mean(values: list[float]) -> float:
+        return float(np.mean(values)) if values else float("nan")
+
     ng_truth = [e for e in evaluations if e.truth_verdict == "NG"]
     clean = [e for e in evaluations if e.is_clean]
     ok_truth = [e for e in evaluations if e.truth_verdict == "OK"]
+    observations = pod_observations(evaluations)
     return EvaluationReport(
         samples=len(evaluations),
         pixel={"threshold": 0.5, "precision": at.precision, "recall": at.recall, "f1": at.f1, "tolerance_px": 2},
@@ -275,6 +302,9 @@ def summarize(evaluations: Sequence[SampleEvaluation], worst: int = 12) -> Evalu
             "matched_cracks": len(measured),
             "max_width_mae_mm": mae([m.measured.max_width_mm - m.truth.max_width_mm for m in measured if m.measured]),
             "max_width_mae_mm_ge_0_2": mae(
+                [m.measured.max_width_mm - m.truth.max_width_mm for m in wide if m.measured]
+            ),
+            "max_width_bias_mm_ge_0_2": mean(  # measured - true: > 0 when widths are overstated
                 [m.measured.max_width_mm - m.truth.max_width_mm for m in wide if m.measured]
             ),
             "mean_width_mae_mm": mae(
@@ -306,4 +336,7 @@ def summarize(evaluations: Sequence[SampleEvaluation], worst: int = 12) -> Evalu
             / max(len(evaluations), 1),
         },
         worst=[e.sample_id for e in sorted(evaluations, key=_badness, reverse=True)[:worst] if _badness(e) > 0],
+        pod=fit_pod(observations),
+        pod_by_contrast=pod_by(observations, "contrast"),
+        pod_by_ir_delta=pod_by(observations, "ir_delta"),
     )

@@ -25,6 +25,7 @@ import torch
 import mla
 from inspector.model import ModelError, ModelInput, ModelOutput
 from inspector.tiles import ir_on_quarter_grid, normalise_ir, normalise_visible, tiled_predict
+from inspector.verdict import VerdictRules
 from mla.runtime import Backend, create_backend
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class MLACrackModel:
         threshold: The model's decision threshold, chosen on validation data (``inspector threshold``);
             its probabilities are shifted in logit space so that this threshold lands at 0.5, where
             every downstream step (masks, measurement, verdicts, the 8-bit maps) decides.
+        verdict_rules: The model's operating point for verdicts, chosen on validation data
+            (``inspector threshold``); used where the caller gives no rules of its own.
 
     """
 
@@ -64,11 +67,13 @@ class MLACrackModel:
         metadata: dict[str, Any] | None = None,
         model: mla.MLAModel | None = None,
         threshold: float = 0.5,
+        verdict_rules: VerdictRules | None = None,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ModelError(f"decision threshold must lie in (0, 1), got {threshold}")
         self.backend, self.model = backend, model
         self.threshold = threshold
+        self.verdict_rules = verdict_rules
         self.logit_offset = float(np.log(threshold / (1.0 - threshold)))
         self.name, self.version, self.tile, self.overlap = name, version, tile, overlap
         self.batch_size, self.scale = batch_size, scale
@@ -188,4 +193,5 @@ def load_crack_model(
         metadata=metadata | {"sha256": sha, "backend": runner.description},
         model=model,
         threshold=float(metadata.get("threshold", 0.5)),
+        verdict_rules=VerdictRules.model_validate(metadata["verdict_rules"]) if metadata.get("verdict_rules") else None,
     )

@@ -102,7 +102,8 @@ def inspect_pair(
         ir_to_visible: (3, 3) homography IR pixel → visible pixel; None means coaxial cameras.
         mm_per_px: visible-image calibration.
         model: any registered crack model.
-        rules: verdict rules (default: max width ≥ 0.2 mm and length ≥ 1 mm is NG).
+        rules: verdict rules (default: the model's own operating point, chosen on validation data, where it
+            has one, else max width ≥ 0.2 mm and length ≥ 1 mm is NG).
         sample_id: carried into the result.
         part_id: carried into the result.
         clock: seconds as a float, for the timings (injected so tests can fix it).
@@ -140,7 +141,7 @@ def inspect_pair(
         raise InputError(f"model {model.name} returned a {probability.shape} map for a {grey.shape} image")
     t2 = clock()
     cracks = measure_cracks(probability, mm_per_px)
-    decision = judge(cracks, rules)
+    decision = judge(cracks, rules if rules is not None else getattr(model, "verdict_rules", None))
     t3 = clock()
     result = InspectionResult(
         sample_id=sample_id,

@@ -1,7 +1,8 @@
-"""Pictures for people: PR curves, overlays and galleries of the worst cases (PNG files)."""
+"""Pictures for people: PR and POD curves, overlays and galleries of the worst cases (PNG files)."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 
 mpl.use("Agg")
 import matplotlib.pyplot as plt
+
+from inspector.pod import PodResult
 
 TRUTH_ONLY = (40, 200, 40)  # green: a true crack pixel the prediction missed
 PRED_ONLY = (230, 40, 40)  # red: predicted where there is no crack
@@ -66,6 +69,54 @@ def plot_pr_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], path: Pa
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8, title="○ = threshold 0.5", title_fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_pod(results: Mapping[str, PodResult], path: Path, title: str) -> None:
+    """POD against max width (log x axis, as the model is in ln a), one panel per model, side by side.
+
+    Each panel shows the fitted curve, its one-sided 95% lower bound as a band, the cracks as jittered
+    points at 1 (found) and 0 (missed), and a90 and a90/95 as annotated vertical lines; without a fit,
+    the points; the reason there is no fit (or no a90/95) is written under the panel's title.
+    """
+    panels = max(len(results), 1)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.2), dpi=110, sharey=True, squeeze=False)
+    sizes = [o.size_mm for r in results.values() for o in r.observations]
+    low, high = (min(sizes) / 1.3, max(sizes) * 1.3) if sizes else (0.01, 1.0)
+    jitter = np.random.default_rng(0)
+    for ax, (name, result) in zip(axes.ravel(), results.items(), strict=False):
+        found = np.array([o.hit for o in result.observations], dtype=bool)
+        a = np.array([o.size_mm for o in result.observations], dtype=np.float64)
+        y = found + jitter.uniform(-0.03, 0.03, len(a))
+        ax.scatter(a[found], y[found], s=8, alpha=0.5, color="tab:green", label="found")
+        ax.scatter(a[~found], y[~found], s=8, alpha=0.5, color="tab:red", marker="x", label="missed")
+        fit = result.fit
+        if fit is not None:
+            grid = np.geomspace(low, high, 200)
+            pod, lower = fit.curve(grid)
+            ax.plot(grid, pod, color="tab:blue", label="POD (logit on ln a)")
+            ax.fill_between(grid, lower, pod, color="tab:blue", alpha=0.2, label="95% lower bound")
+            ax.axhline(0.9, color="grey", lw=0.8, ls=":")
+            for size, style, text in ((fit.a90_mm, "--", "a90"), (fit.a90_95_mm, "-", "a90/95")):
+                if size is not None:
+                    ax.axvline(size, color="black", lw=1, ls=style)
+                    ax.annotate(
+                        f"{text} = {size:.3f} mm", (size, 0.5), rotation=90, fontsize=7, ha="right", va="center"
+                    )
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(mpl.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(mpl.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+        ax.set(xlim=(low, high), ylim=(-0.08, 1.08), xlabel="max width (mm, log scale)")
+        why = f"\n{textwrap.fill(result.reason, 60)}" if result.reason else ""
+        ax.set_title(f"{name}: {result.hits}/{result.n} found{why}", fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_ylabel("probability of detection")
+    axes[0, 0].legend(loc="center left", fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -246,7 +246,8 @@ class StreamCore:
     Args:
         model: Any crack model (:func:`inspector.model.create_model`).
         policy: Batching, pairing and rejection limits.
-        rules: Verdict rules (default: ≥ 0.2 mm wide and ≥ 1 mm long is NG).
+        rules: Verdict rules (default: the model's own operating point where it has one, else ≥ 0.2 mm wide
+            and ≥ 1 mm long is NG).
         model_width: Share of channels of the model variant, reported with every result.
         homographies: Per ``camera_id``, the rig's IR → visible homography (``inspector calibrate``);
             rigs not listed are taken as coaxial (:func:`inspector.pipeline.nominal_homography`).

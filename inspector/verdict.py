@@ -1,4 +1,7 @@
-"""Part verdicts: OK or NG from measured cracks and configurable rules."""
+"""Part verdicts: OK or NG from measured cracks and configurable rules.
+
+Also the choice of a model's operating point (:func:`choose_rules`) on labelled validation parts.
+"""
 
 from __future__ import annotations
 
@@ -45,3 +48,61 @@ def judge(cracks: Sequence[CrackMeasurement], rules: VerdictRules | None = None)
     rules = rules or VerdictRules()
     defects = tuple(c for c in cracks if rules.is_defect(c))
     return PartVerdict(verdict="NG" if defects else "OK", defects=defects, cracks=tuple(cracks))
+
+
+@dataclass(frozen=True)
+class LabelledPart:
+    """A validation part for choosing rules: what the model measured on it, and what it truly is."""
+
+    cracks: tuple[CrackMeasurement, ...]
+    truly_ng: bool  # a true crack meets the specification (max width >= 0.2 mm, length >= 1 mm)
+    clean: bool  # no crack at all
+
+
+@dataclass(frozen=True)
+class RuleScore:
+    """How a candidate rule does on labelled parts."""
+
+    rules: VerdictRules
+    escape_rate: float  # NG parts judged OK
+    false_reject_rate: float  # clean parts judged NG
+
+    @property
+    def cost(self) -> float:
+        """What the choice minimises: escapes plus false rejects, each as a rate."""
+        return self.escape_rate + self.false_reject_rate
+
+
+def score_rules(parts: Sequence[LabelledPart], rules: VerdictRules) -> RuleScore:
+    """Escape and false-reject rates of ``rules`` on labelled parts (0 where a kind of part is absent)."""
+    ng = [p for p in parts if p.truly_ng]
+    clean = [p for p in parts if p.clean]
+    escapes = sum(judge(p.cracks, rules).verdict == "OK" for p in ng)
+    rejects = sum(judge(p.cracks, rules).verdict == "NG" for p in clean)
+    return RuleScore(rules, escapes / len(ng) if ng else 0.0, rejects / len(clean) if clean else 0.0)
+
+
+def choose_rules(
+    parts: Sequence[LabelledPart],
+    widths_mm: Sequence[float],
+    scores: Sequence[float],
+    specification: VerdictRules | None = None,
+) -> list[RuleScore]:
+    """Every candidate rule scored on validation parts, the best first.
+
+    A model reads widths and confidence with its own biases, so the operating point that best enforces
+    the specification (a crack of ``specification.min_width_mm`` and ``min_length_mm`` is a defect) is
+    chosen on validation parts: the measured-width cut and the least mean crack probability that
+    minimise escapes plus false rejects; ties go to the rule closest to the specification. The length
+    rule stays the specification's. Validation data only: never held-out parts.
+    """
+    spec = specification or VerdictRules()
+    candidates = [
+        score_rules(parts, VerdictRules(min_width_mm=w, min_length_mm=spec.min_length_mm, min_score=s))
+        for w in widths_mm
+        for s in scores
+    ]
+    return sorted(
+        candidates,
+        key=lambda c: (round(c.cost, 9), abs(c.rules.min_width_mm - spec.min_width_mm), c.rules.min_score),
+    )

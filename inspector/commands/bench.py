@@ -20,14 +20,14 @@ import typer
 from rich.table import Table
 
 from inspector.commands.common import console, err_console, fail
-from inspector.commands.evaluate import evaluate_folder, json_safe, report_table, write_figures
+from inspector.commands.evaluate import evaluate_folder, json_safe, pod_cell, report_table, write_figures
 from inspector.commands.predict import load_model, predict_folder
 from inspector.dataset import DataError, iter_samples, list_ids, read_sample
 from inspector.evaluate import WIDTH_BINS, EvaluationReport, match_cracks, width_bin
 from inspector.model import CrackModel, ModelInput
 from inspector.pipeline import to_grey
 from inspector.registration import warp_to_visible
-from inspector.report import plot_pr_curves
+from inspector.report import plot_pod, plot_pr_curves
 
 bench_app = typer.Typer(help="Benchmarks: print a table and JSON, for docs/BENCHMARKS.md.", no_args_is_help=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print only the JSON document.")]
@@ -146,14 +146,16 @@ def model_size(model: CrackModel) -> dict[str, Any]:
 def summary_table(results: dict[str, dict[str, EvaluationReport]], document_models: dict[str, Any]) -> Table:
     """One row per model: the headline figures on every data folder, then size and latency."""
     folders = list(next(iter(results.values())))
-    table = Table("model", *(f"{f}\nF1 / rec>=0.2 / FR / wMAE" for f in folders), "params", "GMAC/512²", "ms/512²")
+    headers = (f"{f}\nF1 / rec>=0.2 / FR / wMAE / a90/95 mm" for f in folders)
+    table = Table("model", *headers, "params", "GMAC/512²", "ms/512²")
     for label, reports in results.items():
         cells = []
         for folder in folders:
             r = reports[folder]
             cells.append(
                 f"{r.pixel['f1']:.3f} / {r.defect_crack_recall['recall']:.3f} / "
-                f"{r.parts['false_reject_rate']:.3f} / {r.measurement['max_width_mae_mm_ge_0_2']:.3f}"
+                f"{r.parts['false_reject_rate']:.3f} / {r.measurement['max_width_mae_mm_ge_0_2']:.3f} / "
+                + (f"{a:.3f}" if isinstance(a := pod_cell(r.pod, "a90_95_mm"), float) else "n/a")
             )
         info = document_models[label]
         params = f"{info['parameters']:,}" if info["parameters"] else "-"
@@ -219,6 +221,7 @@ def bench_models(
         plot_pr_curves(
             {n: r.pr_curve for n, r in reports.items()}, where / "pr_curves.png", f"pixel PR on {folder.name}"
         )
+        plot_pod({n: r.pod for n, r in reports.items()}, where / "pod_curves.png", f"POD (hit/miss) on {folder.name}")
         if not as_json:
             table = report_table(reports)
             table.title = str(folder)
@@ -238,7 +241,7 @@ def bench_models(
     (work / "bench.json").write_text(json.dumps(json_safe(document), indent=1) + "\n")
     emit(document, summary_table(results, document_models), as_json)
     if not as_json:
-        console.print(f"figures in {work} (pr_curves.png, */eval/worst.png)")
+        console.print(f"figures in {work} (pr_curves.png, pod_curves.png, */eval/worst.png, */eval/pod.png)")
 
 
 @bench_app.command("synth")
@@ -279,6 +282,6 @@ def bench_synth(
 
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` group to the CLI (``bench labels`` lives in its own module)."""
-    from inspector.commands import bench_labels, bench_model  # noqa: F401  (register ``bench labels``, ``bench model``)
+    from inspector.commands import bench_labels, bench_model, bench_optics  # noqa: F401  (register bench sub-commands)
 
     app.add_typer(bench_app, name="bench")

@@ -18,7 +18,8 @@ from inspector.dataset import DataError, list_ids, read_image, read_sample
 from inspector.errors import InspectorError
 from inspector.evaluate import EvaluationReport, SampleEvaluation, evaluate_sample, summarize
 from inspector.pipeline import to_grey
-from inspector.report import GalleryItem, overlay, plot_pr_curves, save_gallery
+from inspector.pod import PodResult
+from inspector.report import GalleryItem, overlay, plot_pod, plot_pr_curves, save_gallery
 from inspector.verdict import Verdict, VerdictRules
 
 
@@ -86,24 +87,30 @@ def evaluate_folder(
 
 
 def score_model(model: Any, data: Path, work: Path, limit: int | None) -> dict[str, float]:
-    """Predict ``limit`` held-out parts into ``work`` and score them: pixel F1, recall ≥ 0.2 mm, false rejects."""
+    """Predict ``limit`` held-out parts into ``work`` and score them: pixel F1, recall ≥ 0.2 mm, false rejects, a90/95.
+
+    ``a90_95_mm`` is NaN where the POD fit gives none (see ``report.pod.reason``).
+    """
     from inspector.commands.predict import predict_folder
 
     predict_folder(data, work, model, limit, show_progress=False)
     report = evaluate_folder(data, work, show_progress=False).report()
+    fit = report.pod.fit
     return {
         "pixel_f1": report.pixel["f1"],
         "defect_crack_recall": report.defect_crack_recall["recall"],
         "false_reject_rate": report.parts["false_reject_rate"],
+        "a90_95_mm": fit.a90_95_mm if fit is not None and fit.a90_95_mm is not None else math.nan,
     }
 
 
 def write_figures(
     data: Path, predictions: Path, report: EvaluationReport, out: Path, name: str, gallery_size: int = 8
 ) -> list[Path]:
-    """PR curve and gallery of the worst cases for one model; returns the files written."""
-    written = [out / "pr_curve.png", out / "worst.png"]
+    """PR curve, POD curve and gallery of the worst cases for one model; returns the files written."""
+    written = [out / "pr_curve.png", out / "pod.png", out / "worst.png"]
     plot_pr_curves({name: report.pr_curve}, written[0], f"{name} on {data.name}: pixel PR, {report.samples} samples")
+    plot_pod({name: report.pod}, written[1], f"{name} on {data.name}: probability of detection (hit/miss)")
     items = []
     for sample_id in report.worst[:gallery_size]:
         sample = read_sample(data, sample_id)
@@ -111,8 +118,16 @@ def write_figures(
         rgb = overlay(to_grey(sample.visible), probability >= 0.5, sample.mask, size=384)
         truth = "NG" if any(c.max_width_mm >= 0.2 for c in sample.meta.cracks) else "OK"
         items.append(GalleryItem(f"{sample_id}\ntruth {truth} / predicted {verdict}", rgb))
-    save_gallery(items, written[1], f"{name}: worst {len(items)} of {report.samples}")
+    save_gallery(items, written[2], f"{name}: worst {len(items)} of {report.samples}")
     return written
+
+
+def pod_cell(result: PodResult, key: str) -> float | str:
+    """A POD size (``a50_mm``, ``a90_mm`` or ``a90_95_mm``) for a table; "n/a" and, for a90/95, the reason."""
+    size = getattr(result.fit, key) if result.fit is not None else None
+    if size is not None:
+        return float(size)
+    return f"n/a: {result.reason}" if key == "a90_95_mm" else "n/a"
 
 
 def report_table(reports: dict[str, EvaluationReport]) -> Table:
@@ -130,9 +145,12 @@ def report_table(reports: dict[str, EvaluationReport]) -> Table:
         ("length rel. error", lambda r: r.measurement["length_rel_error"]),
         ("escape rate (NG judged OK)", lambda r: r.parts["escape_rate"]),
         ("false-reject rate (clean)", lambda r: r.parts["false_reject_rate"]),
+        ("POD a50 (mm)", lambda r: pod_cell(r.pod, "a50_mm")),
+        ("POD a90 (mm)", lambda r: pod_cell(r.pod, "a90_mm")),
+        ("POD a90/95 (mm)", lambda r: pod_cell(r.pod, "a90_95_mm")),
     ]
     for label, get in rows:
-        table.add_row(label, *(f"{get(r):.3f}" for r in reports.values()))
+        table.add_row(label, *(v if isinstance(v := get(r), str) else f"{v:.3f}" for r in reports.values()))
     return table
 
 

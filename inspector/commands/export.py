@@ -73,6 +73,7 @@ def export_model(model: Path, target: Path, opset: int = 18) -> dict[str, Any]:
         "width": metadata.get("width", 1.0),
         "pruning": metadata.get("pruning"),
         "threshold": metadata.get("threshold", 0.5),
+        "verdict_rules": metadata.get("verdict_rules"),
     }
     sidecar_path(target).write_text(json.dumps(sidecar, indent=1) + "\n")
     return sidecar

@@ -26,8 +26,26 @@ ModelOption = Annotated[
     str, typer.Option("--model", "-m", help="Crack model: a registered name (see `inspector models`).")
 ]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Folder for {stem}.pred.png and {stem}.result.json.")]
-MinWidthOption = Annotated[float, typer.Option("--min-width-mm", help="Verdict rule: a crack this wide makes NG.")]
-MinLengthOption = Annotated[float, typer.Option("--min-length-mm", help="Verdict rule: ... and this long.")]
+MinWidthOption = Annotated[
+    float | None,
+    typer.Option(
+        "--min-width-mm",
+        help="Verdict rule: a crack measured this wide makes NG (default: the model's operating point, else 0.2).",
+    ),
+]
+MinLengthOption = Annotated[
+    float | None,
+    typer.Option("--min-length-mm", help="Verdict rule: ... and this long (default: the model's, else 1 mm)."),
+]
+
+
+def rules_from(model: CrackModel, min_width_mm: float | None, min_length_mm: float | None) -> VerdictRules | None:
+    """The rules the options ask for, on top of the model's own; None (the model's or the default) when none given."""
+    if min_width_mm is None and min_length_mm is None:
+        return None
+    base = getattr(model, "verdict_rules", None) or VerdictRules()
+    given = {"min_width_mm": min_width_mm, "min_length_mm": min_length_mm}
+    return base.model_copy(update={k: v for k, v in given.items() if v is not None})
 
 
 def load_model(name: str) -> CrackModel:
@@ -80,8 +98,8 @@ def predict(
         typer.Option("--mm-per-px", help="Visible scale when there is no calibration file (cameras assumed coaxial)."),
     ] = None,
     model: ModelOption = "baseline",
-    min_width_mm: MinWidthOption = 0.2,
-    min_length_mm: MinLengthOption = 1.0,
+    min_width_mm: MinWidthOption = None,
+    min_length_mm: MinLengthOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result JSON.")] = False,
 ) -> None:
     """Inspect one visible + infrared pair: crack map, measurements in mm and an OK/NG verdict."""
@@ -102,7 +120,7 @@ def predict(
             homography, scale = cal.homography, cal.mm_per_px
         assert scale is not None
         stem = stem_of(visible)
-        rules = VerdictRules(min_width_mm=min_width_mm, min_length_mm=min_length_mm)
+        rules = rules_from(crack_model, min_width_mm, min_length_mm)
         result, probability = inspect_pair(vis, ir, homography, scale, crack_model, rules=rules, sample_id=stem)
         write_prediction(out, stem, probability, result)
     except InspectorError as exc:
@@ -170,13 +188,13 @@ def predict_dir(
     out: OutOption,
     model: ModelOption = "baseline",
     limit: Annotated[int | None, typer.Option(help="Only the first N samples.")] = None,
-    min_width_mm: MinWidthOption = 0.2,
-    min_length_mm: MinLengthOption = 1.0,
+    min_width_mm: MinWidthOption = None,
+    min_length_mm: MinLengthOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Inspect every pair of a data folder; broken pairs are skipped and listed at the end (exit 1)."""
     crack_model = load_model(model)
-    rules = VerdictRules(min_width_mm=min_width_mm, min_length_mm=min_length_mm)
+    rules = rules_from(crack_model, min_width_mm, min_length_mm)
     try:
         outcome = predict_folder(data, out, crack_model, limit, show_progress=not as_json, rules=rules)
     except DataError as exc:

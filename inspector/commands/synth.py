@@ -26,8 +26,22 @@ HELP = (
     "whatever --count, --start or --workers.\n\n"
     "Presets: clean (strong contrast, few distractors), default, hard (crack-like scratches and faint cracks: "
     "only the IR tells them apart). See docs/DATA.md.\n\n"
-    "Example: inspector synth --out data/train --count 5000 --preset hard --seed 1 --workers 2"
+    "Capture variation (--blur-px, --gain, --gamma, --noise-dn, --jpeg-quality): one fixed level of what another "
+    "camera's optics and sensor do, applied to every finished 8-bit visible image; the same seed gives the same "
+    "parts, so sets at several levels differ only in the optics. The mask and the JSON ground truth (crack widths "
+    "included) do not change: a crack is as wide as it is however the camera renders it.\n\n"
+    "Example: inspector synth --out data/train --count 5000 --preset hard --seed 1 --workers 2\n\n"
+    "Example: inspector synth --out data/blur1 --count 40 --seed 9005 --blur-px 1.0"
 )
+
+CAPTURE_PANEL = "Capture variation (visible image only; ground truth unchanged)"
+CAPTURE_FIELDS = {  # option name -> SynthConfig field
+    "--blur-px": "psf_blur_px",
+    "--gain": "gain",
+    "--gamma": "gamma",
+    "--noise-dn": "sensor_noise_dn",
+    "--jpeg-quality": "jpeg_quality",
+}
 
 
 def _overrides(items: list[str]) -> dict[str, Any]:
@@ -42,6 +56,26 @@ def _overrides(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             found[key.strip()] = raw
     return found
+
+
+def capture_overrides(
+    settings: dict[str, Any],
+    blur_px: float | None,
+    gain: float | None,
+    gamma: float | None,
+    noise_dn: float | None,
+    jpeg_quality: int | None,
+) -> dict[str, Any]:
+    """Add the capture-variation options that were given to the ``--set`` overrides (a field set twice: error)."""
+    given = zip(CAPTURE_FIELDS.items(), (blur_px, gain, gamma, noise_dn, jpeg_quality), strict=True)
+    merged = dict(settings)
+    for (option, field), value in given:
+        if value is None:
+            continue
+        if field in settings:
+            raise typer.BadParameter(f"{option} and --set {field}=... both set {field}: give only one")
+        merged[field] = value
+    return merged
 
 
 def _table(summary: SetSummary) -> Table:
@@ -78,11 +112,64 @@ def synth(
         list[str] | None,
         typer.Option("--set", help="Override a preset parameter, KEY=VALUE (repeatable), e.g. max_branches=0."),
     ] = None,
+    blur_px: Annotated[
+        float | None,
+        typer.Option(
+            "--blur-px",
+            min=0.0,
+            max=3.0,
+            help="Capture: extra Gaussian point-spread blur of the visible image, sigma in visible px (0-3; "
+            "0 = none). The mask and the true widths stay as they are.",
+            rich_help_panel=CAPTURE_PANEL,
+        ),
+    ] = None,
+    gain: Annotated[
+        float | None,
+        typer.Option(
+            "--gain",
+            min=0.1,
+            max=10.0,
+            help="Capture: exposure gain on the 8-bit visible image, clipped at 255 (1 = none).",
+            rich_help_panel=CAPTURE_PANEL,
+        ),
+    ] = None,
+    gamma: Annotated[
+        float | None,
+        typer.Option(
+            "--gamma",
+            min=0.2,
+            max=5.0,
+            help="Capture: response curve 255 * (x / 255) ** GAMMA (1 = none; < 1 brightens the darks).",
+            rich_help_panel=CAPTURE_PANEL,
+        ),
+    ] = None,
+    noise_dn: Annotated[
+        float | None,
+        typer.Option(
+            "--noise-dn",
+            min=0.0,
+            max=50.0,
+            help="Capture: extra Gaussian sensor (read) noise, DN r.m.s. on the 0-255 scale (0 = none).",
+            rich_help_panel=CAPTURE_PANEL,
+        ),
+    ] = None,
+    jpeg_quality: Annotated[
+        int | None,
+        typer.Option(
+            "--jpeg-quality",
+            min=1,
+            max=100,
+            help="Capture: re-encode the visible image as JPEG at this quality (1-100; default: none). "
+            "The files stay PNG.",
+            rich_help_panel=CAPTURE_PANEL,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Generate a synthetic visible + infrared crack data set (exit 2 on bad input)."""
     try:
-        config = get_preset(preset, **_overrides(overrides or []))
+        settings = capture_overrides(_overrides(overrides or []), blur_px, gain, gamma, noise_dn, jpeg_quality)
+        config = get_preset(preset, **settings)
         with Progress(
             TextColumn("[bold]synth[/] {task.fields[preset]}"),
             BarColumn(),

@@ -8,11 +8,13 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from inspector.capture import CaptureRanges
 from inspector.commands.common import console, fail
 from inspector.crack_data import CrackTileSet
 from inspector.dataset import DataError, list_ids, read_meta
@@ -64,11 +66,12 @@ def model_card(path: Path, metadata: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def initial_model(fusion: str, width: int, init: Path | None) -> Any:
+def initial_model(fusion: str, width: int, init: Path | None, modality_dropout: float | None = None) -> Any:
     """A fresh model of the variant, or one starting from the weights of ``init``."""
     import mla
 
-    model = mla.MLAModel(crack_model_config(fusion, width=width))
+    dropout = {} if modality_dropout is None else {"modality_dropout": modality_dropout}
+    model = mla.MLAModel(crack_model_config(fusion, width=width, **dropout))
     if init is not None:
         try:
             model.load_state_dict(mla.load_model(init, map_location="cpu").state_dict())
@@ -157,6 +160,19 @@ def train(
             "training images (masks unused) before the supervised stage; 0 = none."
         ),
     ] = 0,
+    optics: Annotated[
+        bool,
+        typer.Option(
+            help="Re-capture every training tile with a random optics and sensor variation (blur 0-1.6 px, gain, "
+            "gamma, noise, JPEG; inspector.capture) so the model holds on cameras other than the generator's."
+        ),
+    ] = True,
+    modality_dropout: Annotated[
+        float | None,
+        typer.Option(
+            min=0, max=0.9, help="Chance of dropping one modality per sample (default: 0.15 for dma/hffn, 0 otherwise)."
+        ),
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -193,7 +209,7 @@ def train(
     )
     if overlap:
         fail(f"--data and --val share seeds {sorted(overlap)}: validation must not see training parts")
-    model = initial_model(fusion, width, init)
+    model = initial_model(fusion, width, init, modality_dropout)
     name = out.stem
     workdir = workdir or Path("runs") / f"train-{name}"
     cfg = TrainConfig(
@@ -215,7 +231,7 @@ def train(
     def batches(epoch: int):  # type: ignore[no-untyped-def]
         stream = train_tiles.batches(
             seed=seed * 1000 + epoch, size=batch, tile=tile, crack_fraction=crack_fraction,
-            distractor_fraction=distractor_fraction,
+            distractor_fraction=distractor_fraction, capture=CaptureRanges() if optics else None,
         )  # fmt: skip
         return (to_batch(b) for b in itertools.islice(stream, micro_steps))
 
@@ -250,6 +266,8 @@ def train(
         "steps": supervised_steps,
         "crack_fraction": crack_fraction,
         "distractor_fraction": distractor_fraction,
+        "optics_augmentation": asdict(CaptureRanges()) if optics else None,
+        "modality_dropout": model.config.modality_dropout,
         "init": str(init) if init else None,
         "unlabelled_data": data_origin(unlabelled) if unlabelled else None,
         "batch": batch * accum_steps,

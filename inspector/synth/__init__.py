@@ -11,11 +11,13 @@ physically motivated (see ``docs/DATA.md``) and deterministic by ``(seed, index)
 from inspector.synth.config import WIDTH_BIN_LABELS, SynthConfig, SynthError, width_bin
 from inspector.synth.generator import SetSummary, generate_sample, generate_set, sample_id
 from inspector.synth.presets import PRESETS, get_preset, list_presets, with_overrides
+from inspector.synth.sweep import SweepLevel, sweep_levels
 
 __all__ = [
     "PRESETS",
     "WIDTH_BIN_LABELS",
     "SetSummary",
+    "SweepLevel",
     "SynthConfig",
     "SynthError",
     "generate_sample",
@@ -23,6 +25,7 @@ __all__ = [
     "get_preset",
     "list_presets",
     "sample_id",
+    "sweep_levels",
     "width_bin",
     "with_overrides",
 ]

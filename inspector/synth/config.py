@@ -4,6 +4,10 @@ Every random quantity is drawn from a ``(low, high)`` range given here, so a pre
 readable description of a data set's difficulty. Lengths are in millimetres where they describe the
 part (crack lengths and widths), in pixels where they describe the camera (blur), and in radiometric
 counts for the infrared camera.
+
+The capture-variation fields (``psf_blur_px``, ``gain``, ``gamma``, ``sensor_noise_dn``,
+``jpeg_quality``) are fixed values, not ranges: they describe one level of an optics sweep (see
+:mod:`inspector.capture`) applied to the finished 8-bit visible image, and default to the identity.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from inspector.capture import CaptureVariation
 from inspector.dataset import DistractorKind
 from inspector.errors import InspectorError
 
@@ -93,6 +98,15 @@ class SynthConfig(BaseModel):
     full_well_e: Range = Field((4000.0, 12000.0), description="electrons at full scale (sets shot noise)")
     read_noise_e: Range = Field((4.0, 12.0), description="read noise, electrons r.m.s.")
 
+    # capture variation of the finished visible image (one sweep level; identity by default)
+    psf_blur_px: float = Field(
+        0.0, ge=0, le=3, description="extra Gaussian point-spread blur (sigma, visible px) on the 8-bit image"
+    )
+    gain: float = Field(1.0, ge=0.1, le=10, description="exposure gain on the 8-bit image, clipped at 255")
+    gamma: float = Field(1.0, ge=0.2, le=5, description="response curve 255 * (x / 255) ** gamma")
+    sensor_noise_dn: float = Field(0.0, ge=0, le=50, description="extra Gaussian read noise, DN r.m.s.")
+    jpeg_quality: int | None = Field(None, ge=1, le=100, description="JPEG re-encoding quality (None: none)")
+
     # distractors
     distractor_count: IntRange = Field((1, 6), description="distractors per part")
     distractor_weights: dict[DistractorKind, float] = Field(
@@ -128,6 +142,17 @@ class SynthConfig(BaseModel):
     # line timing
     line_period_ns: int = Field(125_000_000, gt=0, description="time between two parts (trigger clock)")
     capture_jitter_ns: int = Field(3_000_000, ge=0, description="max |IR - visible| capture time offset")
+
+    @property
+    def capture_variation(self) -> CaptureVariation:
+        """The capture variation the generator applies to every finished visible image."""
+        return CaptureVariation(
+            blur_sigma_px=self.psf_blur_px,
+            gain=self.gain,
+            gamma=self.gamma,
+            read_noise_dn=self.sensor_noise_dn,
+            jpeg_quality=self.jpeg_quality,
+        )
 
     @field_validator("texture_weights", "distractor_weights", "crack_count_weights", "width_bin_weights")
     @classmethod

@@ -3,7 +3,11 @@
 :func:`generate_sample` is pure (no I/O, no clock): sample ``index`` of seed ``seed`` is the same
 whatever else is generated, because every part draws from its own ``SeedSequence([seed, index])``,
 split into one independent stream per concern (surface, light, cracks, ...). Changing, say, the
-distractor odds therefore leaves that part's surface and cracks as they were.
+distractor odds therefore leaves that part's surface and cracks as they were. The capture variation
+of the config (extra PSF blur, gain, gamma, noise, JPEG: :mod:`inspector.capture`) is applied last to
+the 8-bit visible image with a stream of its own, spawned after the others, so a sweep over it shows
+the same parts and leaves the identity's samples byte-identical; the mask and ground truth never
+change with it.
 
 :func:`generate_set` writes a folder in the :mod:`inspector.dataset` format, optionally over several
 worker processes, and returns a :class:`SetSummary`.
@@ -23,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from inspector.capture import apply_variation
 from inspector.dataset import Sample, SampleMeta, write_sample
 from inspector.synth import optics, texture
 from inspector.synth.config import WIDTH_BIN_LABELS, SynthConfig, SynthError, width_bin
@@ -36,7 +41,9 @@ logger = logging.getLogger(__name__)
 
 EPOCH_NS = 1_735_689_600 * 10**9
 """Line clock origin of every generated set: 2025-01-01T00:00:00Z."""
-_STREAMS = ("layout", "surface", "light", "cracks", "distractors", "camera", "infrared", "timing", "colour")
+_STREAMS = (  # append only: SeedSequence.spawn gives child i the same stream whatever comes after it
+    "layout", "surface", "light", "cracks", "distractors", "camera", "infrared", "timing", "colour", "capture"
+)  # fmt: skip
 _METALS = (  # RGB tints of bare metals under white light
     np.array([0.97, 1.0, 1.04]),  # steel
     np.array([1.0, 1.0, 1.0]),  # aluminium
@@ -94,7 +101,8 @@ def generate_sample(
     Args:
         index: sample number within the set (also the capture's ``seq``), >= 0.
         seed: set seed, >= 0.
-        preset: a :class:`SynthConfig` or a preset name (``clean``, ``default``, ``hard``).
+        preset: a :class:`SynthConfig` or a preset name (``clean``, ``default``, ``hard``); its
+            capture-variation fields (``psf_blur_px``, ...) change the visible image only.
         mm_per_px: visible calibration (0.05 by default; 0.1 makes a 0.2 mm crack 2 px wide).
         size: visible frame side in pixels, or (width, height); the IR frame is ``ir_downscale`` coarser.
         rgb: 8-bit RGB visible image instead of grey.
@@ -144,6 +152,7 @@ def generate_sample(
 
     camera = optics.draw_camera(rng["camera"], config)
     visible = optics.sensor(rng["camera"], optics.blur(radiance, camera), camera)
+    visible = apply_variation(visible, config.capture_variation, rng["capture"])  # identity: unchanged
     infrared = render_infrared(rng["infrared"], ir_shape, homography, cracks, mm_per_px, layers.infrared, config)
 
     timing = rng["timing"]

@@ -77,3 +77,15 @@ def test_batches_are_seeded(tiles: CrackTileSet) -> None:
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError):
         CrackTileSet.load(tmp_path / "none")
+
+
+def test_capture_variation_changes_the_image_and_never_the_mask(tiles: CrackTileSet) -> None:
+    from inspector.capture import CaptureRanges
+
+    always = CaptureRanges(probability=1.0)
+    for seed in range(4):  # one tile a batch: the variation is drawn after the tile is chosen
+        plain = tiles.batch(np.random.default_rng(seed), 1, 96, crack_fraction=1.0)
+        varied = tiles.batch(np.random.default_rng(seed), 1, 96, crack_fraction=1.0, capture=always)
+        np.testing.assert_array_equal(plain["mask"], varied["mask"])  # same tile, same truth
+        assert not np.allclose(plain["visible"], varied["visible"])
+        assert varied["visible"].dtype == np.float32 and varied["infrared"].dtype == np.float32

@@ -13,6 +13,7 @@ import mla
 from inspector.cli import app
 from inspector.model import ModelError, create_model
 from inspector.training import crack_model_config
+from inspector.verdict import VerdictRules
 
 pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")
 runner = CliRunner()
@@ -189,3 +190,7 @@ def test_threshold_is_stored_and_used(tiny_pt: Path, tmp_path: Path) -> None:
     assert 0.1 <= chosen <= 0.9
     loaded = create_model(str(model))
     assert loaded.threshold == chosen  # type: ignore[attr-defined]
+    rules = mla.load_metadata(model)["verdict_rules"]
+    assert 0.14 <= rules["min_width_mm"] <= 0.26 and rules["min_length_mm"] == 1.0
+    assert loaded.verdict_rules == VerdictRules.model_validate(rules)  # type: ignore[attr-defined]
+    assert "verdict rules" in result.output

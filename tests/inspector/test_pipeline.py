@@ -95,3 +95,14 @@ def test_prediction_files_keep_the_decision(tmp_path: Path) -> None:
     png = cv2.imread(str(tmp_path / "p.pred.png"), cv2.IMREAD_UNCHANGED)
     assert png.dtype == np.uint8 and ((png >= 128) == (prob >= 0.5)).all()
     assert json.loads((tmp_path / "p.result.json").read_text())["verdict"] == "NG"
+
+
+def test_the_models_own_verdict_rules_apply_unless_the_caller_gives_rules() -> None:
+    from inspector.verdict import VerdictRules
+
+    prob = capsule(SHAPE, (10, 60), (110, 70), 6).astype(np.float32)  # a 0.3 mm crack
+    model = PaintedModel(prob)
+    model.verdict_rules = VerdictRules(min_width_mm=0.4)  # type: ignore[attr-defined]  # its operating point
+    visible = np.full(SHAPE, 128, np.uint8)
+    assert inspect_pair(visible, None, None, 0.05, model)[0].verdict == "OK"
+    assert inspect_pair(visible, None, None, 0.05, model, rules=VerdictRules())[0].verdict == "NG"

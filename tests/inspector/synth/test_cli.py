@@ -78,3 +78,49 @@ def test_synth_reports_a_write_failure_with_exit_1(app: typer.Typer, tmp_path: P
     result = runner.invoke(app, ["synth", "--out", str(blocked), "--count", "1", "--size", "64"])
     assert result.exit_code == 1
     assert "could not write" in result.output
+
+
+def test_capture_options_reach_the_config_and_leave_the_truth(app: typer.Typer, tmp_path: Path) -> None:
+    from inspector.synth import generate_sample, get_preset
+
+    capture = ["--blur-px", "1.0", "--gain", "1.2", "--gamma", "0.9", "--noise-dn", "2", "--jpeg-quality", "70"]
+    base = ["synth", "--count", "1", "--size", "128", "--seed", "4", "--clean-fraction", "0"]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "varied"), *capture])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "plain")])
+    assert result.exit_code == 0, result.output
+    varied, plain = (
+        read_sample(tmp_path / "varied", "default-4-000000"),
+        read_sample(tmp_path / "plain", "default-4-000000"),
+    )
+    config = get_preset("default", psf_blur_px=1.0, gain=1.2, gamma=0.9, sensor_noise_dn=2.0, jpeg_quality=70)
+    expected = generate_sample(0, 4, config, size=128, clean_fraction=0.0)
+    assert (varied.visible == expected.visible).all()
+    assert not (varied.visible == plain.visible).all()
+    assert varied.meta == plain.meta and varied.mask is not None and plain.mask is not None
+    assert (varied.mask == plain.mask).all()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--blur-px", "0.5", "--set", "psf_blur_px=1"], "give only one"),
+        (["--blur-px", "4"], "--blur-px"),
+        (["--jpeg-quality", "0"], "--jpeg-quality"),
+        (["--gain", "0"], "--gain"),
+    ],
+)
+def test_capture_options_reject_bad_values_with_exit_2(
+    app: typer.Typer, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    result = runner.invoke(app, ["synth", "--out", str(tmp_path / "x"), "--size", "128", *extra])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_synth_help_explains_the_capture_options(app: typer.Typer) -> None:
+    result = runner.invoke(app, ["synth", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for word in ("--blur-px", "--gain", "--gamma", "--noise-dn", "--jpeg-quality", "ground truth"):
+        assert word in result.output
