@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -96,17 +95,6 @@ def existing_set_matches(folder: Path, settings: dict[str, Any]) -> bool:
     return bool(found == settings and len(list_ids(folder)) == settings["count"])
 
 
-def width_bias_mm(evaluated: FolderEvaluation, min_width_mm: float = MIN_WIDTH_MM) -> float:
-    """Mean measured - true max width over found cracks at least ``min_width_mm`` wide (NaN: none)."""
-    errors = [
-        m.measured.max_width_mm - m.truth.max_width_mm
-        for e in evaluated.evaluations
-        for m in e.matches
-        if m.found and m.measured is not None and m.truth.max_width_mm >= min_width_mm
-    ]
-    return float(np.mean(errors)) if errors else float("nan")
-
-
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
@@ -114,11 +102,9 @@ def _finite(value: Any) -> float | None:
 def score_row(level: SweepLevel, evaluated: FolderEvaluation) -> dict[str, Any]:
     """The figures of one model on one level, and whether they meet the width targets."""
     report = evaluated.report()
-    bias = report.measurement.get("max_width_bias_mm_ge_0_2")
-    bias = width_bias_mm(evaluated) if bias is None else bias
+    bias = report.measurement["max_width_bias_mm_ge_0_2"]
     mae = report.measurement["max_width_mae_mm_ge_0_2"]
-    pod = report.to_dict().get("pod")
-    a90_95 = pod.get("a90_95_mm") if isinstance(pod, dict) else None
+    a90_95 = report.pod.fit.a90_95_mm if report.pod.fit is not None else None
     bias_ok = _finite(bias) is not None and abs(bias) <= MAX_ABS_BIAS_MM
     mae_ok = _finite(mae) is not None and mae <= MAX_MAE_MM
     return {
