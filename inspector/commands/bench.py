@@ -20,7 +20,14 @@ import typer
 from rich.table import Table
 
 from inspector.commands.common import console, err_console, fail
-from inspector.commands.evaluate import evaluate_folder, json_safe, pod_cell, report_table, write_figures
+from inspector.commands.evaluate import (
+    evaluate_folder,
+    json_safe,
+    pod_cell,
+    pod_contrast_table,
+    report_table,
+    write_figures,
+)
 from inspector.commands.predict import load_model, predict_folder
 from inspector.dataset import DataError, iter_samples, list_ids, read_sample
 from inspector.evaluate import WIDTH_BINS, EvaluationReport, match_cracks, width_bin
@@ -230,6 +237,7 @@ def bench_models(
                 *(f"{document_models[n]['data'][folder.name]['median_model_ms_per_pair']:.0f}" for n in reports),
             )
             console.print(table)
+            console.print(pod_contrast_table(reports))
     document = {
         "benchmark": "models",
         "data": [str(f) for f in folders],

@@ -154,6 +154,29 @@ def report_table(reports: dict[str, EvaluationReport]) -> Table:
     return table
 
 
+def pod_contrast_table(reports: dict[str, EvaluationReport]) -> Table:
+    """POD by visible contrast and by IR excess (terciles): found / cracks and a90 per bin and model.
+
+    A bin where even wide cracks are missed holds cracks the sensors barely show; a bin where they are
+    found shows that the misses elsewhere are the model's.
+    """
+    table = Table("bin", *reports, title="POD by crack contrast: found/cracks, a90 (mm)")
+    for kind, label in (("pod_by_contrast", "visible contrast"), ("pod_by_ir_delta", "IR excess (counts)")):
+        bins = [getattr(r, kind) for r in reports.values()]
+        for index in range(max((len(b) for b in bins), default=0)):
+            first = next(b[index] for b in bins if len(b) > index)
+            cells = []
+            for model_bins in bins:
+                if len(model_bins) <= index:
+                    cells.append("-")
+                    continue
+                result = model_bins[index].result
+                a90 = pod_cell(result, "a90_mm")
+                cells.append(f"{result.hits}/{result.n}, " + (f"{a90:.3f}" if isinstance(a90, float) else "n/a"))
+            table.add_row(f"{label} {first.low:.3g}-{first.high:.3g}", *cells)
+    return table
+
+
 def evaluate_command(
     data: Annotated[Path, typer.Option("--data", help="Data folder with ground truth ({id}.json, {id}.mask.png).")],
     predictions: Annotated[Path, typer.Option("--predictions", help="Folder written by predict-dir.")],
@@ -184,6 +207,7 @@ def evaluate_command(
         console.print_json(json.dumps(document))
     else:
         console.print(report_table({predictions.name: report}))
+        console.print(pod_contrast_table({predictions.name: report}))
         console.print(f"wrote {out / 'eval.json'}, " + ", ".join(str(f) for f in figures))
     for sample_id, error in folder.failures:
         err_console.print(f"[yellow]not evaluated[/] {sample_id}: {error}", highlight=False)

@@ -100,7 +100,20 @@ def test_eval_writes_report_and_figures(small_line: Path, predictions: Path, tmp
     assert set(report["recall_by_width"]) == {"<0.1", "0.1-0.2", "0.2-0.3", ">=0.3"}
     assert 0 <= report["pixel"]["f1"] <= 1
     assert (tmp_path / "pr_curve.png").stat().st_size > 1000
+    assert (tmp_path / "pod.png").stat().st_size > 1000
     assert report["failed"] == []
+    assert set(report["pod"]) >= {"a50_mm", "a90_mm", "a90_95_mm", "n", "hits", "reason"}
+    assert report["pod"]["n"] == sum(b["cracks"] for b in report["recall_by_width"].values())
+    assert sum(b["n"] for b in report["pod_by_contrast"]) == report["pod"]["n"]
+
+
+def test_eval_prints_pod_rows_and_the_contrast_table(small_line: Path, predictions: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["eval", "--data", str(small_line), "--predictions", str(predictions), "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "POD a90/95 (mm)" in result.output and "POD by crack contrast" in result.output
+    assert "visible contrast" in result.output
 
 
 def test_eval_reports_missing_predictions(small_line: Path, predictions: Path, tmp_path: Path) -> None:
