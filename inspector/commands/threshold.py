@@ -52,6 +52,15 @@ def threshold(
     model: Annotated[Path, typer.Option("--model", "-m", help="Trained crack model (.pt); updated in place.")],
     val: Annotated[Path, typer.Option("--val", help="Validation folder (never the held-out set).")],
     limit: Annotated[int | None, typer.Option(help="Only N validation parts, spread over the folder.")] = None,
+    pixel_threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.05,
+            max=0.95,
+            help="Keep this pixel threshold instead of the best-F1 one (0.5: where a model trained on true masks "
+            "draws the true crack edge, so widths stay unbiased) and choose only the verdict rules.",
+        ),
+    ] = None,
 ) -> None:
     """Choose the pixel threshold (best validation F1) and the verdict rules (fewest escapes + false rejects).
 
@@ -67,7 +76,7 @@ def threshold(
         ids = list_ids(val)
         if limit is not None and limit < len(ids):
             ids = ids[:: max(len(ids) // limit, 1)][:limit]
-        totals = {float(t): PixelCounts() for t in THRESHOLDS}
+        totals = {float(t): PixelCounts() for t in {*THRESHOLDS, *([pixel_threshold] if pixel_threshold else [])}}
         maps = []  # (probability, meta) of every part, for the verdict rules
         for sample_id in track(ids, description="validation parts", console=console, transient=True):
             sample = read_sample(val, sample_id)
@@ -81,7 +90,7 @@ def threshold(
             maps.append((probability, sample.meta))
     except (DataError, InspectorError, mla.MLAError) as exc:
         fail(exc)
-    chosen = best_threshold(totals)
+    chosen = best_threshold(totals) if pixel_threshold is None else float(pixel_threshold)
     parts = [
         LabelledPart(
             cracks=tuple(measure_cracks(at_threshold(probability, chosen), meta.mm_per_px)),

@@ -194,3 +194,17 @@ def test_threshold_is_stored_and_used(tiny_pt: Path, tmp_path: Path) -> None:
     assert 0.14 <= rules["min_width_mm"] <= 0.26 and rules["min_length_mm"] == 1.0
     assert loaded.verdict_rules == VerdictRules.model_validate(rules)  # type: ignore[attr-defined]
     assert "verdict rules" in result.output
+
+
+def test_threshold_can_keep_the_pixel_threshold_and_choose_only_the_rules(tiny_pt: Path, tmp_path: Path) -> None:
+    from inspector.synth import generate_set
+
+    generate_set(tmp_path / "val", 2, seed=133, preset="default", size=256)
+    model = tmp_path / "kept.pt"
+    model.write_bytes(tiny_pt.read_bytes())
+    args = ["threshold", "--model", str(model), "--val", str(tmp_path / "val"), "--pixel-threshold", "0.5"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    meta = mla.load_metadata(model)
+    assert meta["threshold"] == 0.5 and meta["verdict_rules"]["min_length_mm"] == 1.0
+    assert runner.invoke(app, [*args[:-1], "0.99"]).exit_code == 2  # outside 0.05-0.95
