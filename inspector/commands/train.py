@@ -70,8 +70,7 @@ def initial_model(fusion: str, width: int, init: Path | None, modality_dropout: 
     """A fresh model of the variant, or one starting from the weights of ``init``."""
     import mla
 
-    dropout = {} if modality_dropout is None else {"modality_dropout": modality_dropout}
-    model = mla.MLAModel(crack_model_config(fusion, width=width, **dropout))
+    model = mla.MLAModel(crack_model_config(fusion, width=width, modality_dropout=modality_dropout))
     if init is not None:
         try:
             model.load_state_dict(mla.load_model(init, map_location="cpu").state_dict())
@@ -163,8 +162,8 @@ def train(
     optics: Annotated[
         bool,
         typer.Option(
-            help="Re-capture every training tile with a random optics and sensor variation (blur 0-1.6 px, gain, "
-            "gamma, noise, JPEG; inspector.capture) so the model holds on cameras other than the generator's."
+            help="Re-capture 80% of the training tiles with a random optics and sensor variation (blur 0-1.6 px, "
+            "gain, gamma, noise, JPEG; inspector.capture) so the model holds on cameras other than the generator's."
         ),
     ] = True,
     modality_dropout: Annotated[

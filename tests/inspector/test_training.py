@@ -169,3 +169,9 @@ def test_steps_zero_without_pretraining_is_refused(small_line: Path, tmp_path: P
             "--steps", "0"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code != 0 and "--pretrain-steps" in result.output
+
+
+def test_modality_dropout_is_the_variants_unless_given() -> None:
+    assert initial_model("concat", 8, None).config.modality_dropout == 0.0
+    assert initial_model("hffn", 8, None).config.modality_dropout == 0.15
+    assert initial_model("concat", 8, None, modality_dropout=0.2).config.modality_dropout == 0.2
