@@ -86,6 +86,8 @@ def plot_pod(results: Mapping[str, PodResult], path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.2), dpi=110, sharey=True, squeeze=False)
     sizes = [o.size_mm for r in results.values() for o in r.observations]
     low, high = (min(sizes) / 1.3, max(sizes) * 1.3) if sizes else (0.01, 1.0)
+    marked = [r.fit.a90_95_mm for r in results.values() if r.fit is not None and r.fit.a90_95_mm is not None]
+    high = max([high, *(1.2 * a for a in marked)])  # an a90/95 beyond the largest crack stays in view
     jitter = np.random.default_rng(0)
     for ax, (name, result) in zip(axes.ravel(), results.items(), strict=False):
         found = np.array([o.hit for o in result.observations], dtype=bool)
@@ -112,7 +114,8 @@ def plot_pod(results: Mapping[str, PodResult], path: Path, title: str) -> None:
         ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
         ax.set(xlim=(low, high), ylim=(-0.08, 1.08), xlabel="max width (mm, log scale)")
         why = f"\n{textwrap.fill(result.reason, 60)}" if result.reason else ""
-        ax.set_title(f"{name}: {result.hits}/{result.n} found{why}", fontsize=8)
+        a90_95 = f", a90/95 {fit.a90_95_mm:.3f} mm" if fit is not None and fit.a90_95_mm is not None else ""
+        ax.set_title(f"{name}: {result.hits}/{result.n} found{a90_95}{why}", fontsize=8)
         ax.grid(alpha=0.3, which="both")
     axes[0, 0].set_ylabel("probability of detection")
     axes[0, 0].legend(loc="center left", fontsize=7)
