@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from inspector.synth.config import SynthError
+from inspector.synth.config import SynthConfig, SynthError
 
 Factor = Literal["blur", "noise", "gain", "gamma", "jpeg"]
 FIELDS: dict[Factor, str] = {  # sweep factor -> SynthConfig field
@@ -25,7 +25,7 @@ FIELDS: dict[Factor, str] = {  # sweep factor -> SynthConfig field
     "gamma": "gamma",
     "jpeg": "jpeg_quality",
 }
-IDENTITY: dict[str, Any] = {"psf_blur_px": 0.0, "sensor_noise_dn": 0.0, "gain": 1.0, "gamma": 1.0, "jpeg_quality": None}
+IDENTITY: dict[str, Any] = {field: SynthConfig.model_fields[field].default for field in FIELDS.values()}
 """The capture-variation fields of :class:`SynthConfig` at the identity (their defaults)."""
 
 
