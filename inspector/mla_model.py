@@ -13,7 +13,6 @@ so the IR encoder sees IR at its own resolution. A missing IR image is a missing
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -23,6 +22,8 @@ import numpy as np
 import torch
 
 import mla
+from inspector.errors import InspectorError
+from inspector.export_cache import file_sha256, sidecar_path
 from inspector.model import ModelError, ModelInput, ModelOutput
 from inspector.tiles import ir_on_quarter_grid, normalise_ir, normalise_visible, tiled_predict
 from inspector.verdict import VerdictRules
@@ -118,18 +119,7 @@ class MLACrackModel:
         )
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a model file, reported with every result set."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sidecar_path(path: Path) -> Path:
-    """``crack.onnx`` → ``crack.onnx.json``: what an exported graph is (modalities, scale, name, version)."""
-    return path.with_name(path.name + ".json")
+DEFAULT_BACKEND = "onnxruntime"  # the fast path on a CPU; a .pt is exported once and cached (inspector.export_cache)
 
 
 def load_crack_model(
@@ -137,49 +127,69 @@ def load_crack_model(
     *,
     device: str = "cpu",
     backend: str | None = None,
-    amp: bool = False,
+    amp: bool | None = None,
     threads: int | None = None,
     tile: int = 576,
     overlap: int = 64,
     batch_size: int = 2,
+    cache_dir: str | Path | None = None,
 ) -> MLACrackModel:
-    """Load a crack model from a ``.pt`` (torch), ``.onnx`` (onnxruntime) or ``.engine`` (tensorrt) file.
+    """Load a crack model from a ``.pt`` (trained), ``.onnx`` (exported) or ``.engine`` (TensorRT) file.
 
-    A ``.pt`` comes from ``inspector train`` (read with weights_only=True), an ``.onnx`` from
-    ``inspector export``, an ``.engine`` from ``deploy/jetson/build-engine.sh``. An ``.onnx`` or
-    ``.engine`` file says its backend; ``backend`` (the configured one) applies to a ``.pt``, which then
-    runs as the ``.onnx`` or ``.engine`` exported beside it.
+    A ``.pt`` comes from ``inspector train`` (read with weights_only=True) and runs on ``backend``
+    (default onnxruntime): for onnxruntime it is exported once to an ONNX graph cached by the file's
+    SHA-256, and the graph must match the torch model on a fixed input within
+    :data:`~inspector.export_cache.PARITY_BOUND` or the load is refused. An ``.onnx`` (``inspector
+    export``) or ``.engine`` (``deploy/jetson/build-engine.sh``) file says its own backend; a ``.pt``
+    with ``backend="tensorrt"`` runs as the ``.engine`` built beside it.
+
+    Args:
+        path: The model file.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        backend: ``onnxruntime`` (default), ``torch`` or ``tensorrt``, for a ``.pt``.
+        amp: Half precision (fp16 on CUDA, bf16 on a CPU) in the torch backend; None: on for CUDA where
+            it keeps parity with fp32, off on a CPU.
+        threads: CPU threads of the runtime (default: its own choice, all cores).
+        tile: Tile side in visible pixels.
+        overlap: Overlap between tiles.
+        batch_size: Tiles per backend call.
+        cache_dir: Where exported graphs are cached (default ``~/.cache/inspector/onnx``).
+
+    Raises:
+        ModelError: A missing or foreign file, a failed export, or a graph that breaks parity.
+
     """
+    from inspector.export_cache import cached_export
+
     path = Path(path)
-    backend = {".onnx": "onnxruntime", ".engine": "tensorrt"}.get(path.suffix, backend or "torch")
-    if backend != "torch" and path.suffix == ".pt":
-        path = path.with_suffix(".onnx" if backend == "onnxruntime" else ".engine")
-        if not path.is_file():
-            raise ModelError(f"{path} does not exist: export the model first (`inspector export --model ...`)")
+    backend = {".onnx": "onnxruntime", ".engine": "tensorrt"}.get(path.suffix, backend or DEFAULT_BACKEND)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist: train one with `inspector train` or use a built-in name")
+    if backend == "tensorrt" and path.suffix == ".pt":
+        path = path.with_suffix(".engine")
+        if not path.is_file():
+            raise ModelError(f"{path} does not exist: build the engine first (deploy/jetson/build-engine.sh)")
     if threads:
         torch.set_num_threads(threads)
     sha = file_sha256(path)
     try:
-        if backend == "torch":
-            model = mla.load_model(path, map_location=device)
+        model = mla.load_model(path, map_location="cpu") if path.suffix == ".pt" else None
+        if model is not None and "segmentation" not in model.heads:
+            raise ModelError(f"{path} has no segmentation head, so it is not a crack model")
+        if backend == "torch" and model is not None:
+            runner, scale = _torch_runner(model, path, device, amp), _ir_scale(model)
             metadata = mla.load_metadata(path)
-            if "segmentation" not in model.heads:
-                raise ModelError(f"{path} has no segmentation head, so it is not a crack model")
-            runner: Backend = create_backend("torch", model=model, device=device, amp=amp)
-            scale = int(model.config.encoders["infrared"].scale or 4) if "infrared" in model.modalities else 4
         else:
-            model = None
-            side = sidecar_path(path)
-            if not side.is_file():
-                raise ModelError(f"{side} is missing: export with `inspector export`, which writes it beside the graph")
-            metadata = json.loads(side.read_text())
-            scales = {str(k): int(v) for k, v in metadata["scales"].items()}
-            extra = {"device": device, "threads": threads} if backend == "onnxruntime" else {}
-            runner = create_backend(backend, path=path, modalities=metadata["modalities"], scales=scales, **extra)
-            scale = scales.get("infrared", 4)
-    except mla.MLAError as exc:
+            graph = cached_export(path, cache_dir, sha256=sha) if path.suffix == ".pt" else path
+            runner, scale, metadata = _graph_runner(graph, backend, device, threads)
+            if model is not None:
+                metadata = mla.load_metadata(path) | {
+                    "onnx": str(graph),
+                    "parity_max_abs_diff": _check_parity(model, runner, graph, path),
+                }
+    except ModelError:
+        raise
+    except (mla.MLAError, InspectorError) as exc:
         raise ModelError(str(exc)) from None
     logger.info("loaded crack model %s on %s (sha256 %s)", path, runner.description, sha)
     return MLACrackModel(
@@ -195,3 +205,45 @@ def load_crack_model(
         threshold=float(metadata.get("threshold", 0.5)),
         verdict_rules=VerdictRules.model_validate(metadata["verdict_rules"]) if metadata.get("verdict_rules") else None,
     )
+
+
+def _ir_scale(model: mla.MLAModel) -> int:
+    return int(model.config.encoders["infrared"].scale or 4) if "infrared" in model.modalities else 4
+
+
+def _torch_runner(model: mla.MLAModel, path: Path, device: str, amp: bool | None) -> Backend:
+    """The torch backend; ``amp=None`` turns half precision on for CUDA where it keeps parity with fp32."""
+    from inspector.export_cache import PARITY_BOUND, load_parity
+
+    half = amp if amp is not None else device.startswith("cuda")
+    runner = create_backend("torch", model=model, device=device, amp=half)
+    if half and amp is None and load_parity(model, runner, scale=_ir_scale(model)) > PARITY_BOUND["fp16"]:
+        logger.warning("%s breaks parity in half precision on %s: running it in fp32", path, device)
+        runner = create_backend("torch", model=model, device=device, amp=False)
+    return runner
+
+
+def _graph_runner(graph: Path, backend: str, device: str, threads: int | None) -> tuple[Backend, int, dict[str, Any]]:
+    """An exported graph on onnxruntime or TensorRT, its IR scale and its sidecar."""
+    side = sidecar_path(graph)
+    if not side.is_file():
+        raise ModelError(f"{side} is missing: export with `inspector export`, which writes it beside the graph")
+    metadata = json.loads(side.read_text())
+    scales = {str(k): int(v) for k, v in metadata["scales"].items()}
+    extra = {"device": device, "threads": threads} if backend == "onnxruntime" else {}
+    runner = create_backend(backend, path=graph, modalities=metadata["modalities"], scales=scales, **extra)
+    return runner, scales.get("infrared", 4), metadata
+
+
+def _check_parity(model: mla.MLAModel, runner: Backend, graph: Path, path: Path) -> float:
+    """Max |Δp| of the graph against the torch model it came from; a gap over the bound refuses the graph."""
+    from inspector.export_cache import PARITY_BOUND, load_parity
+
+    gap = load_parity(model, runner, scale=_ir_scale(model))
+    if gap > PARITY_BOUND["fp32"]:
+        raise ModelError(
+            f"{graph} disagrees with {path} by {gap:.2e} in crack probability on the parity input "
+            f"(bound {PARITY_BOUND['fp32']:.0e}): delete the cached graph to re-export it, or run with "
+            "inference.backend=torch"
+        )
+    return gap

@@ -62,6 +62,14 @@ class InspectionResult:
         }
 
 
+def model_identity(model: CrackModel) -> dict[str, str]:
+    """Name and version of the model behind a result; for learned models also its file's SHA-256 and backend."""
+    identity = {"name": model.name, "version": model.version}
+    metadata = getattr(model, "metadata", None) or {}
+    identity.update({k: str(metadata[k]) for k in ("sha256", "backend") if k in metadata})
+    return identity
+
+
 def to_grey(visible: np.ndarray) -> np.ndarray:
     """(H, W) uint8 grey from a grey or RGB uint8 visible image."""
     if visible.dtype != np.uint8:
@@ -150,7 +158,7 @@ def inspect_pair(
         defects=decision.defects,
         cracks=decision.cracks,
         mm_per_px=mm_per_px,
-        model={"name": model.name, "version": model.version},
+        model=model_identity(model),
         modal_weights=output.modal_weights,
         timings_ms={
             "register": (t1 - t0) * 1e3,

@@ -17,7 +17,9 @@ Text and tabular modalities are not exported (their tokenisers live outside the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,13 +108,29 @@ def export_onnx(model: MLAModel, path: str | Path, *, opset: int = DEFAULT_OPSET
     inputs, outputs = graph_names(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         torch.onnx.export(
             graph, example_arguments(model, 2, side), str(path), input_names=inputs, output_names=outputs,
             dynamic_shapes=(tuple(shapes),), opset_version=opset, dynamo=True, verbose=False, external_data=False,
         )  # fmt: skip
     logger.info("exported %s to %s (opset %d, inputs %s)", model.config.fusion_type, path, opset, inputs)
     return path
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Keep the exporter's own chatter (pass-by-pass INFO, optional-op WARNINGs) out of the caller's log."""
+    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
 
 
 @dataclass(frozen=True)

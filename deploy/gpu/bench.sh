@@ -12,7 +12,7 @@ models=${1:?usage: bench.sh MODELS [OUT]}
 out=${2:-${OUT:-runs/gpu-bench}}
 mkdir -p "$out"
 if [[ ! -x .venv/bin/inspector ]]; then
-  python3 -m venv .venv && .venv/bin/pip install -q -e ".[export]"
+  python3 -m venv .venv && .venv/bin/pip install -q -e "."
 fi
 source .venv/bin/activate
 python - <<'PY'

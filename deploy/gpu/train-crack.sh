@@ -19,7 +19,7 @@ steps=${STEPS:-5000}
 seeds=${SEEDS:-"0 1 2"}
 mkdir -p "$out"
 if [[ ! -x .venv/bin/inspector ]]; then
-  python3 -m venv .venv && .venv/bin/pip install -q -e ".[export]"
+  python3 -m venv .venv && .venv/bin/pip install -q -e "."
 fi
 source .venv/bin/activate
 if [[ $device == cuda* ]]; then

@@ -68,7 +68,7 @@ def ensure_onnx(path: Path, work: Path) -> Path:
     beside = path.with_suffix(".onnx")
     if beside.is_file() and beside.with_name(beside.name + ".json").is_file():
         return beside
-    from inspector.commands.export import export_model
+    from inspector.export_cache import export_model
 
     target = work / "onnx" / f"{path.stem}.onnx"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ from rich.table import Table
 from inspector.commands.common import console, fail
 from inspector.dataset import DataError, list_ids, read_sample
 from inspector.errors import InspectorError
-from inspector.mla_model import MLACrackModel, file_sha256, load_crack_model, sidecar_path
+from inspector.export_cache import export_model, sidecar_path
+from inspector.mla_model import MLACrackModel, load_crack_model
 from inspector.pipeline import inspect_pair
 
 
@@ -40,43 +41,6 @@ def verdict_parity(reference: MLACrackModel, exported: MLACrackModel, data: Path
         "same_verdict": same,
         "different_verdict": mismatched,
     }
-
-
-def export_model(model: Path, target: Path, opset: int = 18) -> dict[str, Any]:
-    """Export a ``.pt`` crack model to ``target`` (ONNX) and write its sidecar; return the sidecar.
-
-    Raises:
-        InspectorError: The file is not a trained model or cannot be exported.
-
-    """
-    import mla
-    from mla.export import export_onnx
-
-    if model.suffix != ".pt" or not model.is_file():
-        raise InspectorError(f"--model {model}: give a trained .pt file (from `inspector train` or inspector/models/)")
-    try:
-        net = mla.load_model(model, map_location="cpu")
-        metadata = mla.load_metadata(model)
-        export_onnx(net, target, opset=opset)
-    except mla.MLAError as exc:
-        raise InspectorError(str(exc)) from exc
-    sidecar: dict[str, Any] = {
-        "name": metadata.get("name", model.stem),
-        "version": metadata.get("version", "0"),
-        "variant": metadata.get("variant"),
-        "modalities": list(net.modalities),
-        "scales": {m: int(net.encoder(m).scale) for m in net.modalities},
-        "opset": opset,
-        "source": {"file": model.name, "sha256": file_sha256(model)},
-        "parameters": mla.count_parameters(net),
-        "macs_per_512_tile": metadata.get("macs_per_512_tile"),
-        "width": metadata.get("width", 1.0),
-        "pruning": metadata.get("pruning"),
-        "threshold": metadata.get("threshold", 0.5),
-        "verdict_rules": metadata.get("verdict_rules"),
-    }
-    sidecar_path(target).write_text(json.dumps(sidecar, indent=1) + "\n")
-    return sidecar
 
 
 def calibration_feeds(data: Path, sidecar: dict[str, Any], count: int = 32, tile: int = 256) -> list[dict[str, Any]]:

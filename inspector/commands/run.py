@@ -12,9 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from inspector.commands.common import console, err_console, fail
+from inspector.commands.predict import load_model
 from inspector.embedded import EmbeddedLine, LineReport
 from inspector.errors import InspectorError
-from inspector.model import create_model
 from inspector.results import JsonlResultStore
 from inspector.stream import StreamCore, StreamPolicy
 
@@ -68,7 +68,7 @@ def run(
     store = JsonlResultStore(out / "results.jsonl")
     first_seq = max((seq for _, seq in store.seen), default=0) + 1  # a second run into OUT continues the count
     try:
-        crack_model = create_model(model)
+        crack_model = load_model(model)  # runs as the settings' inference section says
         if source == "synthetic":
             console.print(f"rendering {min(8, count)} synthetic {preset} parts ({size} px) for {len(names)} camera(s)")
             frames = SyntheticSource(names, preset, seed, size, pool=min(8, count), start_seq=first_seq)

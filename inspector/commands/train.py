@@ -20,6 +20,7 @@ from inspector.crack_data import CrackTileSet
 from inspector.dataset import DataError, list_ids, read_meta
 from inspector.errors import InspectorError
 from inspector.training import (
+    ARCHITECTURES,
     VARIANTS,
     crack_loss,
     crack_model_config,
@@ -66,16 +67,21 @@ def model_card(path: Path, metadata: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def initial_model(fusion: str, width: int, init: Path | None, modality_dropout: float | None = None) -> Any:
+def initial_model(
+    fusion: str, width: int, init: Path | None, modality_dropout: float | None = None, arch: str = "unshuffle"
+) -> Any:
     """A fresh model of the variant, or one starting from the weights of ``init``."""
     import mla
 
-    model = mla.MLAModel(crack_model_config(fusion, width=width, modality_dropout=modality_dropout))
+    model = mla.MLAModel(crack_model_config(fusion, width=width, modality_dropout=modality_dropout, arch=arch))
     if init is not None:
         try:
             model.load_state_dict(mla.load_model(init, map_location="cpu").state_dict())
         except (mla.MLAError, RuntimeError) as exc:
-            fail(f"--init {init}: cannot start from it ({exc}); it must be a {fusion} model of width {width}")
+            fail(
+                f"--init {init}: cannot start from it ({exc}); it must be a {fusion} model of width {width} "
+                f"and architecture {arch} (--fusion, --width, --arch)"
+            )
     return model
 
 
@@ -113,6 +119,20 @@ def progressive_pretraining(
     )  # fmt: skip
 
 
+def check_options(fusion: str, arch: str, tile: int, fractions: float, steps: int, pretrain_steps: int) -> None:
+    """Exit 2 with what to change when the training options contradict each other."""
+    if fusion not in VARIANTS:
+        fail(f"unknown --fusion {fusion!r}: choose one of {', '.join(VARIANTS)}")
+    if arch not in ARCHITECTURES:
+        fail(f"unknown --arch {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+    if tile % 16:
+        fail(f"--tile {tile} must be a multiple of 16")
+    if fractions > 1:
+        fail(f"--crack-fraction + --distractor-fraction is {fractions:g}: it must be <= 1")
+    if steps == 0 and not pretrain_steps:
+        fail("--steps 0 only makes sense with --pretrain-steps (a pre-trained model, no supervised stage)")
+
+
 def train(
     data: Annotated[Path, typer.Option("--data", help="Training data folder (with masks).")],
     val: Annotated[Path, typer.Option("--val", help="Validation data folder (other seeds than --data).")],
@@ -128,6 +148,13 @@ def train(
     accum_steps: Annotated[int, typer.Option(min=1, help="Micro-batches per optimizer step.")] = 1,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = 3e-3,
     width: Annotated[int, typer.Option(min=8, help="Base width of the visible encoder and the fusion.")] = 32,
+    arch: Annotated[
+        str,
+        typer.Option(
+            help="Network shape: unshuffle (space-to-depth stem and pixel-shuffle decoder, nothing convolved above "
+            "stride 4: the fast one) or pyramid (the first-round network, about 3x slower on a CPU)."
+        ),
+    ] = "unshuffle",
     amp: Annotated[bool, typer.Option(help="Mixed precision: bf16 on CPU, fp16 on CUDA.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of the weights and the tile sampler.")] = 0,
@@ -181,14 +208,7 @@ def train(
     import mla
     from mla.train import TrainConfig, Trainer, plot_metrics
 
-    if fusion not in VARIANTS:
-        fail(f"unknown --fusion {fusion!r}: choose one of {', '.join(VARIANTS)}")
-    if tile % 16:
-        fail(f"--tile {tile} must be a multiple of 16")
-    if crack_fraction + distractor_fraction > 1:
-        fail(f"--crack-fraction {crack_fraction} + --distractor-fraction {distractor_fraction} must be <= 1")
-    if steps == 0 and not pretrain_steps:
-        fail("--steps 0 only makes sense with --pretrain-steps (a pre-trained model, no supervised stage)")
+    check_options(fusion, arch, tile, crack_fraction + distractor_fraction, steps, pretrain_steps)
     torch.set_num_threads(threads or max(os.cpu_count() or 1, 1))
     try:
         console.print(f"loading {data} and {val} ...")
@@ -208,7 +228,7 @@ def train(
     )
     if overlap:
         fail(f"--data and --val share seeds {sorted(overlap)}: validation must not see training parts")
-    model = initial_model(fusion, width, init, modality_dropout)
+    model = initial_model(fusion, width, init, modality_dropout, arch)
     name = out.stem
     workdir = workdir or Path("runs") / f"train-{name}"
     cfg = TrainConfig(
@@ -259,6 +279,7 @@ def train(
         "name": name,
         "version": "1",
         "variant": fusion,
+        "arch": arch,
         "command": "inspector train " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else "inspector train",
         "train_data": origin,
         "validation_data": val_origin,

@@ -31,13 +31,17 @@ class ConcatFusion(Fusion):
         modalities: The model's modalities in order, with their feature sizes.
         width: Shared width W.
         modality_dropout: Per-sample modality dropout in training mode (see :class:`Fusion`).
+        act: Activation after each level's mix: ``silu`` (default) or ``relu`` (fused by inference runtimes).
 
     """
 
-    def __init__(self, modalities: Mapping[str, FeatureSpec], width: int, modality_dropout: float = 0.0) -> None:
+    def __init__(
+        self, modalities: Mapping[str, FeatureSpec], width: int, modality_dropout: float = 0.0, act: str = "silu"
+    ) -> None:
         super().__init__(modalities, width, modality_dropout)
         count = len(self.names)
-        self.mix = nn.ModuleList(ConvBNAct(count * width, width, 1) for _ in range(NUM_LEVELS if self.spatial else 0))
+        levels = NUM_LEVELS if self.spatial else 0
+        self.mix = nn.ModuleList(ConvBNAct(count * width, width, 1, act=act) for _ in range(levels))
         self.vector_mix = nn.Sequential(nn.Linear(count * width, width), nn.LayerNorm(width))
 
     def forward(self, features: Mapping[str, ModalFeatures | None]) -> FusionOutput:

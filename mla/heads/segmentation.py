@@ -8,6 +8,12 @@
     ─bilinear ×2─▶ SeparableBlock ─▶ (B, W/2, H/2, W/2)
     ─bilinear ×2─▶ SeparableBlock ─▶ (B, W/4, H, W) ─1×1 conv─▶ logits (B, K, H, W)
 
+With ``decoder="shuffle"`` nothing runs above stride 4: after the two lateral blocks a 1×1
+classifier gives 16·K channels per fine cell, and ``PixelShuffle(4)`` lays them out as the 4×4
+pixels of that cell (the inverse of the ``unshuffle_pyramid`` stem)::
+
+    fine-level x (B, W, H/4, W/4) ─1×1 conv─▶ (B, 16·K, H/4, W/4) ─PixelShuffle(4)─▶ logits (B, K, H, W)
+
 (H, W) is the reference (visible) input's size. The classifier bias starts at ``logit(prior)`` so a
 rare foreground (cracks) starts with a low probability everywhere.
 """
@@ -28,6 +34,9 @@ from mla.heads.base import Head, HeadInput, register_head
 
 logger = logging.getLogger(__name__)
 
+DECODERS = ("bilinear", "shuffle")
+SHUFFLE = 4  # reference pixels per fine-level cell along each axis
+
 
 @register_head("segmentation")
 class SegmentationHead(Head):
@@ -40,6 +49,8 @@ class SegmentationHead(Head):
         hidden: Width at stride 2 (default W/2); stride 1 uses half of it.
         prior: Initial foreground probability, sets the classifier bias.
         act: Activation of the conv blocks.
+        decoder: ``bilinear`` (upsample and convolve at strides 2 and 1) or ``shuffle`` (classify each
+            stride-4 cell into its 4×4 pixels; no work at full resolution).
 
     """
 
@@ -53,17 +64,26 @@ class SegmentationHead(Head):
         hidden: int | None = None,
         prior: float = 0.01,
         act: str = "silu",
+        decoder: str = "bilinear",
     ) -> None:
         super().__init__()
         if classes < 1 or not 0.0 < prior < 1.0:
             msg = f"segmentation needs classes ≥ 1 and 0 < prior < 1, got {classes} and {prior}"
             raise MLAConfigError(msg)
-        half = hidden or max(width // 2, 4)
-        quarter = max(half // 2, 4)
+        if decoder not in DECODERS:
+            msg = f"unknown segmentation decoder {decoder!r}: choose one of {', '.join(DECODERS)}"
+            raise MLAConfigError(msg)
+        self.decoder = decoder
         self.lateral = nn.ModuleList(SeparableBlock(width, width, 1, act) for _ in range(2))  # mid, fine
-        self.up_half = SeparableBlock(width, half, 1, act)
-        self.up_full = SeparableBlock(half, quarter, 1, act)
-        self.classifier = nn.Conv2d(quarter, classes, 1)
+        if decoder == "shuffle":
+            self.classifier = nn.Conv2d(width, SHUFFLE * SHUFFLE * classes, 1)
+            self.shuffle = nn.PixelShuffle(SHUFFLE)
+        else:
+            half = hidden or max(width // 2, 4)
+            quarter = max(half // 2, 4)
+            self.up_half = SeparableBlock(width, half, 1, act)
+            self.up_full = SeparableBlock(half, quarter, 1, act)
+            self.classifier = nn.Conv2d(quarter, classes, 1)
         if self.classifier.bias is not None:
             nn.init.constant_(self.classifier.bias, -math.log((1.0 - prior) / prior))
 
@@ -75,6 +95,9 @@ class SegmentationHead(Head):
         fine, mid, coarse = inputs.fused.levels[:3]
         x = self.lateral[0](mid + upsample(coarse, mid.shape[-2:]))  # (B, W, H/8, W/8)
         x = self.lateral[1](fine + upsample(x, fine.shape[-2:]))  # (B, W, H/4, W/4)
+        if self.decoder == "shuffle":
+            shuffled: Tensor = self.shuffle(self.classifier(x))  # (B, 16·K, H/4, W/4) → (B, K, H, W)
+            return shuffled
         height, width = inputs.image_size or (4 * fine.shape[-2], 4 * fine.shape[-1])
         x = self.up_half(upsample(x, (height // 2, width // 2)))  # (B, W/2, H/2, W/2)
         x = self.up_full(upsample(x, (height, width)))  # (B, W/4, H, W)
