@@ -13,6 +13,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "ir_pyramid": {"in_channels": 1, "width": 8, "depths": (1, 1, 1)},
     "text": {"width": 16, "depth": 1, "heads": 2, "max_len": 32},
     "tabular": {"in_channels": 5, "width": 16},
+    "unshuffle_pyramid": {"in_channels": 1, "width": 8, "depths": (1, 1, 1)},
 }
 
 
@@ -35,6 +36,19 @@ def test_every_encoder_matches_its_spec(name: str) -> None:
         assert features.tokens.shape[-1] == encoder.spec.token_dim
     features.vector.float().sum().backward()
     assert any(p.grad is not None for p in encoder.parameters())
+
+
+def test_unshuffle_stem_convolves_nothing_at_full_resolution() -> None:
+    encoder = create_encoder("unshuffle_pyramid", in_channels=1, width=8)
+    seen: list[tuple[int, int]] = []
+    hooks = [m.register_forward_hook(lambda _m, i, _o: seen.append(tuple(i[0].shape[-2:])))
+             for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+    encoder(torch.rand(1, 1, 64, 64))
+    for hook in hooks:
+        hook.remove()
+    assert seen and max(seen) == (16, 16)  # every convolution reads stride 4 or coarser
+    with pytest.raises(MLAConfigError, match="scale 1"):
+        create_encoder("unshuffle_pyramid", scale=4)
 
 
 def test_visible_pyramid_strides_4_8_16() -> None:

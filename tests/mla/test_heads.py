@@ -39,6 +39,24 @@ def test_segmentation_non_square() -> None:
     assert head(HeadInput(fused=fused, image_size=(128, 64))).shape == (1, 3, 128, 64)
 
 
+def test_shuffle_decoder_gives_each_pixel_of_a_cell_its_own_logit() -> None:
+    head = create_head("segmentation", width=16, modalities=SPECS, decoder="shuffle", classes=2)
+    logits = head(head_input(size=64))
+    assert logits.shape == (2, 2, 64, 64)
+    assert torch.sigmoid(head.classifier.bias).max().item() == pytest.approx(0.01)
+    with torch.no_grad():  # one cell's 16 channels of class 0 land on its 4x4 pixels, one each
+        head.classifier.weight.zero_()
+        head.classifier.bias.copy_(torch.arange(32, dtype=torch.float32))
+    block = head(head_input(size=64))[0, 0, :4, :4]
+    assert torch.equal(block, torch.arange(16, dtype=torch.float32).view(4, 4))
+    assert not any(isinstance(m, torch.nn.Upsample) for m in head.modules()) and not hasattr(head, "up_full")
+
+
+def test_unknown_decoder_lists_the_choices() -> None:
+    with pytest.raises(MLAConfigError, match="bilinear, shuffle"):
+        create_head("segmentation", width=16, modalities=SPECS, decoder="deconv")
+
+
 def test_segmentation_without_levels_explains() -> None:
     head = create_head("segmentation", width=16, modalities=SPECS)
     fused = FusionOutput(vector=torch.randn(1, 16), weights=torch.ones(1, 1))
