@@ -193,7 +193,10 @@ class InferenceSettings(_Section):
         None, description="half precision in the torch backend; unset: fp16 on CUDA where parity holds, fp32 on a CPU"
     )
     cache_dir: Path | None = Field(None, description="exported ONNX graphs (default: ~/.cache/inspector/onnx)")
-    threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
+    threads: int | None = Field(None, ge=1, description="CPU threads in all (default: all cores)")
+    lanes: int = Field(
+        2, ge=1, description="pairs decoded and inspected at once by a worker; each runtime call gets threads/lanes"
+    )
     tile: int = Field(576, ge=64, description="tile side in visible pixels (a multiple of 16)")
     overlap: int = Field(64, ge=0, description="overlap between tiles in visible pixels")
     batch_size: int = Field(2, ge=1, description="tiles per model call")

@@ -11,10 +11,12 @@ crack-probability map at visible resolution. Classical baselines and learned ``m
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
 from inspector.errors import InspectorError
@@ -83,8 +85,10 @@ def create_model(name: str, inference: Mapping[str, Any] | None = None, **kwargs
 
     Args:
         name: A registered name (see :func:`list_models`) or a model file.
-        inference: For learned models only: backend, device, amp, threads, tile, overlap, batch_size
-            (the ``inference`` section of the settings).
+        inference: For learned models only: backend, device, amp, threads, lanes, tile, overlap,
+            batch_size, cache_dir (the ``inference`` section of the settings). ``threads`` is the whole
+            CPU budget; with ``lanes`` pairs in flight at once each runtime call, and OpenCV, get
+            ``threads // lanes`` of it (:func:`lane_threads`), so the lanes do not oversubscribe the cores.
         kwargs: Passed to the model's factory.
 
     An unknown name lists the valid ones.
@@ -92,6 +96,10 @@ def create_model(name: str, inference: Mapping[str, Any] | None = None, **kwargs
     """
     _load_builtin()
     learned = dict(inference or {})
+    lanes = int(learned.pop("lanes", 1) or 1)
+    if lanes > 1:
+        learned["threads"] = lane_threads(learned.get("threads"), lanes)
+        cv2.setNumThreads(learned["threads"])
     if name in _MODELS:
         return _MODELS[name](**(learned if name in SHIPPED_MODELS else {}), **kwargs)
     if name.endswith(LEARNED_SUFFIXES) or "/" in name:
@@ -101,6 +109,11 @@ def create_model(name: str, inference: Mapping[str, Any] | None = None, **kwargs
     raise ModelError(
         f"unknown model {name!r}: choose one of {', '.join(sorted(_MODELS))}, or a model file (.pt, .onnx, .engine)"
     )
+
+
+def lane_threads(threads: int | None, lanes: int) -> int:
+    """Runtime threads per lane: the CPU budget (default: every core) shared by ``lanes`` pairs in flight."""
+    return max(1, (threads or os.cpu_count() or 1) // max(lanes, 1))
 
 
 # trained here on synthetic data; files and model cards in inspector/models/

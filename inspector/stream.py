@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -40,6 +42,9 @@ from inspector.report import overlay
 from inspector.results import result_document
 from inspector.sync import DEFAULT_MAX_WAIT_NS, SyncState, UnpairedReason, pair_frames
 from inspector.verdict import VerdictRules
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 logger = logging.getLogger(__name__)
 
@@ -140,11 +145,13 @@ class StreamPolicy:
     max_pixels: int = DEFAULT_MAX_PIXELS
     default_mm_per_px: float | None = None
     overlay_size: int = 1024
+    lanes: int = 1
 
     @classmethod
-    def from_settings(cls, worker: Any) -> StreamPolicy:
-        """Build the policy from ``Settings.worker`` (milliseconds become nanoseconds)."""
+    def from_settings(cls, worker: Any, lanes: int = 1) -> StreamPolicy:
+        """Build the policy from ``Settings.worker`` (milliseconds become nanoseconds) and ``inference.lanes``."""
         return cls(
+            lanes=lanes,
             batch_pairs=worker.batch_pairs,
             batch_wait_ns=int(worker.batch_wait_ms * 1e6),
             pair_timeout_ns=int(worker.pair_timeout_ms * 1e6),
@@ -243,6 +250,11 @@ def _check_frame(
 class StreamCore:
     """Decode, pair, batch and inspect frames; the runner brings the records, the clocks and the sinks.
 
+    With ``policy.lanes`` > 1 the records of one :meth:`feed` are decoded, and the pairs of one batch
+    inspected, that many at a time on a thread pool: PNG decoding, OpenCV warps and the runtime's
+    kernels release the GIL, so while one pair is in the model another is decoded or measured and no
+    core sits idle. Results keep their batch order.
+
     Args:
         model: Any crack model (:func:`inspector.model.create_model`).
         policy: Batching, pairing and rejection limits.
@@ -270,6 +282,14 @@ class StreamCore:
         self._sync = SyncState()
         self._arrivals: dict[int, Arrival] = {}  # id(frame) -> arrival, for frames waiting in the pairing
         self._queue: list[_Job] = []
+        lanes = self.policy.lanes
+        self._pool = ThreadPoolExecutor(lanes, thread_name_prefix="lane") if lanes > 1 else None
+
+    def _map(self, function: Callable[[T], U], items: Sequence[T]) -> list[U]:
+        """``function`` over ``items`` in order, on the lanes when there are several."""
+        if self._pool is None or len(items) < 2:
+            return [function(item) for item in items]
+        return list(self._pool.map(function, items))
 
     @property
     def waiting_positions(self) -> list[Hashable]:
@@ -301,8 +321,8 @@ class StreamCore:
         rejected: list[Rejection] = []
         unpaired: list[UnpairedFrame] = []
         fresh: dict[str, list[Frame]] = {"visible": [], "infrared": []}
-        for record in records:
-            decoded = decode_record(record, self.policy, wall_ns=wall_ns, scaled=self.scales)
+        decode = partial(decode_record, policy=self.policy, wall_ns=wall_ns, scaled=self.scales)
+        for decoded in self._map(decode, records):
             if isinstance(decoded, Rejection):
                 rejected.append(decoded)
                 continue
@@ -353,14 +373,21 @@ class StreamCore:
         batch, self._queue = self._queue[: self.policy.batch_pairs], self._queue[self.policy.batch_pairs :]
         done: list[InspectedJob] = []
         rejected: list[Rejection] = []
-        for job in batch:
+
+        def inspect(job: _Job) -> InspectedJob | InspectorError:
             try:
-                done.append(self._inspect(job, wall_ns, clock))
+                return self._inspect(job, wall_ns, clock)
             except InspectorError as exc:
-                for arrival in (job.visible, job.infrared):
-                    if arrival is not None:
-                        logger.warning("capture %s cannot be inspected: %s", capture_key(arrival.frame), exc)
-                        rejected.append(Rejection(arrival.record, RejectReason.UNINSPECTABLE, str(exc)))
+                return exc
+
+        for job, outcome in zip(batch, self._map(inspect, batch), strict=True):
+            if isinstance(outcome, InspectedJob):
+                done.append(outcome)
+                continue
+            for arrival in (job.visible, job.infrared):
+                if arrival is not None:
+                    logger.warning("capture %s cannot be inspected: %s", capture_key(arrival.frame), outcome)
+                    rejected.append(Rejection(arrival.record, RejectReason.UNINSPECTABLE, str(outcome)))
         return done, rejected
 
     def forget(self, revoked: Callable[[Hashable], bool]) -> list[Hashable]:

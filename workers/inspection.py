@@ -144,7 +144,8 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         info = dict(model_info or {})
         cals = dict(calibrations or {})
         self.core = StreamCore(
-            model, StreamPolicy.from_settings(settings.worker), model_width=info.get("width", 1.0),
+            model, StreamPolicy.from_settings(settings.worker, lanes=settings.inference.lanes),
+            model_width=info.get("width", 1.0),
             homographies={c: cal.homography for c, cal in cals.items()},
             scales={c: cal.mm_per_px for c, cal in cals.items()},
         )  # fmt: skip

@@ -63,19 +63,6 @@ def latency(model: MLACrackModel, batch: int, repeats: int) -> dict[str, float]:
     return {"median_ms": statistics.median(times), "p95_ms": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]}
 
 
-def ensure_onnx(path: Path, work: Path) -> Path:
-    """The ``.onnx`` exported beside a ``.pt``, or one exported now into ``work``."""
-    beside = path.with_suffix(".onnx")
-    if beside.is_file() and beside.with_name(beside.name + ".json").is_file():
-        return beside
-    from inspector.export_cache import export_model
-
-    target = work / "onnx" / f"{path.stem}.onnx"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    export_model(path, target)
-    return target
-
-
 def quality(model: MLACrackModel, data: Path, work: Path, limit: int | None) -> dict[str, float]:
     """Pixel F1, recall of cracks >= 0.2 mm and false rejects of this model and backend on held-out data."""
     return score_model(model, data, work / "predictions", limit)
@@ -131,8 +118,7 @@ def bench_model(
             for backend in [b.strip() for b in backends.split(",") if b.strip()]:
                 if path.suffix == ".onnx" and backend != "onnxruntime":
                     continue  # an exported graph runs on onnxruntime only
-                file = path if backend == "torch" or path.suffix == ".onnx" else ensure_onnx(path, work)
-                model = load_crack_model(file, backend=backend, device=device, threads=threads, amp=amp)
+                model = load_crack_model(path, backend=backend, device=device, threads=threads, amp=amp)
                 macs = model.metadata.get("macs_per_512_tile") or 0
                 row: dict[str, Any] = {
                     "model": path.stem,

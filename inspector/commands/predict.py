@@ -48,11 +48,15 @@ def rules_from(model: CrackModel, min_width_mm: float | None, min_length_mm: flo
     return base.model_copy(update={k: v for k, v in given.items() if v is not None})
 
 
-def load_model(name: str) -> CrackModel:
-    """Create a model (learned ones run as the settings' ``inference`` section says) or exit 2 listing the names."""
+def load_model(name: str, *, lanes: int = 1) -> CrackModel:
+    """Create a model (learned ones run as the settings' ``inference`` section says) or exit 2 listing the names.
+
+    ``lanes``: pairs the caller inspects at once (``inference.lanes`` for a streaming line, 1 for one
+    image after another); the CPU budget ``inference.threads`` is shared between them.
+    """
     try:
         inference = load_settings().inference
-        options = inference.model_dump(exclude_none=True)
+        options = inference.model_dump(exclude_none=True) | {"lanes": lanes}
         return create_model(name, inference=options)
     except InspectorError as exc:
         fail(exc)

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from inspector.commands.common import console, err_console, fail
 from inspector.commands.predict import load_model
+from inspector.config import load_settings
 from inspector.embedded import EmbeddedLine, LineReport
 from inspector.errors import InspectorError
 from inspector.results import JsonlResultStore
@@ -68,7 +69,8 @@ def run(
     store = JsonlResultStore(out / "results.jsonl")
     first_seq = max((seq for _, seq in store.seen), default=0) + 1  # a second run into OUT continues the count
     try:
-        crack_model = load_model(model)  # runs as the settings' inference section says
+        lanes = load_settings().inference.lanes
+        crack_model = load_model(model, lanes=lanes)  # runs as the settings' inference section says
         if source == "synthetic":
             console.print(f"rendering {min(8, count)} synthetic {preset} parts ({size} px) for {len(names)} camera(s)")
             frames = SyntheticSource(names, preset, seed, size, pool=min(8, count), start_seq=first_seq)
@@ -76,7 +78,7 @@ def run(
             frames = FolderSource(Path(source), names)  # type: ignore[assignment]
     except InspectorError as exc:
         fail(exc)
-    core = StreamCore(crack_model, StreamPolicy(batch_pairs=batch, pair_timeout_ns=5 * 10**9))
+    core = StreamCore(crack_model, StreamPolicy(batch_pairs=batch, pair_timeout_ns=5 * 10**9, lanes=lanes))
     columns = (TextColumn("inspecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("run", total=count)
