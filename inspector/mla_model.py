@@ -54,6 +54,7 @@ class MLACrackModel:
     """
 
     version: str
+    needs_registered_ir = False  # IR goes from its native pixels straight onto the quarter grid (inspector.tiles)
 
     def __init__(
         self,

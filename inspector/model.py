@@ -46,7 +46,12 @@ class ModelOutput:
 
 
 class CrackModel(Protocol):
-    """Anything with a name, a version and ``predict``."""
+    """Anything with a name, a version and ``predict``.
+
+    A model that reads only ``infrared_raw`` and ``ir_to_visible`` (it registers IR itself) may say so
+    with a class attribute ``needs_registered_ir = False``; ``ModelInput.infrared`` is then None and
+    the full-resolution warp is skipped.
+    """
 
     name: str
     version: str

@@ -134,7 +134,8 @@ def inspect_pair(
                 "are the two files swapped?"
             )
         homography = ir_to_visible if ir_to_visible is not None else nominal_homography(infrared.shape, grey.shape)
-        registered = warp_to_visible(infrared, homography, grey.shape)
+        if getattr(model, "needs_registered_ir", True):  # learned models warp the native IR themselves
+            registered = warp_to_visible(infrared, homography, grey.shape)
     t1 = clock()
     inputs = ModelInput(
         visible=grey,

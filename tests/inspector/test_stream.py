@@ -203,3 +203,53 @@ def test_a_calibrated_camera_needs_no_scale_header_and_gets_its_homography() -> 
     assert not isinstance(
         decode_record(record("visible", mm_per_px=None), StreamPolicy(default_mm_per_px=0.1), wall_ns=WALL), Rejection
     )
+
+
+class SlowModel(LineModel):
+    """LineModel that holds each call a while (as a runtime call does, without the GIL) and counts overlap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.lock, self.running, self.most = threading.Lock(), 0, 0
+
+    def predict(self, inputs: ModelInput) -> ModelOutput:
+        import time
+
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        if int(inputs.visible[0, 0]) == 13:
+            with self.lock:
+                self.running -= 1
+            from inspector.model import ModelError
+
+            raise ModelError("grey 13 is not a part")
+        time.sleep(0.05)
+        with self.lock:
+            self.running -= 1
+        return super().predict(inputs)
+
+
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_lanes_inspect_pairs_at_once_and_keep_batch_order(lanes: int) -> None:
+    model = SlowModel()
+    core = StreamCore(model, StreamPolicy(batch_pairs=6, batch_wait_ns=0, lanes=lanes))
+    greys = [101, 100, 13, 103, 104, 105]  # the third cannot be inspected
+    records = [record(m, seq=i + 1, grey=g, offset=i) for i, g in enumerate(greys) for m in ("visible", "infrared")]
+    step = core.feed(records, now_ns=0, wall_ns=WALL)
+    assert step.pairs == 6 and not step.rejected
+    done, rejected = core.inspect_batch(wall_ns=lambda: WALL)
+    assert [d.document["seq"] for d in done] == [1, 2, 4, 5, 6]  # batch order, whatever finished first
+    assert [d.document["verdict"] for d in done] == ["NG", "OK", "NG", "OK", "NG"]
+    assert len(rejected) == 2 and {r.reason for r in rejected} == {RejectReason.UNINSPECTABLE}
+    assert "grey 13" in rejected[0].detail
+    assert model.most == min(lanes, 5)  # one lane: strictly one after another; three: three in flight
+
+
+def test_lanes_share_the_thread_budget() -> None:
+    from inspector.model import lane_threads
+
+    assert lane_threads(2, 2) == 1 and lane_threads(16, 2) == 8 and lane_threads(3, 2) == 1 and lane_threads(1, 4) == 1
+    assert lane_threads(None, 1) >= 1
