@@ -166,10 +166,8 @@ def load_crack_model(
     backend = {".onnx": "onnxruntime", ".engine": "tensorrt"}.get(path.suffix, backend or DEFAULT_BACKEND)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist: train one with `inspector train` or use a built-in name")
-    if backend == "tensorrt" and path.suffix == ".pt":
-        path = path.with_suffix(".engine")
-        if not path.is_file():
-            raise ModelError(f"{path} does not exist: build the engine first (deploy/jetson/build-engine.sh)")
+    if backend == "tensorrt" and path.suffix == ".pt" and path.with_suffix(".engine").is_file():
+        path = path.with_suffix(".engine")  # a prebuilt engine (Jetson); else onnxruntime's TensorRT provider
     if threads:
         torch.set_num_threads(threads)
     sha = file_sha256(path)
@@ -182,7 +180,7 @@ def load_crack_model(
             metadata = mla.load_metadata(path)
         else:
             graph = cached_export(path, cache_dir, sha256=sha) if path.suffix == ".pt" else path
-            runner, scale, metadata = _graph_runner(graph, backend, device, threads)
+            runner, scale, metadata = _graph_runner(graph, backend, device, threads, half=amp is not False)
             if model is not None:
                 metadata = mla.load_metadata(path) | {
                     "onnx": str(graph),
@@ -224,14 +222,22 @@ def _torch_runner(model: mla.MLAModel, path: Path, device: str, amp: bool | None
     return runner
 
 
-def _graph_runner(graph: Path, backend: str, device: str, threads: int | None) -> tuple[Backend, int, dict[str, Any]]:
-    """An exported graph on onnxruntime or TensorRT, its IR scale and its sidecar."""
+def _graph_runner(
+    graph: Path, backend: str, device: str, threads: int | None, *, half: bool = True
+) -> tuple[Backend, int, dict[str, Any]]:
+    """An exported graph on onnxruntime or TensorRT, its IR scale and its sidecar.
+
+    ``tensorrt`` with an ``.onnx`` graph runs on onnxruntime's TensorRT provider (fp16 unless ``half``
+    is False); with an ``.engine`` file on TensorRT itself.
+    """
     side = sidecar_path(graph)
     if not side.is_file():
         raise ModelError(f"{side} is missing: export with `inspector export`, which writes it beside the graph")
     metadata = json.loads(side.read_text())
     scales = {str(k): int(v) for k, v in metadata["scales"].items()}
-    extra = {"device": device, "threads": threads} if backend == "onnxruntime" else {}
+    extra: dict[str, Any] = {"device": device, "threads": threads} if backend == "onnxruntime" else {}
+    if backend == "tensorrt" and graph.suffix == ".onnx":
+        backend, extra = "onnxruntime", {"device": device, "threads": threads, "tensorrt": True, "fp16": half}
     runner = create_backend(backend, path=graph, modalities=metadata["modalities"], scales=scales, **extra)
     return runner, scales.get("infrared", 4), metadata
 
@@ -241,10 +247,11 @@ def _check_parity(model: mla.MLAModel, runner: Backend, graph: Path, path: Path)
     from inspector.export_cache import PARITY_BOUND, load_parity
 
     gap = load_parity(model, runner, scale=_ir_scale(model))
-    if gap > PARITY_BOUND["fp32"]:
+    bound = PARITY_BOUND["fp16" if "fp16" in runner.description else "fp32"]
+    if gap > bound:
         raise ModelError(
-            f"{graph} disagrees with {path} by {gap:.2e} in crack probability on the parity input "
-            f"(bound {PARITY_BOUND['fp32']:.0e}): delete the cached graph to re-export it, or run with "
+            f"{graph} on {runner.description} disagrees with {path} by {gap:.2e} in crack probability on the "
+            f"parity input (bound {bound:.0e}): delete the cached graph to re-export it, or run with "
             "inference.backend=torch"
         )
     return gap

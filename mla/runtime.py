@@ -140,6 +140,10 @@ class OnnxRuntimeBackend(Backend):
         scales: Reference pixels per input pixel of each modality (1 visible, 4 infrared).
         device: ``cpu`` or ``cuda`` (the CUDA provider must be installed: onnxruntime-gpu).
         threads: Intra-op threads (default: onnxruntime's choice).
+        tensorrt: Run on onnxruntime's TensorRT execution provider (CUDA only; TensorRT libraries must be
+            installed), with the CUDA provider for whatever TensorRT does not take. Engines are cached
+            beside the graph (``<graph>.trt/``), so only the first load builds them.
+        fp16: Let TensorRT use fp16 kernels.
 
     """
 
@@ -152,11 +156,22 @@ class OnnxRuntimeBackend(Backend):
         scales: Mapping[str, int] | None = None,
         device: str = "cpu",
         threads: int | None = None,
+        tensorrt: bool = False,
+        fp16: bool = False,
     ) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
-        if device.startswith("cuda"):
+        providers: list[Any]
+        if tensorrt:
+            if not device.startswith("cuda") or "TensorrtExecutionProvider" not in available:
+                have = ", ".join(available)
+                msg = f"TensorRT through onnxruntime needs device cuda and onnxruntime-gpu with TensorRT (have: {have})"
+                raise MLAConfigError(msg)
+            cache = str(path) + ".trt"
+            trt_options = {"trt_fp16_enable": fp16, "trt_engine_cache_enable": True, "trt_engine_cache_path": cache}
+            providers = [("TensorrtExecutionProvider", trt_options), "CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif device.startswith("cuda"):
             if "CUDAExecutionProvider" not in available:
                 have = ", ".join(available)
                 msg = f"device {device!r}: onnxruntime has no CUDA provider here ({have}); install onnxruntime-gpu"
@@ -179,7 +194,7 @@ class OnnxRuntimeBackend(Backend):
             raise MLAConfigError(msg)
         self.scales = {m: int((scales or {}).get(m, 1)) for m in self.modalities}
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self.description = f"onnxruntime {self.session.get_providers()[0]}"
+        self.description = f"onnxruntime {self.session.get_providers()[0]}" + (" fp16" if tensorrt and fp16 else "")
 
     def run(self, inputs: Arrays) -> dict[str, np.ndarray]:
         """The graph's outputs by name."""

@@ -52,13 +52,18 @@ class WidthFamily:
 
     @classmethod
     def load(cls, settings: Settings) -> WidthFamily:
-        """Load ``worker.widths`` and time each on a ``worker.probe_size`` frame."""
+        """Load ``worker.widths`` and time each on a ``worker.probe_size`` frame.
+
+        A variant's cost is its probe time per capture divided by ``inference.lanes``: the lanes
+        inspect that many captures at once, each with its share of the threads the probe ran with.
+        """
         inference = settings.inference.model_dump()
+        lanes = settings.inference.lanes
         models = [create_model(path, inference=inference) for path in settings.worker.widths]
         variants = []
         for path, model in zip(settings.worker.widths, models, strict=True):
             width = float(getattr(model, "metadata", {}).get("width", 1.0))
-            ms = probe_ms(model, settings.worker.probe_size)
+            ms = probe_ms(model, settings.worker.probe_size) / lanes
             logger.info(
                 "width variant %s: width %.2f, %.0f ms per %d px capture", path, width, ms, settings.worker.probe_size
             )

@@ -90,12 +90,16 @@ def bench_model(
         ),
     ],
     data: Annotated[Path | None, typer.Option("--data", help="Held-out folder for F1 and recall.")] = None,
-    backends: Annotated[str, typer.Option(help="Comma-separated: torch, onnxruntime.")] = "torch,onnxruntime",
+    backends: Annotated[
+        str, typer.Option(help="Comma-separated: torch, onnxruntime, tensorrt (CUDA: onnxruntime's TensorRT provider).")
+    ] = "torch,onnxruntime",
     batches: Annotated[str, typer.Option(help="Batch sizes to time.")] = "1,8",
     repeats: Annotated[int, typer.Option(min=3, help="Timed calls per figure (after 2 warm-up calls).")] = 20,
     limit: Annotated[int | None, typer.Option(help="Only the first N held-out parts.")] = 50,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    amp: Annotated[bool, typer.Option(help="torch backend in mixed precision (bf16 CPU, fp16 CUDA).")] = False,
+    amp: Annotated[
+        bool, typer.Option(help="Half precision: torch autocast (bf16 CPU, fp16 CUDA), TensorRT fp16 kernels.")
+    ] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch and onnxruntime.")] = None,
     out: Annotated[Path | None, typer.Option(help="Where to keep predictions and bench.json.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON document.")] = False,
@@ -125,6 +129,7 @@ def bench_model(
                     "backend": model.backend.description,
                     "parameters": model.metadata.get("parameters"),
                     "macs_per_512_pair": macs,
+                    "parity_max_abs_diff": model.metadata.get("parity_max_abs_diff"),
                 }
                 for size in sizes:
                     timed = latency(model, size, repeats)

@@ -90,10 +90,10 @@ def model_alone_ms(model: CrackModel, capture: Capture, repeats: int) -> float:
 
 def measure(
     name: str, backend: str, lanes: int, threads: int | None, captures: list[Capture], records: list[Record],
-    repeats: int, cache_dir: Path | None,
+    repeats: int, cache_dir: Path | None, device: str = "cpu",
 ) -> dict[str, Any]:  # fmt: skip
     """One configuration: load, warm up, time ``repeats`` passes over the records."""
-    inference: dict[str, Any] = {"backend": backend, "threads": threads, "lanes": lanes}
+    inference: dict[str, Any] = {"backend": backend, "threads": threads, "lanes": lanes, "device": device}
     if cache_dir is not None:
         inference["cache_dir"] = cache_dir
     model = create_model(name, inference=inference)
@@ -112,6 +112,7 @@ def measure(
         "model": name,
         "backend": str(metadata.get("backend", "python")),
         "sha256": metadata.get("sha256"),
+        "parity_max_abs_diff": metadata.get("parity_max_abs_diff"),
         "lanes": lanes,
         "threads_per_lane": lane_threads(threads, lanes),
         "captures": len(captures),
@@ -137,6 +138,7 @@ def bench_step(
     repeats: Annotated[int, typer.Option(min=1, help="Timed passes per configuration (the median is reported).")] = 3,
     threads: Annotated[int | None, typer.Option(help="CPU threads in all (default: every core).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic captures.")] = 5,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     cache_dir: Annotated[Path | None, typer.Option(help="ONNX cache (default: ~/.cache/inspector/onnx).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON document here too.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON document.")] = False,
@@ -155,7 +157,7 @@ def bench_step(
     rows = []
     try:
         for name, backend, count in track(configurations, description="configurations", console=console):
-            rows.append(measure(name, backend, count, threads, frames, records, repeats, cache_dir))
+            rows.append(measure(name, backend, count, threads, frames, records, repeats, cache_dir, device))
     except InspectorError as exc:
         fail(exc)
     base = rows[0]

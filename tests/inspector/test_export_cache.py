@@ -119,3 +119,8 @@ def test_inspector_run_honours_the_inference_backend(
         assert len(documents) == 2
         seen[backend] = {d["model"]["backend"] for d in documents}
     assert seen == {"onnxruntime": {"onnxruntime CPUExecutionProvider"}, "torch": {"torch cpu fp32"}}
+
+
+def test_tensorrt_without_a_gpu_says_what_it_needs(models: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="TensorRT through onnxruntime needs device cuda"):
+        load_crack_model(models[0], backend="tensorrt", cache_dir=tmp_path)
