@@ -2,8 +2,9 @@
 
 One run, side by side, on the same synthetic captures:
 
-1. **bare loop**: the model and the measurement (:func:`inspector.pipeline.inspect_pair`) on
-   decoded images, one thread, no transport — the ceiling a worker can reach;
+1. **bare loop**: the worker step (:class:`inspector.stream.StreamCore`: decode, pair, register,
+   model, measure) on the captures' records in this process, with the one worker's threads and
+   lanes, no transport — the ceiling a worker can reach;
 2. **1 worker / 2 workers**: captures pre-published to fresh co-partitioned topics, then
    ``inspector worker`` processes (one inference thread each) drain them into Redis; throughput is
    counted between the results' store times, after a warm-up, so start-up is not in it;
@@ -34,10 +35,16 @@ import numpy as np
 import redis
 from kafka.partitioner.default import murmur2
 
-from inspector.config import KafkaSettings, RedisSettings, Settings, TopicSettings, WorkerSettings
+from inspector.config import (
+    InferenceSettings,
+    KafkaSettings,
+    RedisSettings,
+    Settings,
+    TopicSettings,
+    WorkerSettings,
+)
 from inspector.model import create_model
-from inspector.pipeline import inspect_pair
-from inspector.sources import Capture, SyntheticSource
+from inspector.sources import Capture, SyntheticSource, capture_to_records
 from workers.clients import redis_client
 from workers.errors import WorkerError
 from workers.gateway import Gateway, prepare_topics
@@ -59,6 +66,8 @@ class PipelineBench:
     warmup: int = 8
     load_seconds: float = 30.0
     bare_repeats: int = 3
+    threads: int | None = None  # CPU threads of the one worker (and of the bare loop); default: every core
+    lanes: int = 2  # inference.lanes of the workers and the bare loop
     kafka: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
 
@@ -85,11 +94,13 @@ def _settings(bench: PipelineBench) -> Settings:
             visible=f"bench-vis-{tag}", infrared=f"bench-ir-{tag}", dlq=f"bench-dlq-{tag}", partitions=bench.partitions
         ),
         worker=WorkerSettings(group_id=f"bench-{tag}", model=bench.model, batch_pairs=4, batch_wait_ms=20),
+        inference=InferenceSettings(threads=bench.threads or os.cpu_count() or 1, lanes=bench.lanes),
     )
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    """The environment of an ``inspector worker`` process for these settings (one inference thread)."""
+def worker_env(settings: Settings, workers: int = 1) -> dict[str, str]:
+    """The environment of one of ``workers`` ``inspector worker`` processes: the CPU threads shared between them."""
+    threads = max(1, (settings.inference.threads or os.cpu_count() or 1) // workers)
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSPECTOR__") and k != "INSPECTOR_CONFIG"}
     env.update(
         {
@@ -101,10 +112,11 @@ def worker_env(settings: Settings) -> dict[str, str]:
             "INSPECTOR__TOPICS__DLQ": settings.topics.dlq,
             "INSPECTOR__WORKER__GROUP_ID": settings.worker.group_id,
             "INSPECTOR__WORKER__MODEL": settings.worker.model,
-            "INSPECTOR__INFERENCE__THREADS": "1",
+            "INSPECTOR__INFERENCE__THREADS": str(threads),
+            "INSPECTOR__INFERENCE__LANES": str(settings.inference.lanes),
             "INSPECTOR__METRICS__PORT": "0",
-            "OMP_NUM_THREADS": "1",
-            "OPENCV_FOR_THREADS_NUM": "1",
+            "OMP_NUM_THREADS": str(threads),
+            "OPENCV_FOR_THREADS_NUM": str(threads),
         }
     )
     return env
@@ -137,8 +149,19 @@ class _Workers:
             with (logs / f"worker-{i}.log").open("w") as err:
                 command = [sys.executable, "-m", "workers.cli", "worker"]
                 self.processes.append(
-                    subprocess.Popen(command, env=worker_env(settings), stdout=subprocess.DEVNULL, stderr=err)
+                    subprocess.Popen(command, env=worker_env(settings, n), stdout=subprocess.DEVNULL, stderr=err)
                 )
+
+    def peak_rss_mib(self) -> list[float]:
+        """Each running worker's peak resident memory so far (VmHWM), in MiB."""
+        peaks = []
+        for process in self.processes:
+            try:
+                status = Path(f"/proc/{process.pid}/status").read_text()
+            except OSError:
+                continue
+            peaks += [int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")]
+        return peaks
 
     def stop(self) -> None:
         terminate(self.processes, grace_s=60)
@@ -157,21 +180,29 @@ def terminate(processes: list[subprocess.Popen[Any]], grace_s: float) -> None:
 
 
 def bare_loop(bench: PipelineBench, captures: list[Capture]) -> dict[str, float]:
-    """Captures per second of ``inspect_pair`` alone, one thread (median of ``bare_repeats`` passes)."""
-    import cv2
-    import torch
+    """Captures per second of the worker step alone, in this process, with the one worker's threads and lanes.
 
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    model = create_model(bench.model, inference={"threads": 1})
-    inspect_pair(captures[0].visible, captures[0].infrared, None, 0.05, model)  # type: ignore[arg-type]
-    rates, model_ms = [], []
+    The same :class:`~inspector.stream.StreamCore` step a worker runs (decode, pair, register, model,
+    measure, verdict, overlay) on the captures' PNG records, with no transport: the ceiling a worker
+    can reach. Median of ``bare_repeats`` passes.
+    """
+    from inspector.commands.bench_step import one_pass
+    from inspector.stream import Record, StreamCore, StreamPolicy
+
+    settings = _settings(bench)
+    model = create_model(bench.model, inference=settings.inference.model_dump())
+    records: list[Record] = []
+    for capture in captures:
+        for frame, data in capture_to_records(capture, "png"):
+            records.append(Record(frame.modality, frame.camera_id.encode(), data, frame.to_headers(), len(records)))
+    policy = StreamPolicy(batch_pairs=4, batch_wait_ns=0, lanes=bench.lanes, default_mm_per_px=0.05)
+    one_pass(StreamCore(model, policy), records)  # warm-up
+    rates: list[float] = []
+    model_ms: list[float] = []
     for _ in range(bench.bare_repeats):
-        start = time.perf_counter()
-        for capture in captures:
-            result, _ = inspect_pair(capture.visible, capture.infrared, None, 0.05, model)  # type: ignore[arg-type]
-            model_ms.append(result.timings_ms["model"])
-        rates.append(len(captures) / (time.perf_counter() - start))
+        seconds, documents = one_pass(StreamCore(model, policy), records)
+        rates.append(len(documents) / seconds)
+        model_ms.extend(d["timings_ms"]["model"] for d in documents)
     return {"captures_per_s": statistics.median(rates), "model_ms_p50": float(np.median(model_ms))}
 
 
@@ -192,12 +223,13 @@ def throughput(
     try:
         progress(f"{workers} worker(s): draining")
         _wait(lambda: client.xlen(f"{settings.redis.key_prefix}:results") >= bench.captures, 1800, "the drain")
+        peaks = group.peak_rss_mib()
     finally:
         group.stop()
     documents = _documents(client, settings.redis.key_prefix)
     times = sorted(_stored_ns(d) for d in documents)[bench.warmup :]
     rate = (len(times) - 1) / ((times[-1] - times[0]) / 1e9)
-    return {"workers": workers, "results": len(documents), "captures_per_s": rate}
+    return {"workers": workers, "results": len(documents), "captures_per_s": rate, "peak_rss_mib": peaks}
 
 
 def latency(bench: PipelineBench, rate: float, cameras: list[str], logs: Path, progress: Progress) -> dict[str, Any]:

@@ -120,7 +120,7 @@ class _WorkerGroup:
         for i in range(n):
             with self.logs[i].open("w") as err, self.outs[i].open("w") as out:
                 command = [sys.executable, "-m", "workers.cli", "worker", "--json"]
-                self.processes.append(subprocess.Popen(command, env=worker_env(settings), stdout=out, stderr=err))
+                self.processes.append(subprocess.Popen(command, env=worker_env(settings, n), stdout=out, stderr=err))
 
     def alive(self) -> bool:
         """Every worker process still runs."""

@@ -266,7 +266,7 @@ class ChaosRun:
         started once more; ``stuck_join_restarts`` in the figures counts it, and the stuck
         worker's log (with every thread's stack) is kept as ``worker-N.stuck.log``.
         """
-        env = worker_env(self.settings) | {"PYTHONFAULTHANDLER": "1"} | self.extra_env
+        env = worker_env(self.settings, workers=2) | {"PYTHONFAULTHANDLER": "1"} | self.extra_env  # 1 thread each
         command = [sys.executable, "-m", "workers.cli", "worker", "--json"]
         every = {(t, p) for t in (self.settings.topics.visible, self.settings.topics.infrared) for p in range(4)}
 

@@ -35,6 +35,7 @@ def test_bench_pipeline_runs_every_phase(stack: Stack, tmp_path: Path) -> None:
     bare, one, two = figures["bare_loop"], figures["one_worker"], figures["two_workers"]
     assert figures["pipeline_over_bare"] == pytest.approx(one["captures_per_s"] / bare["captures_per_s"])
     assert figures["two_over_one"] == pytest.approx(two["captures_per_s"] / one["captures_per_s"])
+    assert len(one["peak_rss_mib"]) == 1 and 20 < one["peak_rss_mib"][0] < 4096  # read from the worker's /proc
     for load in figures["latency"]:
         assert load["results"] >= 9 and 0 < load["end_to_end_ms_p50"] <= load["end_to_end_ms_p99"]
     assert "pipeline / bare" in result.output

@@ -31,7 +31,7 @@ class WorkerProcess:
         self.out = folder / f"{name}.json"
         command = [sys.executable, "-m", "workers.cli", "worker", "--json"]
         with self.log.open("w") as err, self.out.open("w") as out:
-            env = worker_env(settings) | {"INSPECTOR__WORKER__MODEL": "baseline"}
+            env = worker_env(settings, workers=2) | {"INSPECTOR__WORKER__MODEL": "baseline"}
             self.process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
 
     def assignment(self) -> set[tuple[str, int]] | None:
