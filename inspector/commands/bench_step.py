@@ -90,10 +90,12 @@ def model_alone_ms(model: CrackModel, capture: Capture, repeats: int) -> float:
 
 def measure(
     name: str, backend: str, lanes: int, threads: int | None, captures: list[Capture], records: list[Record],
-    repeats: int, cache_dir: Path | None, device: str = "cpu",
+    repeats: int, cache_dir: Path | None, device: str = "cpu", tile: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """One configuration: load, warm up, time ``repeats`` passes over the records."""
     inference: dict[str, Any] = {"backend": backend, "threads": threads, "lanes": lanes, "device": device}
+    if tile is not None:
+        inference["tile"] = tile
     if cache_dir is not None:
         inference["cache_dir"] = cache_dir
     model = create_model(name, inference=inference)
@@ -115,6 +117,7 @@ def measure(
         "parity_max_abs_diff": metadata.get("parity_max_abs_diff"),
         "lanes": lanes,
         "threads_per_lane": lane_threads(threads, lanes),
+        "tile": getattr(model, "tile", None),
         "captures": len(captures),
         "seconds_per_pass": seconds,
         "captures_per_s": len(captures) / median,
@@ -139,6 +142,7 @@ def bench_step(
     threads: Annotated[int | None, typer.Option(help="CPU threads in all (default: every core).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic captures.")] = 5,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    tile: Annotated[int | None, typer.Option(help="Model tile side in visible pixels (default: 576).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="ONNX cache (default: ~/.cache/inspector/onnx).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON document here too.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON document.")] = False,
@@ -157,7 +161,7 @@ def bench_step(
     rows = []
     try:
         for name, backend, count in track(configurations, description="configurations", console=console):
-            rows.append(measure(name, backend, count, threads, frames, records, repeats, cache_dir, device))
+            rows.append(measure(name, backend, count, threads, frames, records, repeats, cache_dir, device, tile))
     except InspectorError as exc:
         fail(exc)
     base = rows[0]
