@@ -385,7 +385,6 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         self.offsets.mark_committed(moves)
 
     def _count(self, step: Step) -> None:
-        self.load_meter.arrived(time.monotonic(), sum(step.frames.values()))
         self.report.frames += sum(step.frames.values())
         self.report.pairs += step.pairs
         for frame in step.unpaired:
@@ -406,9 +405,37 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         if time.monotonic() - self._last_lag < LAG_EVERY_S:
             return
         self._last_lag = time.monotonic()
-        lags = self._lags()
+        lags = self._broker_lags()
         self.metrics.set_lag(lags)
         self._adapt(sum(lags.values()))
+
+    def _broker_lags(self) -> dict[Partition, int]:
+        """Records left to read per assigned partition, from end offsets asked of the broker now.
+
+        The client's cached high-water marks (:meth:`_lags`) move only when a fetch response is
+        accepted, and a seek discards the responses in flight, so under load they lag the broker by
+        seconds: a worker judged its backlog empty while the broker held 186 records
+        (docs/BENCHMARKS.md, issue 19). The end offsets also feed the load meter, so that it counts
+        what arrives, not what this worker managed to read. Falls back to the cached view when the
+        broker does not answer.
+        """
+        partitions = list(self.consumer.assignment())
+        if not partitions:
+            return {}
+        try:
+            ends = self.consumer.end_offsets(partitions, timeout_ms=1000)
+        except KafkaError as exc:
+            logger.debug("end offsets unavailable (%s): using the cached high-water marks", exc)
+            return self._lags()
+        self.load_meter.offered(time.monotonic(), {(tp.topic, tp.partition): int(end) for tp, end in ends.items()})
+        lags: dict[Partition, int] = {}
+        for tp, end in ends.items():
+            try:
+                position = self.consumer.position(tp, timeout_ms=100)
+            except KafkaError:
+                position = None
+            lags[(tp.topic, tp.partition)] = 1 if position is None else max(0, int(end) - position)
+        return lags
 
     def _adapt(self, lag_records: int) -> None:
         """Let the width policy pick the variant for the current load (``worker.widths``)."""

@@ -96,11 +96,26 @@ class WidthFamily:
 
 
 class LoadMeter:
-    """Captures arriving per second over a sliding window, and the captures waiting (consumer lag / 2)."""
+    """Captures arriving per second over a sliding window, and the captures waiting (consumer lag / 2).
+
+    Arrivals are what the line offers — the growth of the partitions' end offsets at the broker
+    (:meth:`offered`) — not what the worker read: a worker that falls behind reads no faster than it
+    inspects, so counting its reads would hide the overload that should narrow it.
+    """
 
     def __init__(self, window_s: float = 10.0) -> None:
         self.window_s = window_s
         self._arrivals: deque[tuple[float, int]] = deque()
+        self._ends: dict[tuple[str, int], int] = {}
+
+    def offered(self, now_s: float, ends: dict[tuple[str, int], int]) -> None:
+        """The end offsets of the assigned partitions at ``now_s``; their growth since the last call arrived.
+
+        A partition seen for the first time (a new assignment) only sets its mark.
+        """
+        grown = sum(max(0, end - self._ends[p]) for p, end in ends.items() if p in self._ends)
+        self._ends = dict(ends)
+        self.arrived(now_s, grown)
 
     def arrived(self, now_s: float, frames: int) -> None:
         """``frames`` records were consumed at ``now_s``."""

@@ -49,6 +49,16 @@ def test_load_meter_counts_captures_per_second_over_its_window() -> None:
     assert load.lag_frames == 15
 
 
+def test_load_meter_counts_what_the_broker_received_not_what_was_read() -> None:
+    meter = LoadMeter(window_s=4)
+    meter.offered(0.0, {("v", 0): 100, ("i", 0): 100})  # first sight: a mark, no arrivals yet
+    meter.offered(2.0, {("v", 0): 120, ("i", 0): 120})  # 40 records in 2 s
+    meter.offered(4.0, {("v", 0): 140, ("i", 0): 140, ("v", 1): 500})  # a new partition only sets its mark
+    assert meter.load(4.0, lag_records=0).arrival_fps == 80 / 4 / 2  # 80 records in the 4 s window, 2 a capture
+    meter.offered(6.0, {("v", 1): 510})  # a partition gone from the assignment adds nothing
+    assert meter.load(6.0, lag_records=0).arrival_fps == (40 + 10) / 4 / 2
+
+
 def test_the_family_narrows_under_load_and_widens_after_it() -> None:
     widths = family()
     meter = LoadMeter(window_s=1)
