@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from inspector.capture import CaptureRanges
 from inspector.commands.common import console, fail
 from inspector.crack_data import CrackTileSet
 from inspector.dataset import DataError
@@ -60,13 +61,15 @@ def prune_rounds(
     tile: int,
     workdir: Path,
     progress: bool,
+    optics: bool = True,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Remove ``ratio`` of the channels in prune -> fine-tune rounds; returns the model and each round's sizes."""
     from mla.prune import prune as prune_model
     from mla.train import TrainConfig, Trainer
 
     per_round = 1.0 - (1.0 - ratio) ** (1.0 / iterations)
-    stream = tiles.batches(seed=77, size=batch, tile=tile, crack_fraction=0.5, distractor_fraction=0.3)
+    capture = CaptureRanges() if optics else None  # the same capture variation as training
+    stream = tiles.batches(seed=77, size=batch, tile=tile, crack_fraction=0.5, distractor_fraction=0.3, capture=capture)
 
     def taylor_loss(m: Any, b: TileBatch) -> Any:
         return crack_loss(m, b)[0]
@@ -106,6 +109,9 @@ def prune(
     batch: Annotated[int, typer.Option(min=1, help="Tiles per batch.")] = 8,
     tile: Annotated[int, typer.Option(help="Tile side.")] = 256,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    optics: Annotated[
+        bool, typer.Option(help="Fine-tune on tiles re-captured with random optics, as `inspector train` does.")
+    ] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Prune a crack model (torch-pruning dependency graph: channels really leave), fine-tune it, compare."""
@@ -139,7 +145,7 @@ def prune(
     started = time.perf_counter()
     net, rounds = prune_rounds(
         net, train_tiles, trace, ratio, criterion=criterion, iterations=iterations, steps=steps, lr=lr,
-        batch=batch, tile=tile, workdir=out.parent / f".prune-{out.stem}", progress=progress,
+        batch=batch, tile=tile, workdir=out.parent / f".prune-{out.stem}", progress=progress, optics=optics,
     )  # fmt: skip
     after = figures(net, val_batches, example)
     pruning = {
