@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,8 @@ from workers.inspection import InspectionWorker, WorkerReport
 from workers.metrics import WorkerMetrics
 from workers.widths import WidthFamily
 
+logger = logging.getLogger(__name__)
+
 
 def model_info(model: CrackModel, settings: Settings) -> dict[str, Any]:
     """What the worker reports about its model: name, version, width, backend, SHA-256 of the file."""
@@ -36,8 +39,18 @@ def model_info(model: CrackModel, settings: Settings) -> dict[str, Any]:
 
 
 def build_worker(settings: Settings, registry: CollectorRegistry) -> InspectionWorker:
-    """The model, the Redis store, the metrics and the worker, all from settings."""
-    family = WidthFamily.load(settings) if settings.worker.widths else None
+    """The model, the Redis store, the metrics and the worker, all from settings.
+
+    ``worker.widths`` (a pruned family, widest first) applies when ``worker.model`` is its widest member;
+    a ``worker.model`` set to another model (e.g. by ``INSPECTOR__WORKER__MODEL``) runs alone.
+    """
+    widths = settings.worker.widths
+    family = WidthFamily.load(settings) if widths and widths[0] == settings.worker.model else None
+    if widths and family is None:
+        logger.warning(
+            "worker.model %s is not the widest of worker.widths %s: running it alone, without width steps",
+            settings.worker.model, list(widths),
+        )  # fmt: skip
     model = family.active if family else create_model(settings.worker.model, inference=settings.inference.model_dump())
     client = redis_client(settings.redis)
     store = RedisResultStore(client, RedisLayout(prefix=settings.redis.key_prefix, ttl_s=settings.redis.result_ttl_s))
