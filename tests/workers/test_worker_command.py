@@ -28,3 +28,18 @@ def test_calibrations_are_read_per_camera(tmp_path: Path) -> None:
 def test_model_info_names_the_model_file() -> None:
     info = model_info(create_model("crack-concat"), Settings())
     assert info["name"] == "crack-concat" and len(info["sha256"]) == 64 and info["width"] == 1.0
+
+
+def test_a_width_family_runs_only_when_the_model_is_its_widest(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from inspector.config import WorkerSettings
+    from workers.commands.worker import width_family
+
+    widths = ("missing-w100.pt", "missing-w50.pt")
+    assert width_family(Settings()) is None  # no family configured
+    with caplog.at_level(logging.WARNING, logger="workers.commands.worker"):
+        assert width_family(Settings(worker=WorkerSettings(model="baseline", widths=widths))) is None
+    assert "running it alone" in caplog.text  # the files are never opened: baseline runs
+    with pytest.raises(Exception, match=r"missing-w100\.pt"):  # the family is loaded when the model leads it
+        width_family(Settings(worker=WorkerSettings(model="missing-w100.pt", widths=widths)))

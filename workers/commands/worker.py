@@ -38,19 +38,26 @@ def model_info(model: CrackModel, settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_worker(settings: Settings, registry: CollectorRegistry) -> InspectionWorker:
-    """The model, the Redis store, the metrics and the worker, all from settings.
+def width_family(settings: Settings) -> WidthFamily | None:
+    """The pruned family of ``worker.widths`` (widest first), when ``worker.model`` is its widest member.
 
-    ``worker.widths`` (a pruned family, widest first) applies when ``worker.model`` is its widest member;
-    a ``worker.model`` set to another model (e.g. by ``INSPECTOR__WORKER__MODEL``) runs alone.
+    A ``worker.model`` set to another model (e.g. by ``INSPECTOR__WORKER__MODEL``) runs alone, with a warning.
     """
     widths = settings.worker.widths
-    family = WidthFamily.load(settings) if widths and widths[0] == settings.worker.model else None
-    if widths and family is None:
+    if not widths:
+        return None
+    if widths[0] != settings.worker.model:
         logger.warning(
             "worker.model %s is not the widest of worker.widths %s: running it alone, without width steps",
             settings.worker.model, list(widths),
         )  # fmt: skip
+        return None
+    return WidthFamily.load(settings)
+
+
+def build_worker(settings: Settings, registry: CollectorRegistry) -> InspectionWorker:
+    """The model, the Redis store, the metrics and the worker, all from settings."""
+    family = width_family(settings)
     model = family.active if family else create_model(settings.worker.model, inference=settings.inference.model_dump())
     client = redis_client(settings.redis)
     store = RedisResultStore(client, RedisLayout(prefix=settings.redis.key_prefix, ttl_s=settings.redis.result_ttl_s))
