@@ -70,19 +70,40 @@ def model_card(path: Path, metadata: dict[str, Any]) -> str:
 def initial_model(
     fusion: str, width: int, init: Path | None, modality_dropout: float | None = None, arch: str = "unshuffle"
 ) -> Any:
-    """A fresh model of the variant, or one starting from the weights of ``init``."""
+    """A fresh model of the variant, or the model in ``init`` as it is (its own architecture: pruned widths too).
+
+    With ``init`` the file's architecture wins: --fusion, --width and --arch must agree with it, except
+    that a pruned model (``width`` < 1 in its metadata) keeps its narrower channels.
+    """
     import mla
 
     model = mla.MLAModel(crack_model_config(fusion, width=width, modality_dropout=modality_dropout, arch=arch))
-    if init is not None:
-        try:
-            model.load_state_dict(mla.load_model(init, map_location="cpu").state_dict())
-        except (mla.MLAError, RuntimeError) as exc:
-            fail(
-                f"--init {init}: cannot start from it ({exc}); it must be a {fusion} model of width {width} "
-                f"and architecture {arch} (--fusion, --width, --arch)"
-            )
-    return model
+    if init is None:
+        return model
+    try:
+        start = mla.load_model(init, map_location="cpu")
+        pruned = float(mla.load_metadata(init).get("width", 1.0)) < 1.0
+        if not pruned:
+            model.load_state_dict(start.state_dict())
+            return model
+    except (mla.MLAError, RuntimeError) as exc:
+        fail(
+            f"--init {init}: cannot start from it ({exc}); it must be a {fusion} model of width {width} "
+            f"and architecture {arch} (--fusion, --width, --arch)"
+        )
+    if start.config.fusion_type != model.config.fusion_type or start.modalities != model.modalities:
+        fail(f"--init {init} is a pruned {start.config.fusion_type} model; give --fusion {start.config.fusion_type}")
+    return start
+
+
+def inherited_metadata(init: Path | None) -> dict[str, Any]:
+    """What a model fine-tuned from ``init`` keeps of it: its width share and pruning record, if pruned."""
+    if init is None:
+        return {}
+    import mla
+
+    metadata = mla.load_metadata(init)
+    return {key: metadata[key] for key in ("width", "pruning") if key in metadata}
 
 
 def progressive_pretraining(
@@ -301,6 +322,7 @@ def train(
         else device,
         "validation": {k: round(v, 4) for k, v in final.items()},
         **describe(model),
+        **inherited_metadata(init),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     mla.save_model(model, out, metadata=metadata)

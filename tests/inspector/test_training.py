@@ -175,3 +175,19 @@ def test_modality_dropout_is_the_variants_unless_given() -> None:
     assert initial_model("concat", 8, None).config.modality_dropout == 0.0
     assert initial_model("hffn", 8, None).config.modality_dropout == 0.15
     assert initial_model("concat", 8, None, modality_dropout=0.2).config.modality_dropout == 0.2
+
+
+def test_a_pruned_model_is_fine_tuned_in_its_own_shape(tmp_path: Path) -> None:
+    from inspector.commands.train import inherited_metadata
+    from mla.prune import prune
+
+    torch.manual_seed(0)
+    model = mla.MLAModel(crack_model_config("concat", width=16)).eval()
+    example = {"visible": torch.rand(1, 1, 64, 64), "infrared": torch.rand(1, 1, 16, 16)}
+    prune(model, example, criterion="l1", ratio=0.5)
+    path = tmp_path / "w50.pt"
+    mla.save_model(model, path, metadata={"name": "w50", "width": 0.5, "pruning": {"ratio": 0.5}})
+    start = initial_model("concat", 16, path)
+    assert sum(p.numel() for p in start.parameters()) == sum(p.numel() for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), model.state_dict().values(), strict=True))
+    assert inherited_metadata(path) == {"width": 0.5, "pruning": {"ratio": 0.5}} and inherited_metadata(None) == {}
