@@ -95,3 +95,34 @@ def test_noise_specks_and_empty_maps() -> None:
 def test_bad_input(shape: tuple[int, ...], mm: float) -> None:
     with pytest.raises(ValueError):
         measure_cracks(np.zeros(shape, bool), mm_per_px=mm)
+
+
+def _reference_normals(points: np.ndarray, radius: float = 3.5) -> np.ndarray:
+    """The per-point PCA the vectorised ``_normals`` must equal (up to the sign of each normal)."""
+    normals = np.empty_like(points, dtype=np.float64)
+    for i, p in enumerate(points):
+        near = points[np.abs(points - p).max(axis=1) <= radius].astype(np.float64)
+        if len(near) < 3:
+            normals[i] = (1.0, 0.0)
+            continue
+        _, vectors = np.linalg.eigh((near - near.mean(axis=0)).T @ (near - near.mean(axis=0)))
+        normals[i] = (-vectors[1, -1], vectors[0, -1])
+    return normals
+
+
+def test_vectorised_normals_and_smoothing_equal_the_per_point_definitions() -> None:
+    from inspector.measure import _normals, _smooth_along
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n, angle = int(rng.integers(1, 50)), rng.uniform(0, np.pi)
+        t = np.arange(n)
+        wobble = rng.normal(0, 0.4, n) * (trial % 2)
+        points = np.unique(
+            np.stack([10 + t * np.sin(angle) + wobble, 10 + t * np.cos(angle)], 1).round().astype(int), axis=0
+        )
+        got, want = _normals(points), _reference_normals(points)
+        assert np.allclose(np.abs((got * want).sum(axis=1)), 1.0, atol=1e-9)
+        widths = rng.random(len(points))
+        near = [widths[np.abs(points - p).max(axis=1) <= 2.5].mean() for p in points]
+        assert np.allclose(_smooth_along(points, widths), near, atol=1e-12)
