@@ -129,7 +129,7 @@ class EmbeddedLine:
                 jobs, rejected = self.core.inspect_batch(wall_ns=time.time_ns)
                 report.rejected.update(str(r.reason) for r in rejected)
                 for job in jobs:
-                    if self.store.put(job.document, job.overlay_png):
+                    if self.store.put(job.document, job.overlay_jpeg):
                         report.results.append(job.document)
                         if self.on_result is not None:
                             self.on_result(job.document)

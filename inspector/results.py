@@ -5,14 +5,14 @@ re-delivered after a worker crash, a rebalance, a producer retry — must leave 
 one stream entry. Both stores are idempotent on that key::
 
     document = result_document(result, camera_id="rig-1", seq=42, capture_ts_ns=..., stored_ns=...)
-    store.put(document, overlay_png=None)   # True when stored now, False when it was already there
+    store.put(document, overlay_jpeg=None)   # True when stored now, False when it was already there
 
 Redis layout (prefix ``inspector`` by default):
 
     inspector:result:{camera_id}:{seq}    JSON document, with a TTL
     inspector:results                     stream: one entry per stored result (XADD, approximate MAXLEN)
     inspector:part:{part_id}              the latest verdict of a part (JSON: verdict, camera_id, seq)
-    inspector:overlay:{camera_id}:{seq}   PNG overlay of an NG part, with a TTL
+    inspector:overlay:{camera_id}:{seq}   JPEG overlay of an NG part, with a TTL
 
 The four writes happen in one Lua script that first claims the result key with ``SET NX``: a second
 write of the same capture changes nothing. The script is given only the keys it writes (no empty
@@ -72,7 +72,7 @@ def result_document(
 class ResultStore(Protocol):
     """Where results go; ``put`` is idempotent per ``(camera_id, seq)``."""
 
-    def put(self, document: Mapping[str, Any], overlay_png: bytes | None = None) -> bool:
+    def put(self, document: Mapping[str, Any], overlay_jpeg: bytes | None = None) -> bool:
         """Store one result; False when that capture was stored before (nothing changed)."""
         ...
 
@@ -131,7 +131,7 @@ class RedisResultStore:
         self.layout = layout or RedisLayout()
         self._put = client.register_script(_PUT_SCRIPT)
 
-    def put(self, document: Mapping[str, Any], overlay_png: bytes | None = None) -> bool:
+    def put(self, document: Mapping[str, Any], overlay_jpeg: bytes | None = None) -> bool:
         """Store one result; False when this ``(camera_id, seq)`` was stored before."""
         import redis
 
@@ -140,11 +140,11 @@ class RedisResultStore:
         keys = [layout.result_key(camera_id, seq), layout.stream]
         if part_id:
             keys.append(layout.part_key(part_id))
-        if overlay_png is not None:
+        if overlay_jpeg is not None:
             keys.append(layout.overlay_key(camera_id, seq))
         part = json.dumps({"verdict": document["verdict"], "camera_id": camera_id, "seq": seq})
-        has = (int(bool(part_id)), int(overlay_png is not None))
-        args = [json.dumps(document), layout.ttl_s, layout.stream_maxlen, part, overlay_png or b"",
+        has = (int(bool(part_id)), int(overlay_jpeg is not None))
+        args = [json.dumps(document), layout.ttl_s, layout.stream_maxlen, part, overlay_jpeg or b"",
                 layout.overlay_ttl_s, document["verdict"], *has]  # fmt: skip
         try:
             return bool(self._put(keys=keys, args=args))
@@ -164,7 +164,7 @@ class JsonlResultStore:
                     stored = json.loads(line)
                     self.seen.add((stored["camera_id"], int(stored["seq"])))
 
-    def put(self, document: Mapping[str, Any], overlay_png: bytes | None = None) -> bool:
+    def put(self, document: Mapping[str, Any], overlay_jpeg: bytes | None = None) -> bool:
         """Append one result unless that capture is already in the file; overlays go beside it."""
         key = (str(document["camera_id"]), int(document["seq"]))
         if key in self.seen:
@@ -172,7 +172,7 @@ class JsonlResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:
             handle.write(json.dumps(document) + "\n")
-        if overlay_png is not None:
-            (self.path.parent / f"overlay-{key[0]}-{key[1]}.png").write_bytes(overlay_png)
+        if overlay_jpeg is not None:
+            (self.path.parent / f"overlay-{key[0]}-{key[1]}.jpg").write_bytes(overlay_jpeg)
         self.seen.add(key)
         return True

@@ -10,7 +10,7 @@ inspects them (register → model → measure → verdict). It never touches Kaf
     send_to_dlq(step.rejected); count(step.unpaired)          # the runner's sinks
     if core.due(now_ns=monotonic_ns()):
         for job in core.inspect_batch(wall_ns=time_ns):
-            store.put(job.document, job.overlay_png)          # then the job's positions are done
+            store.put(job.document, job.overlay_jpeg)          # then the job's positions are done
 
 Every record fed in ends in exactly one place: ``step.rejected``, ``step.unpaired`` (with the
 positions of frames that will not be inspected), an inspected job's ``positions``, or still waiting
@@ -180,7 +180,7 @@ class InspectedJob:
     """One inspected capture: the document to store, its overlay, and the source positions it settles."""
 
     document: dict[str, Any]
-    overlay_png: bytes | None
+    overlay_jpeg: bytes | None
     positions: tuple[Hashable, ...]
     inference_s: float
 
@@ -422,11 +422,12 @@ class StreamCore:
             self.homographies.get(camera_id), mm_per_px,
             self.model, rules=self.rules, sample_id=f"{camera_id}:{seq}", part_id=visible.part_id, **extra,
         )  # fmt: skip
-        overlay_png = None
+        overlay_jpeg = None
         if result.verdict == "NG":
             rgb = overlay(to_grey(job.visible.image), probability >= 0.5, size=self.policy.overlay_size)
-            ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            overlay_png = data.tobytes() if ok else None
+            # JPEG: 3 ms and ~0.3 MB for a 1024 px overlay where PNG took 26 ms and ~1.8 MB (textured surfaces)
+            ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+            overlay_jpeg = data.tobytes() if ok else None
         document = result_document(
             result, camera_id=camera_id, seq=seq, capture_ts_ns=visible.capture_ts_ns, stored_ns=wall_ns(),
             model_width=self.model_width,
@@ -434,4 +435,4 @@ class StreamCore:
         if job.infrared is None:
             document["infrared"] = "missing"
         positions = tuple(a.position for a in (job.visible, job.infrared) if a is not None)
-        return InspectedJob(document, overlay_png, positions, result.timings_ms.get("model", 0.0) / 1e3)
+        return InspectedJob(document, overlay_jpeg, positions, result.timings_ms.get("model", 0.0) / 1e3)

@@ -352,7 +352,7 @@ class InspectionWorker(WorkerShell[WorkerReport]):
     def _store_results(self) -> None:
         while self.unstored:
             job = self.unstored[0]
-            fresh = self.store.put(job.document, job.overlay_png)
+            fresh = self.store.put(job.document, job.overlay_jpeg)
             if fresh:
                 self.report.stored += 1
                 if self.metrics is not None:

@@ -61,7 +61,7 @@ def run(
     The gateway (synthetic parts rendered here, or a data folder replayed) encodes every capture as
     visible and infrared frame records, an in-process queue carries them, and the same pairing,
     batching, inspection and idempotent store code as the Kafka workers writes one JSON line per part
-    to OUT/results.jsonl (and an overlay PNG per NG part). Synthetic data: see docs/DATA.md.
+    to OUT/results.jsonl (and an overlay JPEG per NG part). Synthetic data: see docs/DATA.md.
     """
     from inspector.sources import FolderSource, SyntheticSource
 

@@ -42,11 +42,11 @@ def test_jsonl_store_is_idempotent_across_restarts(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
     doc = result_document(inspection(), camera_id="rig-1", seq=42, capture_ts_ns=0, stored_ns=1)
     store = JsonlResultStore(path)
-    assert store.put(doc, overlay_png=b"\x89PNG") is True
+    assert store.put(doc, overlay_jpeg=b"\xff\xd8jpeg") is True
     assert store.put(doc) is False  # a re-delivered frame
     again = JsonlResultStore(path)  # a restarted process
     assert again.put(doc) is False
     assert again.put(doc | {"seq": 43}) is True
     lines = path.read_text().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == [42, 43]
-    assert (tmp_path / "overlay-rig-1-42.png").read_bytes() == b"\x89PNG"
+    assert (tmp_path / "overlay-rig-1-42.jpg").read_bytes() == b"\xff\xd8jpeg"

@@ -102,8 +102,8 @@ def test_pairs_batch_and_become_documents() -> None:
     jobs, rejected = core.inspect_batch(wall_ns=lambda: WALL + 5_000_000)
     assert not rejected and core.queued_pairs == 0 and core.waiting_positions == []
     ok, ng = jobs
-    assert ok.document["verdict"] == "OK" and ok.overlay_png is None
-    assert ng.document["verdict"] == "NG" and ng.overlay_png is not None and ng.overlay_png.startswith(b"\x89PNG")
+    assert ok.document["verdict"] == "OK" and ok.overlay_jpeg is None
+    assert ng.document["verdict"] == "NG" and ng.overlay_jpeg is not None and ng.overlay_jpeg.startswith(b"\xff\xd8")
     assert (ng.document["camera_id"], ng.document["seq"], ng.document["part_id"]) == ("rig-1", 2, "P-2")
     assert ng.positions == (("visible", 1), ("infrared", 1))
     assert ng.document["defects"][0]["max_width_mm"] == pytest.approx(0.3, abs=0.06)

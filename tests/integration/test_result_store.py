@@ -23,8 +23,8 @@ def test_put_is_idempotent_and_writes_every_key(stack: Stack) -> None:
     store = RedisResultStore(client, layout)
     try:
         docs = [result_document(inspection(), camera_id="rig-1", seq=s, capture_ts_ns=0, stored_ns=1) for s in range(5)]
-        assert [store.put(d, overlay_png=b"png") for d in docs] == [True] * 5
-        assert [store.put(d, overlay_png=b"png") for d in docs] == [False] * 5  # re-delivered: nothing changes
+        assert [store.put(d, overlay_jpeg=b"png") for d in docs] == [True] * 5
+        assert [store.put(d, overlay_jpeg=b"png") for d in docs] == [False] * 5  # re-delivered: nothing changes
         assert client.xlen(layout.stream) == 5
         stored = json.loads(client.get(layout.result_key("rig-1", 3)))
         assert stored["seq"] == 3 and stored["verdict"] == "NG"

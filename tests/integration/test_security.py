@@ -142,7 +142,7 @@ def test_worker_user_writes_results_and_nothing_else(acl_url: str) -> None:
     camera = f"rig-{uuid.uuid4().hex[:6]}"
     ok = {"camera_id": camera, "seq": 1, "part_id": f"{camera}-P1", "verdict": "OK"}
     assert store.put(ok)  # no overlay: the script gets only the keys it writes
-    assert store.put({**ok, "seq": 2, "verdict": "NG"}, overlay_png=b"png")
+    assert store.put({**ok, "seq": 2, "verdict": "NG"}, overlay_jpeg=b"png")
     assert store.put({**ok, "seq": 3, "part_id": None})
     assert not store.put(ok)  # still idempotent
     with pytest.raises(NoPermissionError, match="keys"):

@@ -144,11 +144,11 @@ def test_redis_outage_commits_nothing_unstored_and_recovers(stack: Stack) -> Non
     worker, client = make_worker(settings)
     real_put, failures = worker.store.put, {"left": 6}
 
-    def flaky_put(document, overlay_png=None):  # the first writes find Redis refusing
+    def flaky_put(document, overlay_jpeg=None):  # the first writes find Redis refusing
         if failures["left"] > 0:
             failures["left"] -= 1
             raise StoreError("redis down (injected)")
-        return real_put(document, overlay_png)
+        return real_put(document, overlay_jpeg)
 
     worker.store.put = flaky_put  # type: ignore[method-assign]
     report = worker.run(timeout=60, count=len(sent))
@@ -183,11 +183,11 @@ def test_frames_waiting_for_a_partner_survive_a_redis_outage(stack: Stack) -> No
     worker, client = make_worker(settings)
     real_put, down = worker.store.put, {"until": None}
 
-    def put_while_down(document, overlay_png=None):
+    def put_while_down(document, overlay_jpeg=None):
         down["until"] = down["until"] or time.monotonic() + 3.0  # down for 3 s from the first write
         if time.monotonic() < down["until"]:
             raise StoreError("redis down (injected)")
-        return real_put(document, overlay_png)
+        return real_put(document, overlay_jpeg)
 
     worker.store.put = put_while_down  # type: ignore[method-assign]
     runner = threading.Thread(target=worker.run, kwargs={"timeout": 60, "count": 5})
