@@ -74,6 +74,19 @@ class SeparableBlock(nn.Module):
         return out
 
 
+def separable_stages(
+    inputs: Sequence[int], widths: Sequence[int], strides: Sequence[int], depths: Sequence[int], act: str
+) -> nn.ModuleList:
+    """Pyramid stages: one (optionally strided) :class:`SeparableBlock` into each width, then ``depth - 1`` more."""
+    return nn.ModuleList(
+        nn.Sequential(
+            SeparableBlock(c_in, c_out, stride, act),
+            *(SeparableBlock(c_out, c_out, 1, act) for _ in range(depth - 1)),
+        )
+        for c_in, c_out, stride, depth in zip(inputs, widths, strides, depths, strict=True)
+    )
+
+
 def upsample(x: Tensor, size: Sequence[int]) -> Tensor:
     """Bilinear resize of (B, C, h, w) to (B, C, *size)."""
     return F.interpolate(x, size=(size[0], size[1]), mode="bilinear", align_corners=False)  # sizes may be symbolic

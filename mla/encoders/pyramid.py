@@ -24,10 +24,10 @@ import logging
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from torch import Tensor, nn
+from torch import Tensor
 
 from mla.encoders.base import REFERENCE_STRIDES, Encoder, FeatureSpec, ModalFeatures, check_image, register_encoder
-from mla.encoders.blocks import ConvBNAct, SeparableBlock
+from mla.encoders.blocks import ConvBNAct, separable_stages
 from mla.errors import MLAConfigError
 
 logger = logging.getLogger(__name__)
@@ -81,13 +81,7 @@ class ConvPyramid(Encoder):
         self.stem = ConvBNAct(in_channels, stem_width, 3, stem_stride, act=act)
         strides = (fine_stride // stem_stride, 2, 2)
         inputs = (stem_width, *widths[:-1])
-        self.stages = nn.ModuleList(
-            nn.Sequential(
-                SeparableBlock(c_in, c_out, stride, act),
-                *(SeparableBlock(c_out, c_out, 1, act) for _ in range(depth - 1)),
-            )
-            for c_in, c_out, stride, depth in zip(inputs, widths, strides, depths, strict=True)
-        )
+        self.stages = separable_stages(inputs, widths, strides, depths, act)
 
     def prepare(self, value: object, name: str) -> Tensor:
         """Check a (B, in_channels, H, W) float batch with H and W multiples of :attr:`size_multiple`."""

@@ -26,7 +26,7 @@ import logging
 from torch import Tensor, nn
 
 from mla.encoders.base import REFERENCE_STRIDES, Encoder, FeatureSpec, ModalFeatures, check_image, register_encoder
-from mla.encoders.blocks import ConvBNAct, SeparableBlock
+from mla.encoders.blocks import ConvBNAct, separable_stages
 from mla.errors import MLAConfigError
 
 logger = logging.getLogger(__name__)
@@ -71,13 +71,7 @@ class UnshufflePyramid(Encoder):
         self.unshuffle = nn.PixelUnshuffle(UNSHUFFLE)
         self.stem = ConvBNAct(UNSHUFFLE * UNSHUFFLE * in_channels, width, 3, 1, act=act)
         inputs, strides = (width, *widths[:-1]), (1, 2, 2)
-        self.stages = nn.ModuleList(
-            nn.Sequential(
-                SeparableBlock(c_in, c_out, stride, act),
-                *(SeparableBlock(c_out, c_out, 1, act) for _ in range(depth - 1)),
-            )
-            for c_in, c_out, stride, depth in zip(inputs, widths, strides, depths, strict=True)
-        )
+        self.stages = separable_stages(inputs, widths, strides, depths, act)
 
     def prepare(self, value: object, name: str) -> Tensor:
         """Check a (B, in_channels, H, W) float batch with H and W multiples of 16."""
