@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit  # type: ignore[import-untyped]
 
 import mla
 from inspector.errors import InspectorError
@@ -90,7 +91,7 @@ class MLACrackModel:
             named["infrared"] = ir[:, None] if ir is not None else None
         out = self.backend.run(named)
         logits = out["segmentation"][:, 0].astype(np.float32) - self.logit_offset
-        probability = 1.0 / (1.0 + np.exp(-logits))
+        probability = expit(logits)  # no overflow warning for very negative logits (a confident background)
         return probability.astype(np.float32), out["modal_weights"].astype(np.float32)
 
     def predict(self, inputs: ModelInput) -> ModelOutput:
