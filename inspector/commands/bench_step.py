@@ -27,7 +27,7 @@ from rich.table import Table
 
 from inspector.commands.bench import bench_app, emit, machine
 from inspector.commands.bench_model import conv_throughput_gflops
-from inspector.commands.common import console, fail
+from inspector.commands.common import console, err_console, fail
 from inspector.commands.evaluate import json_safe
 from inspector.errors import InspectorError
 from inspector.model import CrackModel, ModelInput, create_model, lane_threads
@@ -160,7 +160,7 @@ def bench_step(
     reference = conv_throughput_gflops()
     rows = []
     try:
-        for name, backend, count in track(configurations, description="configurations", console=console):
+        for name, backend, count in track(configurations, description="configurations", console=err_console):
             rows.append(measure(name, backend, count, threads, frames, records, repeats, cache_dir, device, tile))
     except InspectorError as exc:
         fail(exc)
