@@ -18,6 +18,7 @@ runtime whose kernels disagree, before a single part is judged on it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -166,7 +167,8 @@ def load_parity(model: Any, backend: Any, *, scale: int = 4) -> float:
     from mla.runtime import TorchBackend
 
     feed = {m: v for m, v in parity_input(scale=scale).items() if m in backend.modalities}
-    reference = TorchBackend(model.to("cpu").float().eval(), device="cpu")
+    # a CPU fp32 copy: the model itself may be the one a CUDA backend runs, and must stay where it is
+    reference = TorchBackend(copy.deepcopy(model).to("cpu").float().eval(), device="cpu")
     with torch.no_grad():
         expected = reference.run(feed)["segmentation"]
     got = backend.run(feed)["segmentation"]

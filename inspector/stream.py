@@ -285,6 +285,11 @@ class StreamCore:
         lanes = self.policy.lanes
         self._pool = ThreadPoolExecutor(lanes, thread_name_prefix="lane") if lanes > 1 else None
 
+    def close(self) -> None:
+        """Stop the lanes' threads (a core that is thrown away; one that lives with its process needs no call)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
     def _map(self, function: Callable[[T], U], items: Sequence[T]) -> list[U]:
         """``function`` over ``items`` in order, on the lanes when there are several."""
         if self._pool is None or len(items) < 2:

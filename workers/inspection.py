@@ -291,11 +291,14 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         fit = 2 * int(budget_s / max(self._pair_s, 1e-6))
         self.poll_records = max(2, min(self.settings.worker.max_poll_records, fit))
 
-    def _lags(self) -> dict[Partition, int]:
-        """Records left to read per assigned partition, from the client's cached positions (1 when unknown)."""
+    def _lags(self, ends: Mapping[TopicPartition, int] | None = None) -> dict[Partition, int]:
+        """Records left to read per assigned partition (1 when unknown).
+
+        ``ends``: end offsets asked of the broker; without them, the client's cached high-water marks.
+        """
         lags: dict[Partition, int] = {}
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
+        for tp in self.consumer.assignment() if ends is None else ends:
+            high = self.consumer.highwater(tp) if ends is None else int(ends[tp])
             try:
                 position = self.consumer.position(tp, timeout_ms=100)
             except KafkaError:
@@ -428,14 +431,7 @@ class InspectionWorker(WorkerShell[WorkerReport]):
             logger.debug("end offsets unavailable (%s): using the cached high-water marks", exc)
             return self._lags()
         self.load_meter.offered(time.monotonic(), {(tp.topic, tp.partition): int(end) for tp, end in ends.items()})
-        lags: dict[Partition, int] = {}
-        for tp, end in ends.items():
-            try:
-                position = self.consumer.position(tp, timeout_ms=100)
-            except KafkaError:
-                position = None
-            lags[(tp.topic, tp.partition)] = 1 if position is None else max(0, int(end) - position)
-        return lags
+        return self._lags(ends)
 
     def _adapt(self, lag_records: int) -> None:
         """Let the width policy pick the variant for the current load (``worker.widths``)."""

@@ -54,17 +54,20 @@ def encoded_captures(count: int, size: int, seed: int) -> tuple[list[Capture], l
 
 
 def one_pass(core: StreamCore, records: list[Record]) -> tuple[float, list[dict[str, Any]]]:
-    """Feed every record a poll at a time and inspect every pair: (seconds, documents)."""
+    """Feed every record a poll at a time and inspect every pair: (seconds, documents). Closes ``core``."""
     documents: list[dict[str, Any]] = []
     start = time.perf_counter()
-    for first in range(0, len(records), 2 * BATCH_PAIRS):
-        core.feed(records[first : first + 2 * BATCH_PAIRS], now_ns=time.monotonic_ns(), wall_ns=time.time_ns())
-        while core.queued_pairs:
-            jobs, rejected = core.inspect_batch(wall_ns=time.time_ns)
-            if rejected:
-                raise InspectorError(f"the bench's own captures were rejected: {rejected[0].detail}")
-            documents.extend(job.document for job in jobs)
-    return time.perf_counter() - start, documents
+    try:
+        for first in range(0, len(records), 2 * BATCH_PAIRS):
+            core.feed(records[first : first + 2 * BATCH_PAIRS], now_ns=time.monotonic_ns(), wall_ns=time.time_ns())
+            while core.queued_pairs:
+                jobs, rejected = core.inspect_batch(wall_ns=time.time_ns)
+                if rejected:
+                    raise InspectorError(f"the bench's own captures were rejected: {rejected[0].detail}")
+                documents.extend(job.document for job in jobs)
+        return time.perf_counter() - start, documents
+    finally:
+        core.close()
 
 
 def model_alone_ms(model: CrackModel, capture: Capture, repeats: int) -> float:
