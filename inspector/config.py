@@ -197,8 +197,11 @@ class InferenceSettings(_Section):
     lanes: int = Field(
         2, ge=1, description="pairs decoded and inspected at once by a worker; each runtime call gets threads/lanes"
     )
-    tile: int = Field(576, ge=64, description="tile side in visible pixels (a multiple of 16)")
-    overlap: int = Field(64, ge=0, description="overlap between tiles in visible pixels")
+    tile: int = Field(
+        576, ge=64, multiple_of=16,
+        description="longest tile side in visible pixels; a frame takes the fewest tiles that fit, shared out evenly",
+    )  # fmt: skip
+    overlap: int = Field(64, ge=0, multiple_of=4, description="least overlap between tiles in visible pixels")
     batch_size: int = Field(2, ge=1, description="tiles per model call")
 
 

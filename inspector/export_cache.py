@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from inspector.errors import InspectorError
+from mla.export import EXPORT_REVISION
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def cached_export(model: Path, cache_dir: str | Path | None = None, *, sha256: s
     """
     sha = sha256 or file_sha256(model)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    graph = folder / f"{model.stem}-{sha[:16]}.onnx"
+    graph = folder / f"{model.stem}-{sha[:16]}-x{EXPORT_REVISION}.onnx"  # a new exporter writes a new graph
     if graph.is_file() and sidecar_path(graph).is_file():
         source = json.loads(sidecar_path(graph).read_text()).get("source", {})
         if source.get("sha256") == sha:

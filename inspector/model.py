@@ -121,9 +121,9 @@ def lane_threads(threads: int | None, lanes: int) -> int:
     return max(1, (threads or os.cpu_count() or 1) // max(lanes, 1))
 
 
-# trained here on synthetic data; files and model cards in inspector/models/. crack-concat-w63 and -w38 are
-# the default model's pruned width family (configs/default.yaml worker.widths).
-SHIPPED_MODELS = ("crack-hffn", "crack-concat", "crack-concat-w63", "crack-concat-w38")
+# trained here on synthetic data; files and model cards in inspector/models/. crack-concat-w65 is the default
+# model's pruned width (configs/default.yaml worker.widths).
+SHIPPED_MODELS = ("crack-hffn", "crack-concat", "crack-concat-w65")
 
 
 def shipped_model_path(name: str) -> Any:

@@ -1,7 +1,8 @@
 """``inspector bench model``: crack models (unpruned and pruned widths) x backends, side by side in one run.
 
 For every model file and backend: median and p95 latency per 512x512 visible + 128x128 IR pair at
-batch 1 and batch 8, megapixels per second, parameters, MACs, the GFLOP/s the model achieves against
+batch 1 and batch 8 (every model loaded first, then timed in interleaved rounds, so that they share
+this shared machine's slow spells), megapixels per second, parameters, MACs, the GFLOP/s the model achieves against
 this machine's measured convolution throughput (the physical reference: a dense 3x3 convolution in
 torch), and pixel F1 and recall of cracks >= 0.2 mm on held-out data through that very backend.
 """
@@ -23,7 +24,7 @@ from inspector.commands.bench import bench_app, emit, machine
 from inspector.commands.common import console, fail
 from inspector.commands.evaluate import json_safe, score_model
 from inspector.errors import InspectorError
-from inspector.mla_model import MLACrackModel, load_crack_model
+from inspector.mla_model import DEFAULT_TILE, MLACrackModel, load_crack_model
 
 PAIR_MEGAPIXELS = 512 * 512 / 1e6  # visible pixels per 512x512 pair
 
@@ -46,21 +47,45 @@ def conv_throughput_gflops(seconds: float = 2.0) -> float:
     return flops / statistics.median(times) / 1e9
 
 
-def latency(model: MLACrackModel, batch: int, repeats: int) -> dict[str, float]:
-    """Median and p95 ms of the backend on ``batch`` 512x512 pairs (random data; the cost does not depend on it)."""
+ROUNDS = 4  # timing rounds: every model is timed in each, so a slow spell of this shared machine hits all alike
+SETTLE_S = 0.05  # pause before each model's turn: the previous runtime's idle threads stop spinning
+
+
+def random_pairs(model: MLACrackModel, batch: int) -> dict[str, np.ndarray | None]:
+    """``batch`` random 512x512 visible (+ 128x128 IR) inputs (the cost does not depend on the values)."""
     rng = np.random.default_rng(0)
     inputs: dict[str, np.ndarray | None] = {}
     for name in model.modalities:
         side = 512 // (model.scale if name == "infrared" else 1)
         inputs[name] = rng.standard_normal((batch, 1, side, side), dtype=np.float32)
-    times = []
-    for index in range(repeats + 2):
-        t0 = time.perf_counter()
-        model.backend.run(inputs)
-        if index >= 2:
-            times.append((time.perf_counter() - t0) * 1e3)
-    ordered = sorted(times)
-    return {"median_ms": statistics.median(times), "p95_ms": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]}
+    return inputs
+
+
+def interleaved_latency(models: list[MLACrackModel], batch: int, repeats: int) -> list[dict[str, float]]:
+    """Median and p95 ms of each model's backend on ``batch`` pairs, timed in interleaved rounds.
+
+    Each of :data:`ROUNDS` rounds times every model in turn, ``repeats / ROUNDS`` calls each, after
+    a short pause and one untimed call (the previous model's idle runtime threads spin for a while
+    and would be timed with this one): the models share the machine's good and bad spells instead
+    of each getting its own.
+    """
+    feeds = [random_pairs(model, batch) for model in models]
+    per_round = max(-(-repeats // ROUNDS), 1)
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(ROUNDS):
+        for model, feed, timed in zip(models, feeds, times, strict=True):
+            time.sleep(SETTLE_S)
+            model.backend.run(feed)
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                model.backend.run(feed)
+                timed.append((time.perf_counter() - t0) * 1e3)
+    summaries = []
+    for timed in times:
+        ordered = sorted(timed)
+        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        summaries.append({"median_ms": statistics.median(timed), "p95_ms": p95})
+    return summaries
 
 
 def quality(model: MLACrackModel, data: Path, work: Path, limit: int | None) -> dict[str, float]:
@@ -94,13 +119,18 @@ def bench_model(
         str, typer.Option(help="Comma-separated: torch, onnxruntime, tensorrt (CUDA: onnxruntime's TensorRT provider).")
     ] = "torch,onnxruntime",
     batches: Annotated[str, typer.Option(help="Batch sizes to time.")] = "1,8",
-    repeats: Annotated[int, typer.Option(min=3, help="Timed calls per figure (after 2 warm-up calls).")] = 20,
+    repeats: Annotated[
+        int, typer.Option(min=4, help="Timed calls per figure, spread over 4 interleaved rounds of every model.")
+    ] = 20,
     limit: Annotated[int | None, typer.Option(help="Only the first N held-out parts.")] = 50,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     amp: Annotated[
         bool, typer.Option(help="Half precision: torch autocast (bf16 CPU, fp16 CUDA), TensorRT fp16 kernels.")
     ] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch and onnxruntime.")] = None,
+    tile: Annotated[
+        int, typer.Option(min=64, help="Longest tile side for the held-out parts (timings are on 512² pairs).")
+    ] = DEFAULT_TILE,
     out: Annotated[Path | None, typer.Option(help="Where to keep predictions and bench.json.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON document.")] = False,
 ) -> None:
@@ -116,32 +146,36 @@ def bench_model(
     sizes = [int(b) for b in batches.split(",") if b.strip()]
     work = out or Path(tempfile.mkdtemp(prefix="inspector-bench-model-"))
     reference = conv_throughput_gflops()
-    rows: list[dict[str, Any]] = []
     try:
-        for path in files:
-            for backend in [b.strip() for b in backends.split(",") if b.strip()]:
-                if path.suffix == ".onnx" and backend != "onnxruntime":
-                    continue  # an exported graph runs on onnxruntime only
-                model = load_crack_model(path, backend=backend, device=device, threads=threads, amp=amp)
-                macs = model.metadata.get("macs_per_512_tile") or 0
-                row: dict[str, Any] = {
-                    "model": path.stem,
-                    "backend": model.backend.description,
-                    "parameters": model.metadata.get("parameters"),
-                    "macs_per_512_pair": macs,
-                    "parity_max_abs_diff": model.metadata.get("parity_max_abs_diff"),
+        loaded = [
+            load_crack_model(path, backend=backend, device=device, threads=threads, amp=amp, tile=tile)
+            for path in files
+            for backend in [b.strip() for b in backends.split(",") if b.strip()]
+            if path.suffix != ".onnx" or backend == "onnxruntime"  # an exported graph runs on onnxruntime only
+        ]
+        stems = [path.stem for path in files for b in backends.split(",") if b.strip()
+                 if path.suffix != ".onnx" or b.strip() == "onnxruntime"]  # fmt: skip
+        rows: list[dict[str, Any]] = [
+            {
+                "model": stem,
+                "backend": model.backend.description,
+                "parameters": model.metadata.get("parameters"),
+                "macs_per_512_pair": model.metadata.get("macs_per_512_tile") or 0,
+                "parity_max_abs_diff": model.metadata.get("parity_max_abs_diff"),
+            }
+            for stem, model in zip(stems, loaded, strict=True)
+        ]
+        for size in sizes:
+            for row, timed in zip(rows, interleaved_latency(loaded, size, repeats), strict=True):
+                seconds, macs = timed["median_ms"] / 1e3, row["macs_per_512_pair"]
+                row[f"batch{size}"] = timed | {
+                    "megapixels_per_s": size * PAIR_MEGAPIXELS / seconds,
+                    "gflops": 2 * macs * size / seconds / 1e9,
+                    "share_of_conv_peak": 2 * macs * size / seconds / 1e9 / reference,
                 }
-                for size in sizes:
-                    timed = latency(model, size, repeats)
-                    seconds = timed["median_ms"] / 1e3
-                    row[f"batch{size}"] = timed | {
-                        "megapixels_per_s": size * PAIR_MEGAPIXELS / seconds,
-                        "gflops": 2 * macs * size / seconds / 1e9,
-                        "share_of_conv_peak": 2 * macs * size / seconds / 1e9 / reference,
-                    }
-                if data is not None:
-                    row |= quality(model, data, work / path.stem / backend, limit)
-                rows.append(row)
+        if data is not None:
+            for row, model in zip(rows, loaded, strict=True):
+                row.update(quality(model, data, work / row["model"] / row["backend"].split()[0], limit))
     except InspectorError as exc:
         fail(exc)
     add_ratios(rows, files[0].stem)
@@ -149,6 +183,7 @@ def bench_model(
         "benchmark": "model",
         "data": str(data) if data else None,
         "held_out_parts": limit,
+        "tile": tile,
         "conv_reference_gflops": reference,
         "rows": rows,
         "machine": machine() | {"torch_threads": torch.get_num_threads()},

@@ -6,7 +6,9 @@ overlay — :class:`inspector.stream.StreamCore`, the very code the Kafka worker
 run, fed here from memory so that no transport is in the figure. Captures are synthetic
 (``default`` preset), 1024² visible + 256² IR by default, encoded once as the gateway encodes them.
 
-For each configuration: captures and visible megapixels per second (median over repeats), the
+Every configuration is loaded first and then timed in interleaved rounds (one pass of each per
+round), so that all of them share the slow spells of a shared machine. For each configuration:
+captures and visible megapixels per second (median over the rounds), the
 median stage times, the model alone on one capture, and its share of this machine's dense-conv
 throughput (a 64→64 3×3 convolution measured in the same run). The first configuration is the
 baseline every speed-up is measured against.
@@ -91,45 +93,64 @@ def model_alone_ms(model: CrackModel, capture: Capture, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(
-    name: str, backend: str, lanes: int, threads: int | None, captures: list[Capture], records: list[Record],
-    repeats: int, cache_dir: Path | None, device: str = "cpu", tile: int | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """One configuration: load, warm up, time ``repeats`` passes over the records."""
+def load(
+    name: str, backend: str, lanes: int, threads: int | None, cache_dir: Path | None, device: str = "cpu",
+    tile: int | None = None,
+) -> tuple[CrackModel, StreamPolicy]:  # fmt: skip
+    """One configuration's model, as a worker loads it, and its streaming policy."""
     inference: dict[str, Any] = {"backend": backend, "threads": threads, "lanes": lanes, "device": device}
     if tile is not None:
         inference["tile"] = tile
     if cache_dir is not None:
         inference["cache_dir"] = cache_dir
-    model = create_model(name, inference=inference)
     policy = StreamPolicy(batch_pairs=BATCH_PAIRS, batch_wait_ns=0, lanes=lanes, default_mm_per_px=0.05)
-    one_pass(StreamCore(model, policy), records[: 4 * BATCH_PAIRS])  # warm-up: allocators, caches, first calls
-    seconds: list[float] = []
-    documents: list[dict[str, Any]] = []
-    for _ in range(repeats):
-        took, documents = one_pass(StreamCore(model, policy), records)
-        seconds.append(took)
+    return create_model(name, inference=inference), policy
+
+
+def measure(
+    configurations: list[tuple[str, str, int]], threads: int | None, captures: list[Capture], records: list[Record],
+    repeats: int, cache_dir: Path | None, device: str = "cpu", tile: int | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Every configuration loaded and warmed up, then timed in ``repeats`` interleaved rounds of one pass each.
+
+    Interleaving gives every configuration its share of this shared machine's slow spells, so the
+    ratios between them hold even when the absolute figures drift.
+    """
+    loaded = []
+    for name, backend, lanes in track(configurations, description="loading", console=err_console):
+        model, policy = load(name, backend, lanes, threads, cache_dir, device, tile)
+        one_pass(StreamCore(model, policy), records[: 4 * BATCH_PAIRS])  # warm-up: allocators, caches, first calls
+        loaded.append((model, policy))
+    seconds: list[list[float]] = [[] for _ in loaded]
+    documents: list[list[dict[str, Any]]] = [[] for _ in loaded]
+    for _ in track(range(repeats), description="rounds", console=err_console):
+        for index, (model, policy) in enumerate(loaded):
+            took, documents[index] = one_pass(StreamCore(model, policy), records)
+            seconds[index].append(took)
     size = captures[0].visible.shape[0] * captures[0].visible.shape[1] / 1e6  # type: ignore[union-attr]
-    median = statistics.median(seconds)
-    stages = {k: statistics.median(d["timings_ms"][k] for d in documents) for k in ("register", "model", "measure")}
-    metadata = dict(getattr(model, "metadata", {}) or {})
-    return {
-        "model": name,
-        "backend": str(metadata.get("backend", "python")),
-        "sha256": metadata.get("sha256"),
-        "parity_max_abs_diff": metadata.get("parity_max_abs_diff"),
-        "lanes": lanes,
-        "threads_per_lane": lane_threads(threads, lanes),
-        "tile": getattr(model, "tile", None),
-        "captures": len(captures),
-        "seconds_per_pass": seconds,
-        "captures_per_s": len(captures) / median,
-        "megapixels_per_s": len(captures) * size / median,
-        "stage_ms_p50": stages,
-        "model_alone_ms": model_alone_ms(model, captures[0], 5),
-        "macs_per_512_tile": metadata.get("macs_per_512_tile"),
-        "ng": sum(d["verdict"] == "NG" for d in documents),
-    }
+    rows = []
+    for (name, _, lanes), (model, _), passes, done in zip(configurations, loaded, seconds, documents, strict=True):
+        median = statistics.median(passes)
+        stages = {k: statistics.median(d["timings_ms"][k] for d in done) for k in ("register", "model", "measure")}
+        metadata = dict(getattr(model, "metadata", {}) or {})
+        rows.append({
+            "model": name,
+            "backend": str(metadata.get("backend", "python")),
+            "sha256": metadata.get("sha256"),
+            "parity_max_abs_diff": metadata.get("parity_max_abs_diff"),
+            "lanes": lanes,
+            "threads_per_lane": lane_threads(threads, lanes),
+            "tile": getattr(model, "tile", None),
+            "captures": len(captures),
+            "seconds_per_pass": passes,
+            "captures_per_s": len(captures) / median,
+            "megapixels_per_s": len(captures) * size / median,
+            "stage_ms_p50": stages,
+            "model_alone_ms": model_alone_ms(model, captures[0], 5),
+            "macs_per_512_tile": metadata.get("macs_per_512_tile"),
+            "ng": sum(d["verdict"] == "NG" for d in done),
+        })  # fmt: skip
+    return rows
 
 
 @bench_app.command("step")
@@ -141,11 +162,13 @@ def bench_step(
     lanes: Annotated[str, typer.Option(help="Comma-separated lane counts (pairs in flight at once).")] = "1,2",
     size: Annotated[int, typer.Option(min=256, help="Visible side in pixels (IR is a quarter of it).")] = 1024,
     captures: Annotated[int, typer.Option(min=4, help="Captures per timed pass.")] = 24,
-    repeats: Annotated[int, typer.Option(min=1, help="Timed passes per configuration (the median is reported).")] = 3,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Interleaved rounds: one timed pass of every configuration each (median).")
+    ] = 3,
     threads: Annotated[int | None, typer.Option(help="CPU threads in all (default: every core).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic captures.")] = 5,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    tile: Annotated[int | None, typer.Option(help="Model tile side in visible pixels (default: 576).")] = None,
+    tile: Annotated[int | None, typer.Option(help="Longest model tile side in visible pixels (default: 576).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="ONNX cache (default: ~/.cache/inspector/onnx).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON document here too.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON document.")] = False,
@@ -161,10 +184,8 @@ def bench_step(
         fail("nothing to run: give --models, --backends and --lanes")
     frames, records = encoded_captures(captures, size, seed)
     reference = conv_throughput_gflops()
-    rows = []
     try:
-        for name, backend, count in track(configurations, description="configurations", console=err_console):
-            rows.append(measure(name, backend, count, threads, frames, records, repeats, cache_dir, device, tile))
+        rows = measure(configurations, threads, frames, records, repeats, cache_dir, device, tile)
     except InspectorError as exc:
         fail(exc)
     base = rows[0]

@@ -36,6 +36,8 @@ def verdict_parity(reference: MLACrackModel, exported: MLACrackModel, data: Path
             mismatched.append(sample_id)
     return {
         "data": str(data),
+        "reference": reference.backend.description,
+        "exported": exported.backend.description,
         "parts": len(ids),
         "max_abs_probability_diff": worst,
         "same_verdict": same,
@@ -110,7 +112,8 @@ def export(
     table.add_row("graph", f"{target} ({target.stat().st_size / 1e6:.2f} MB)")
     if check is not None:
         try:
-            parity = verdict_parity(load_crack_model(model), load_crack_model(target), check, limit)
+            # the reference is eager torch: the default backend would run the same graph twice
+            parity = verdict_parity(load_crack_model(model, backend="torch"), load_crack_model(target), check, limit)
         except (DataError, InspectorError) as exc:
             fail(exc)
         sidecar["parity"] = parity

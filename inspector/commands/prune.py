@@ -62,6 +62,7 @@ def prune_rounds(
     workdir: Path,
     progress: bool,
     optics: bool = True,
+    round_to: int = 16,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Remove ``ratio`` of the channels in prune -> fine-tune rounds; returns the model and each round's sizes."""
     from mla.prune import prune as prune_model
@@ -77,7 +78,9 @@ def prune_rounds(
     rounds: list[dict[str, Any]] = []
     for index in range(iterations):
         grads = [to_batch(next(stream)) for _ in range(4)]
-        report = prune_model(net, trace, ratio=per_round, criterion=criterion, loss_fn=taylor_loss, batches=grads)
+        report = prune_model(
+            net, trace, ratio=per_round, criterion=criterion, loss_fn=taylor_loss, batches=grads, round_to=round_to
+        )
         rounds.append(report.to_dict())
         share = steps // iterations + (1 if index < steps % iterations else 0)
         if share:
@@ -112,6 +115,14 @@ def prune(
     optics: Annotated[
         bool, typer.Option(help="Fine-tune on tiles re-captured with random optics, as `inspector train` does.")
     ] = True,
+    round_to: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Keep channel counts multiples of this. 16 is onnxruntime's NCHWc block on AVX-512 (8 on AVX2): "
+            "an unaligned layer falls back to a layout change around it, and a narrower model can run slower.",
+        ),
+    ] = 16,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Prune a crack model (torch-pruning dependency graph: channels really leave), fine-tune it, compare."""
@@ -146,6 +157,7 @@ def prune(
     net, rounds = prune_rounds(
         net, train_tiles, trace, ratio, criterion=criterion, iterations=iterations, steps=steps, lr=lr,
         batch=batch, tile=tile, workdir=out.parent / f".prune-{out.stem}", progress=progress, optics=optics,
+        round_to=round_to,
     )  # fmt: skip
     after = figures(net, val_batches, example)
     pruning = {
@@ -153,6 +165,7 @@ def prune(
         "criterion": criterion,
         "ratio": round(ratio, 4),
         "iterations": iterations,
+        "round_to": round_to,
         "fine_tune_steps": steps,
         "rounds": rounds,
         "before": before,

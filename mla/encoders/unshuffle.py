@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from torch import Tensor, nn
 
 from mla.encoders.base import REFERENCE_STRIDES, Encoder, FeatureSpec, ModalFeatures, check_image, register_encoder
@@ -72,6 +73,27 @@ class UnshufflePyramid(Encoder):
         self.stem = ConvBNAct(UNSHUFFLE * UNSHUFFLE * in_channels, width, 3, 1, act=act)
         inputs, strides = (width, *widths[:-1]), (1, 2, 2)
         self.stages = separable_stages(inputs, widths, strides, depths, act)
+
+    def fold_stem(self) -> None:
+        """Fold the space-to-depth into the stem convolution, in place: the same function, one operator.
+
+        A k×k convolution over the unshuffled cells is a 4k×4k convolution of stride 4 over the
+        pixels, with weight ``W'[o, c, 4·ky + by, 4·kx + bx] = W[o, 16·c + 4·by + bx, ky, kx]``. Runtimes
+        then never transpose the full-resolution input (onnxruntime spent ~12% of a pruned model's
+        time there) and read it straight into their blocked layout. For export; training keeps the
+        unfolded form that pruning understands.
+        """
+        conv = self.stem[0]
+        if not isinstance(conv, nn.Conv2d) or isinstance(self.unshuffle, nn.Identity):
+            return
+        out_channels, _, k, _ = conv.weight.shape
+        weight = conv.weight.detach().view(out_channels, self.in_channels, UNSHUFFLE, UNSHUFFLE, k, k)
+        weight = weight.permute(0, 1, 4, 2, 5, 3).reshape(out_channels, self.in_channels, UNSHUFFLE * k, UNSHUFFLE * k)
+        folded = nn.Conv2d(self.in_channels, out_channels, UNSHUFFLE * k, UNSHUFFLE, UNSHUFFLE * (k // 2), bias=False)
+        with torch.no_grad():
+            folded.weight.copy_(weight)
+        self.stem[0] = folded.to(conv.weight.device)
+        self.unshuffle = nn.Identity()  # type: ignore[assignment]
 
     def prepare(self, value: object, name: str) -> Tensor:
         """Check a (B, in_channels, H, W) float batch with H and W multiples of 16."""

@@ -51,6 +51,28 @@ def test_unshuffle_stem_convolves_nothing_at_full_resolution() -> None:
         create_encoder("unshuffle_pyramid", scale=4)
 
 
+def test_folded_stem_is_the_same_function_in_one_strided_convolution() -> None:
+    torch.manual_seed(3)
+    encoder = create_encoder("unshuffle_pyramid", in_channels=1, width=8).eval()
+    for module in encoder.modules():  # non-trivial batch-norm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(2, 1, 64, 96)
+    with torch.no_grad():
+        before = encoder(x)
+        encoder.fold_stem()
+        after = encoder(x)
+    stem = encoder.stem[0]
+    assert isinstance(encoder.unshuffle, torch.nn.Identity)
+    assert (stem.kernel_size, stem.stride, stem.padding, stem.in_channels) == ((12, 12), (4, 4), (4, 4), 1)
+    assert before.levels is not None and after.levels is not None
+    for a, b in zip(before.levels, after.levels, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    encoder.fold_stem()  # folding twice changes nothing
+    assert encoder.stem[0] is stem
+
+
 def test_visible_pyramid_strides_4_8_16() -> None:
     encoder = create_encoder("conv_pyramid", in_channels=3, width=8)
     levels = encoder(torch.rand(1, 3, 256, 128)).levels

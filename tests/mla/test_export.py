@@ -93,6 +93,26 @@ def test_pruned_model_exports(tmp_path: Path) -> None:
     )
 
 
+def test_space_to_depth_is_folded_into_the_stem_on_export_only(tmp_path: Path) -> None:
+    import onnx
+
+    config = mla.crack_config(
+        encoders={
+            "visible": mla.EncoderSpec("unshuffle_pyramid", in_channels=1, width=8, options={"depths": [1, 1, 1]}),
+            "infrared": mla.EncoderSpec("ir_pyramid", in_channels=1, width=8, scale=4, options={"depths": [1, 1, 1]}),
+        },
+        fusion_type="concat", width=8, head_options={"segmentation": {"decoder": "shuffle", "act": "relu"}},
+    )  # fmt: skip
+    model = mla.MLAModel(config).eval()
+    path = export_onnx(model, tmp_path / "unshuffle.onnx", side=64)
+    nodes = onnx.load(str(path)).graph.node
+    perms = [len(a.ints) for n in nodes if n.op_type == "Transpose" for a in n.attribute if a.name == "perm"]
+    assert max(perms, default=0) <= 2 and "SpaceToDepth" not in {n.op_type for n in nodes}  # no image rearranged
+    assert isinstance(model.encoder("visible").unshuffle, torch.nn.PixelUnshuffle)  # the model keeps its form
+    inputs = {"visible": torch.rand(2, 1, 96, 64), "infrared": torch.rand(2, 1, 24, 16)}
+    assert check_parity(model, path, inputs).worst < 1e-4
+
+
 def test_backend_errors_are_clear(tmp_path: Path) -> None:
     assert {"torch", "onnxruntime", "tensorrt"} <= set(list_backends())
     with pytest.raises(mla.MLAConfigError, match="onnxruntime, tensorrt, torch"):

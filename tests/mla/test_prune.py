@@ -106,3 +106,15 @@ def test_ratio_for_a_target_speedup_reaches_the_mac_budget() -> None:
     assert lighter.mac_ratio > 0.5  # the smallest ratio that reaches the budget
     with pytest.raises(mla.MLAConfigError, match="> 1"):
         ratio_for_speedup(model, example(), speedup=0.5)
+
+
+def test_round_to_keeps_every_pruned_width_a_multiple_of_the_runtime_block() -> None:
+    model = tiny_crack_model("concat", width=32)
+    prunable = {id(m) for m in protected_layers(model)}
+    before = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    prune(model, example(), ratio=0.5, criterion="l1", round_to=16)
+    after = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    changed = {n: c for n, c in after.items() if c != before[n]}
+    assert changed, "nothing was pruned"
+    assert all(c % 16 == 0 for c in changed.values()), changed
+    assert all(id(m) not in prunable for n, m in model.named_modules() if n in changed)
