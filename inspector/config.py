@@ -229,7 +229,18 @@ class WorkerSettings(_Section):
     max_clock_skew_ms: float = Field(60_000.0, gt=0, description="a capture time further in the future is rejected")
     visible_only_unpaired: bool = Field(False, description="inspect a visible frame whose IR partner never came")
     max_record_bytes: int = Field(32 * 2**20, ge=1024, description="larger records go to the dead-letter topic")
-    max_pixels: int = Field(64_000_000, ge=1, description="larger declared images go to the dead-letter topic")
+    max_frame_side: int = Field(
+        4096,
+        ge=64,
+        description="largest frame side the line's cameras produce (px; inspector.frame.DEFAULT_MAX_FRAME_SIDE)",
+    )
+    max_pixels: int = Field(
+        0, ge=0, description="larger declared images go to the dead-letter topic; 0: max_frame_side squared"
+    )
+    max_poll_bytes: int = Field(
+        128 * 2**20, ge=1024,
+        description="record bytes decoded from one poll; the rest are read again next poll (one record at least)",
+    )  # fmt: skip
     max_poll_records: int = Field(32, ge=1)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     store_retry_s: float = Field(1.0, gt=0, description="first back-off when Redis or Kafka refuses; doubles to 30 s")
@@ -245,6 +256,11 @@ class WorkerSettings(_Section):
     )
     latency_budget_ms: float = Field(2000.0, gt=0, description="longest a capture should wait in the queue")
     probe_size: int = Field(1024, ge=64, description="visible frame side used to time each width variant at start")
+
+    @property
+    def pixel_limit(self) -> int:
+        """The largest ``H * W`` decoded: ``max_pixels``, or ``max_frame_side`` squared when that is 0."""
+        return self.max_pixels or self.max_frame_side**2
 
 
 class GatewaySettings(_Section):

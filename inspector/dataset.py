@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inspector.errors import InspectorError
+from inspector.frame import DEFAULT_MAX_PIXELS, FrameDecodeError, check_image_header
 
 SCHEMA: Final = "inspector.sample/1"
 DistractorKind = Literal[
@@ -153,11 +154,20 @@ def read_meta(path: Path) -> SampleMeta:
         raise DataError(f"{path}: {where}: {first['msg']} ({len(exc.errors())} problem(s))") from None
 
 
-def read_image(path: Path, dtype: type[np.generic], what: str) -> np.ndarray:
-    """Read a PNG with its stored bit depth, checking the dtype."""
+def read_image(path: Path, dtype: type[np.generic], what: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read a PNG with its stored bit depth, checking the dtype.
+
+    The PNG header's size is checked against ``max_pixels`` before anything is decompressed
+    (:func:`inspector.frame.check_image_header`).
+    """
     if not path.is_file():
         raise DataError(f"{path}: missing {what} image")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    data = path.read_bytes()
+    try:
+        check_image_header(data, max_pixels=max_pixels, where=f"{path}: {what} image")
+    except FrameDecodeError as exc:
+        raise DataError(str(exc)) from None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DataError(f"{path}: unreadable or truncated {what} image")
     if image.dtype != dtype:

@@ -23,7 +23,11 @@ Pixel layouts: arrays are ``(H, W)`` grey or ``(H, W, 3)`` RGB (OpenCV's BGR ord
 module), ``uint8`` or ``uint16``. ``raw`` is the C-order array as little-endian bytes. JPEG holds
 8-bit samples only. :func:`decode_image` checks the declared size against ``max_pixels`` and reads the
 PNG ``IHDR`` / JPEG ``SOF`` dimensions before it decompresses anything, so a small file that would
-expand to gigabytes is refused without being allocated.
+expand to gigabytes is refused without being allocated. :func:`check_image_header` is that header
+check alone, for every other place an encoded image enters (VQA requests, dataset files).
+
+``max_pixels`` defaults to the largest frame the line produces, :data:`DEFAULT_MAX_FRAME_SIDE` squared
+(``worker.max_frame_side`` in the settings).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from pydantic import (
 from inspector.errors import InspectorError
 
 __all__ = [
+    "DEFAULT_MAX_FRAME_SIDE",
     "DEFAULT_MAX_PIXELS",
     "SCHEMA",
     "DType",
@@ -59,14 +64,17 @@ __all__ = [
     "FrameDecodeError",
     "FrameEncodeError",
     "ImageArray",
+    "ImageTooLargeError",
     "Modality",
+    "check_image_header",
     "decode_image",
     "encode_frame",
     "encode_image",
 ]
 
 SCHEMA = "inspector.frame/1"
-DEFAULT_MAX_PIXELS = 64_000_000
+DEFAULT_MAX_FRAME_SIDE = 4096  # the largest frame side the line's cameras produce (1024 to 4096 px today)
+DEFAULT_MAX_PIXELS = DEFAULT_MAX_FRAME_SIDE**2  # 16.8 Mpx: the largest frame, not 60 of the usual ones
 _INT64_MAX = 2**63 - 1
 _DIM_MAX = 2**31 - 1  # PNG's own limit, and what an int32 can index
 
@@ -94,6 +102,10 @@ _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0..RST7: mar
 
 class FrameDecodeError(InspectorError):
     """Frame headers or pixel bytes are missing, malformed, oversized or disagree with each other."""
+
+
+class ImageTooLargeError(FrameDecodeError):
+    """An image header (or a frame's declared shape) has more pixels than ``max_pixels`` allows."""
 
 
 class FrameEncodeError(InspectorError):
@@ -315,7 +327,7 @@ def decode_image(
     where = f"frame {frame.camera_id}/{frame.modality} seq={frame.seq}"
     if frame.pixel_count > max_pixels:
         msg = f"{where}: declared shape {frame.shape} has {frame.pixel_count} pixels, more than max_pixels={max_pixels}"
-        raise FrameDecodeError(msg)
+        raise ImageTooLargeError(msg)
     buffer = data if isinstance(data, bytes) else bytes(data)
     if not buffer:
         msg = f"{where}: the pixel data is empty"
@@ -433,23 +445,76 @@ def _not_encoding(buffer: bytes, frame: Frame, where: str) -> FrameDecodeError:
     return FrameDecodeError(f"{where}: declared {frame.encoding} but the data is {actual}")
 
 
-def _check_size(width: int, height: int, frame: Frame, *, max_pixels: int, where: str, header: str) -> None:
+def check_image_header(data: bytes, *, max_pixels: int, where: str = "image") -> tuple[int, int]:
+    """Read a PNG or JPEG header's width and height and check them against ``max_pixels``, decompressing nothing.
+
+    Call it before ``cv2.imdecode`` wherever encoded bytes from outside enter: a small file whose
+    header declares 100000x100000 would otherwise be allocated in full by the decoder.
+
+    Args:
+        data: The encoded image.
+        max_pixels: Largest ``width * height`` accepted.
+        where: What the image is, for the messages (``VQA request r-1``).
+
+    Returns:
+        ``(width, height)`` as the header declares them.
+
+    Raises:
+        FrameDecodeError: ``data`` is neither PNG nor JPEG, its header is truncated or malformed, or
+            it declares a zero size; :class:`ImageTooLargeError` when it declares more than ``max_pixels``.
+
+    """
+    if data.startswith(_PNG_MAGIC):
+        width, height, _, _ = _png_ihdr(data, where)
+        header = "PNG IHDR"
+    elif data.startswith(_JPEG_MAGIC):
+        _, height, width, _ = _jpeg_sof(data, where)
+        header = "JPEG SOF"
+    else:
+        start = data[:8].hex(" ") or "empty"
+        msg = f"{where}: the data is neither PNG nor JPEG (it starts {start}): send a PNG or JPEG file's bytes"
+        raise FrameDecodeError(msg)
+    _check_pixels(width, height, max_pixels=max_pixels, where=where, header=header)
+    return width, height
+
+
+def _check_pixels(width: int, height: int, *, max_pixels: int, where: str, header: str) -> None:
+    if width == 0 or height == 0:
+        msg = f"{where}: the {header} header declares {width}x{height}; a size defined later (DNL) is not supported"
+        raise FrameDecodeError(msg)
     if width * height > max_pixels:
         msg = f"{where}: the {header} header says {width}x{height} = {width * height} pixels, more than {max_pixels=}"
-        raise FrameDecodeError(msg)
+        raise ImageTooLargeError(msg)
+
+
+def _check_size(width: int, height: int, frame: Frame, *, max_pixels: int, where: str, header: str) -> None:
+    _check_pixels(width, height, max_pixels=max_pixels, where=where, header=header)
     if (height, width) != frame.shape[:2]:
         msg = f"{where}: the {header} header says {height}x{width} (HxW) but the frame declares {frame.shape}"
         raise FrameDecodeError(msg)
+
+
+def _png_ihdr(buffer: bytes, where: str) -> tuple[int, int, int, int]:
+    """``(width, height, bit depth, colour type)`` from the IHDR chunk that must follow the PNG signature."""
+    if len(buffer) < 33 or buffer[8:16] != b"\x00\x00\x00\x0dIHDR":
+        msg = f"{where}: PNG is truncated or malformed: it does not start with a 13-byte IHDR chunk"
+        raise FrameDecodeError(msg)
+    width, height, bit_depth, colour_type = struct.unpack(">IIBB", buffer[16:26])
+    return width, height, bit_depth, colour_type
+
+
+def _jpeg_sof(buffer: bytes, where: str) -> tuple[int, int, int, int]:
+    """``(precision, height, width, components)`` from the JPEG frame header (SOF)."""
+    sof = _find_jpeg_sof(buffer, where)
+    precision, height, width, components = struct.unpack(">BHHB", buffer[sof + 4 : sof + 10])
+    return precision, height, width, components
 
 
 def _check_png(buffer: bytes, frame: Frame, max_pixels: int, where: str) -> None:
     """Check the PNG signature, IHDR and chunk layout without decompressing anything."""
     if not buffer.startswith(_PNG_MAGIC):
         raise _not_encoding(buffer, frame, where)
-    if len(buffer) < 33 or buffer[8:16] != b"\x00\x00\x00\x0dIHDR":
-        msg = f"{where}: PNG is truncated or malformed: it does not start with a 13-byte IHDR chunk"
-        raise FrameDecodeError(msg)
-    width, height, bit_depth, colour_type = struct.unpack(">IIBB", buffer[16:26])
+    width, height, bit_depth, colour_type = _png_ihdr(buffer, where)
     _check_size(width, height, frame, max_pixels=max_pixels, where=where, header="PNG IHDR")
     want_depth = 8 if frame.dtype == "uint8" else 16
     want_colour = _PNG_RGB if frame.channels == 3 else _PNG_GREY
@@ -487,13 +552,9 @@ def _check_jpeg(buffer: bytes, frame: Frame, max_pixels: int, where: str) -> Non
     """Check the JPEG signature, frame header (SOF) and end marker without decompressing anything."""
     if not buffer.startswith(_JPEG_MAGIC):
         raise _not_encoding(buffer, frame, where)
-    sof = _find_jpeg_sof(buffer, where)
-    precision, height, width, components = struct.unpack(">BHHB", buffer[sof + 4 : sof + 10])
+    precision, height, width, components = _jpeg_sof(buffer, where)
     if precision != 8:
         msg = f"{where}: JPEG has {precision}-bit samples; only 8-bit JPEG is supported (use png for 16-bit)"
-        raise FrameDecodeError(msg)
-    if height == 0 or width == 0:
-        msg = f"{where}: JPEG frame header declares {width}x{height}; a size defined later (DNL) is not supported"
         raise FrameDecodeError(msg)
     _check_size(width, height, frame, max_pixels=max_pixels, where=where, header="JPEG SOF")
     if components != frame.channels:

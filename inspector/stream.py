@@ -160,7 +160,7 @@ class StreamPolicy:
             max_clock_skew_ns=int(worker.max_clock_skew_ms * 1e6),
             visible_only_unpaired=worker.visible_only_unpaired,
             max_record_bytes=worker.max_record_bytes,
-            max_pixels=worker.max_pixels,
+            max_pixels=worker.pixel_limit,
             default_mm_per_px=worker.mm_per_px,
         )
 

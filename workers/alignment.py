@@ -11,6 +11,9 @@ unread in Kafka, memory would fill with decoded images, and the pairing timeout 
   of them and reads them again once the other topic has caught up. (Seeking back rather than
   ``pause()``/``resume()``: kafka-python 3.0 can leave a resumed partition parked and never fetch it
   again.)
+* **A byte budget per poll** (:func:`within_budget`): the records taken from one poll hold at most
+  ``worker.max_poll_bytes``, oldest first across partitions, so the frames decoded at once (and held
+  while they wait for a partner) stay bounded; the rest are read again, by the same seek-back.
 * **A pairing clock that stops while behind** (:class:`PairingClock`): the pairing timeout counts
   only time during which the worker has read everything there is (no lag), so a partner that is
   merely unread is never declared missing. Past ``max_waiting`` waiting frames the clock runs anyway,
@@ -74,6 +77,35 @@ class StreamAlignment:
                 count = next((i for i, stamp in enumerate(stamps) if stamp > limit), len(stamps))
             take[(topic, number)] = count
         return take
+
+
+def within_budget(
+    polled: Mapping[Partition, Sequence[tuple[int, int]]], take: Mapping[Partition, int], budget: int
+) -> dict[Partition, int]:
+    """Cut ``take`` so that the records taken hold at most ``budget`` bytes; at least one is taken.
+
+    Records are taken oldest first across partitions (by timestamp; each partition in offset order),
+    so both frame topics advance together, and taking stops at the first record that does not fit.
+
+    Args:
+        polled: Per partition, ``(timestamp ms, size in bytes)`` of each polled record in offset order.
+        take: Per partition, how many of its first records :meth:`StreamAlignment.admit` takes.
+        budget: Most bytes taken in all.
+
+    Returns:
+        Per partition of ``take``, the number of its first records to take; the rest are read again later.
+
+    """
+    cut = dict.fromkeys(take, 0)
+    used = 0
+    while heads := [(polled[p][cut[p]][0], p) for p in take if cut[p] < take[p]]:
+        _, partition = min(heads)
+        size = polled[partition][cut[partition]][1]
+        if used and used + size > budget:
+            break
+        used += size
+        cut[partition] += 1
+    return cut
 
 
 class PairingClock:

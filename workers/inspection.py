@@ -36,7 +36,7 @@ from inspector.config import Settings
 from inspector.model import CrackModel
 from inspector.results import ResultStore, StoreError
 from inspector.stream import InspectedJob, Record, Rejection, Step, StreamCore, StreamPolicy
-from workers.alignment import PairingClock, StreamAlignment
+from workers.alignment import PairingClock, StreamAlignment, within_budget
 from workers.clients import kafka_consumer, kafka_producer
 from workers.errors import WorkerError
 from workers.metrics import WorkerMetrics
@@ -223,10 +223,15 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         take = self.alignment.admit(
             {(tp.topic, tp.partition): [m.timestamp for m in messages] for tp, messages in polled.items()}, lags
         )
+        sizes = {
+            (tp.topic, tp.partition): [(m.timestamp, len(m.value or b"")) for m in messages]
+            for tp, messages in polled.items()
+        }
+        take = within_budget(sizes, take, self.settings.worker.max_poll_bytes)  # bounds the frames decoded at once
         records: list[Record] = []
         for tp, messages in polled.items():
             modality, count = self.topics[tp.topic], take[(tp.topic, tp.partition)]
-            if count < len(messages):  # ahead of the partner topic: read these again later
+            if count < len(messages):  # ahead of the partner topic, or over the byte budget: read these again later
                 self.consumer.seek(tp, messages[count].offset)
             for m in messages[:count]:
                 self.offsets.consumed((tp.topic, tp.partition), m.offset)

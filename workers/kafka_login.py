@@ -9,7 +9,10 @@ the SASL exchange (``SaslHandshake`` v1, ``SaslAuthenticate`` v1; mechanisms ``P
     check_login(settings.kafka)   # raises KafkaLoginError naming the setting to fix; silent when it works
 
 A broker that cannot be reached is not an error here: the clients wait for it as they always do.
-Secrets never appear in the messages or the logs.
+Secrets never appear in the messages or the logs. What the broker sends is bounded before it is
+used: a reply announcing more than :data:`MAX_REPLY_BYTES` is not read, and a SCRAM challenge must
+ask for :data:`MIN_ITERATIONS` to :data:`MAX_ITERATIONS` PBKDF2 iterations (a billion would hold the
+worker's start for minutes).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import socket
 import ssl
@@ -26,10 +30,15 @@ import struct
 from inspector.config import KafkaSettings
 from workers.errors import ClientError
 
-__all__ = ["KafkaLoginError", "check_login"]
+__all__ = ["MAX_ITERATIONS", "MAX_REPLY_BYTES", "MIN_ITERATIONS", "KafkaLoginError", "check_login"]
 
 logger = logging.getLogger(__name__)
 
+MAX_REPLY_BYTES = 1 << 20  # a SASL handshake or authenticate reply is a few hundred bytes
+MIN_ITERATIONS = 4096  # RFC 7677: at least 4096; Kafka refuses to store SCRAM credentials with fewer
+MAX_ITERATIONS = 1_000_000  # Kafka stores at most 16384; a million PBKDF2 rounds take about a second
+
+_DECIMAL = re.compile(r"[0-9]{1,19}")
 _SASL_HANDSHAKE, _SASL_AUTHENTICATE = 17, 36
 _ERRORS = {
     33: "UNSUPPORTED_SASL_MECHANISM",
@@ -58,6 +67,12 @@ class _Broker:
         header = struct.pack(">hhih", api_key, version, self.correlation, len(self.client_id)) + self.client_id
         self.sock.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
         (size,) = struct.unpack(">i", self._read(4))
+        if not 4 <= size <= MAX_REPLY_BYTES:
+            msg = (
+                f"the broker's reply announces {size} bytes where a SASL reply holds 4 to {MAX_REPLY_BYTES}: "
+                "is kafka.bootstrap a Kafka listener of this security_protocol?"
+            )
+            raise ConnectionError(msg)
         data = self._read(size)
         (correlation,) = struct.unpack_from(">i", data)
         if correlation != self.correlation:
@@ -103,9 +118,17 @@ class _Scram:
 
     def final(self, server_first: bytes) -> bytes:
         fields = dict(part.split("=", 1) for part in server_first.decode().split(","))
-        if not fields.get("r", "").startswith(self.nonce) or int(fields.get("i", "0")) < 1:
+        iterations = fields.get("i", "")
+        if not fields.get("r", "").startswith(self.nonce) or "s" not in fields or not _DECIMAL.fullmatch(iterations):
             raise ConnectionError("the broker's SCRAM challenge is malformed")
-        salted = hashlib.pbkdf2_hmac(self.hash, self.password, base64.b64decode(fields["s"]), int(fields["i"]))
+        if not MIN_ITERATIONS <= int(iterations) <= MAX_ITERATIONS:
+            msg = (
+                f"the broker's SCRAM challenge asks for {int(iterations)} iterations; this client accepts "
+                f"{MIN_ITERATIONS} to {MAX_ITERATIONS} (RFC 7677 asks for at least 4096): is kafka.bootstrap "
+                "the broker you meant? Recreate the SCRAM credentials with an iteration count in that range"
+            )
+            raise KafkaLoginError(msg)
+        salted = hashlib.pbkdf2_hmac(self.hash, self.password, base64.b64decode(fields["s"]), int(iterations))
         client_key = hmac.new(salted, b"Client Key", self.hash).digest()
         without_proof = f"c=biws,r={fields['r']}"
         message = f"{self.first_bare},{server_first.decode()},{without_proof}".encode()

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import mla
 from inspector.config import Settings
+from inspector.medical.dicom import DEFAULT_LIMITS, DicomLimits
 from inspector.medical.report import draft_report
 from inspector.medical.request import REASONS, RequestError, load_volume, parse_request
 from inspector.medical.vocab import TYPES, ReportTokenizer
@@ -63,6 +64,9 @@ class MedicalConfig(BaseModel):
     max_inline_bytes: int = Field(16 * 2**20, ge=1024, description="larger series must come by claim check")
     claim_roots: tuple[Path, ...] = ()
     store_retry_s: float = Field(1.0, gt=0)
+    dicom_limits: DicomLimits = Field(
+        DEFAULT_LIMITS, description="zip members, unpacked bytes, compression ratio and pixels one study may hold"
+    )
 
     def report_key(self, study_uid: str) -> str:
         """``{prefix}:report:{StudyInstanceUID}``."""
@@ -189,7 +193,7 @@ class MedicalWorker(WorkerShell[MedicalReport]):
                 headers, message.value or b"", max_inline_bytes=self.config.max_inline_bytes,
                 claim_roots=self.config.claim_roots,
             )  # fmt: skip
-            volume = load_volume(request)
+            volume = load_volume(request, self.config.dicom_limits)
             try:
                 report = draft_report(self.model, self.tokenizer, volume, volume.patient, info=self.info)
             except (mla.MLAError, RuntimeError, ValueError) as exc:

@@ -5,10 +5,13 @@
 
 Delivery is at-least-once: offsets are committed after every answer and dead letter of a poll is
 written; storing an answer twice writes the same key again. A request the model cannot answer (no
-id, empty question, unknown words, random bytes, a grey or non-square image) goes to the dead-letter
-topic with ``dlq_reason`` and, when its id is readable, an error document to its Redis key; the worker
-carries on. When Redis or Kafka refuse a write the worker retries with back-off (1 s doubling to 30 s)
-and commits nothing it has not written. The contract is in :mod:`inspector.vqa.requests`.
+id, empty question, unknown words, random bytes, a grey or non-square image, a ``reply_to`` topic not
+on the allow-list) goes to the dead-letter topic with ``dlq_reason`` and, when its id is readable, an
+error document to its Redis key; the worker carries on. When Redis or Kafka refuse a write the worker
+retries what failed with back-off (``retry_s`` doubling to 30 s), ``write_attempts`` times in all;
+then each request whose answer is still unwritten is dead-lettered as ``write_failed``, so a write
+that can never succeed does not wedge the worker. Should the dead-letter topic refuse too, the worker
+holds (back-off, nothing committed) until it takes them. The contract is in :mod:`inspector.vqa.requests`.
 
 Metrics (``VQAMetrics(registry)``):
 
@@ -37,7 +40,15 @@ from prometheus_client import Counter as PromCounter
 from inspector.vqa.data import decode_image
 from inspector.vqa.errors import REASONS, VQAInputError
 from inspector.vqa.model import VQAModel
-from inspector.vqa.requests import VQARequest, answer_document, error_document, parse_request, request_id_of
+from inspector.vqa.requests import (
+    VQARequest,
+    answer_document,
+    error_document,
+    is_topic_name,
+    parse_request,
+    request_id_of,
+)
+from workers.errors import WorkerError
 from workers.shell import Backoff, WorkerShell, dead_letter_headers
 
 logger = logging.getLogger(__name__)
@@ -73,11 +84,39 @@ class VQAMetrics:
 
 @dataclass(frozen=True)
 class VQATopics:
-    """Where requests come from and where dead letters and (optionally) all answers go."""
+    """Where requests come from, where dead letters and (optionally) all answers go, and where a request may ask.
+
+    Attributes:
+        requests: The request topic.
+        dlq: The dead-letter topic.
+        replies: Also publish every answer here.
+        allowed_replies: The topics a request's ``reply_to`` header may name, besides ``replies``;
+            empty: none (a request naming another is dead-lettered as ``reply_to_not_allowed``).
+
+    Raises:
+        WorkerError: A name is not a Kafka topic name.
+
+    """
 
     requests: str = "vqa.requests"
     dlq: str = "vqa.dlq"
     replies: str | None = None
+    allowed_replies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        names = (self.requests, self.dlq, self.replies, *self.allowed_replies)
+        bad = [repr(name) for name in names if name is not None and not is_topic_name(name)]
+        if bad:
+            msg = (
+                f"{', '.join(bad)}: not a Kafka topic name (1-249 characters of A-Z a-z 0-9 . _ -): "
+                "fix --topic, --dlq, --reply-topic or --allow-reply-to"
+            )
+            raise WorkerError(msg)
+
+    @property
+    def reply_topics(self) -> frozenset[str]:
+        """The topics a request's ``reply_to`` may name: ``allowed_replies`` and ``replies``."""
+        return frozenset(self.allowed_replies) | ({self.replies} if self.replies else frozenset())
 
 
 class AnswerStore:
@@ -141,8 +180,27 @@ class _Dead:
 
 @dataclass
 class _Sent:
-    at: float  # the request record's timestamp, seconds
-    reply_to: str | None
+    """An answered request: its record's send time (seconds), the request, and its record's key and headers."""
+
+    at: float
+    request: VQARequest
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    def letter(self, reason: str, detail: str) -> _Dead:
+        """The dead letter of this request."""
+        return _Dead(self.key, self.request.image, self.headers, reason, detail, self.request.request_id)
+
+
+@dataclass(frozen=True)
+class _Out:
+    """One record to produce; ``owner``: the answered request (index into the batch) it replies for, else None."""
+
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+    owner: int | None = None
 
 
 class VQAWorker(WorkerShell[VQAReport]):
@@ -156,6 +214,9 @@ class VQAWorker(WorkerShell[VQAReport]):
         topics: Topic names.
         metrics: Prometheus metrics; None records nothing.
         batch: Most requests per model call (and per poll).
+        write_attempts: Tries to store and send a batch's answers before the unwritten ones are
+            dead-lettered as ``write_failed`` (7: about a minute of back-off).
+        retry_s: First back-off after a refused write; doubles up to 30 s.
         clock: Wall-clock seconds (tests pass a fake one).
 
     """
@@ -170,11 +231,16 @@ class VQAWorker(WorkerShell[VQAReport]):
         *,
         metrics: VQAMetrics | None = None,
         batch: int = 16,
+        write_attempts: int = 7,
+        retry_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if write_attempts < 1:
+            raise WorkerError(f"write_attempts must be at least 1, got {write_attempts}")
         self.model, self.store, self.consumer, self.producer = model, store, consumer, producer
         self.topics = topics or VQATopics()
         self.metrics, self.batch, self.clock = metrics, batch, clock
+        self.write_attempts, self.retry_s = write_attempts, retry_s
         self.report = VQAReport()
         self.info = {"fusion": model.fusion, "sha256": model.sha256[:16]}
         logger.info("serving %s VQA model (sha256 %s)", model.fusion, model.sha256)
@@ -196,14 +262,16 @@ class VQAWorker(WorkerShell[VQAReport]):
         if self.metrics is not None:
             self.metrics.requests.inc(len(records))
         documents, dead, sent = self.handle(records)
-        self._write(documents, dead, sent)
+        failed = self._write(documents, dead, sent)
         now = self.clock()
-        for item in sent:
+        for index, item in enumerate(sent):
+            if index in failed:
+                continue
             self.report.answered += 1
             if self.metrics is not None:
                 self.metrics.answers.inc()
                 self.metrics.latency.observe(max(0.0, now - item.at))
-        for letter in dead:
+        for letter in [*dead, *failed.values()]:
             self.report.errors[letter.reason] += 1
             if self.metrics is not None:
                 self.metrics.errors.labels(letter.reason).inc()
@@ -212,80 +280,132 @@ class VQAWorker(WorkerShell[VQAReport]):
         return len(records)
 
     def handle(self, records: Sequence[Any]) -> tuple[list[dict[str, Any]], list[_Dead], list[_Sent]]:
-        """Answer documents, dead letters, and each answer's record send time and reply topic."""
-        good: list[tuple[VQARequest, Any, float]] = []
+        """Answer documents, dead letters, and the answered requests (in the documents' order)."""
+        good: list[tuple[_Sent, Any]] = []
         dead: list[_Dead] = []
         for m in records:
             headers = [(str(k), bytes(v or b"")) for k, v in (m.headers or [])]
             try:
-                request = parse_request(m.key, m.value, headers)
+                request = parse_request(m.key, m.value, headers, reply_topics=self.topics.reply_topics)
                 self.model.tokenizer.encode(request.question)
                 image = decode_image(request.image, self.model.side)
             except VQAInputError as exc:
                 rid = request_id_of(m.key, headers)
                 dead.append(_Dead(m.key, m.value or b"", headers, exc.reason, str(exc), rid))
                 continue
-            good.append((request, image, m.timestamp / 1000 if m.timestamp else self.clock()))
+            at = m.timestamp / 1000 if m.timestamp else self.clock()
+            good.append((_Sent(at, request, m.key, headers), image))
         documents: list[dict[str, Any]] = []
         if not good:
             return documents, dead, []
         started = time.perf_counter()
         try:
-            answers = self.model.answer([g[1] for g in good], [g[0].question for g in good])
+            answers = self.model.answer([image for _, image in good], [item.request.question for item, _ in good])
         except Exception as exc:  # a model failure must not stop the worker: dead-letter the batch
             logger.exception("model call failed for %d requests", len(good))
             detail = f"{type(exc).__name__}: {exc}"
-            for request, _, _ in good:
-                rid = request.request_id
-                headers = [("request_id", rid.encode()), ("question", request.question.encode())]
-                dead.append(_Dead(rid.encode(), request.image, headers, "model_error", detail, rid))
-            return documents, dead, []
+            return documents, dead + [item.letter("model_error", detail) for item, _ in good], []
         took = time.perf_counter() - started
         if self.metrics is not None:
             self.metrics.inference.observe(took)
             self.metrics.batch.observe(len(good))
         now = self.clock()
-        for (request, _, sent), answer in zip(good, answers, strict=True):
-            latency_ms = (now - sent) * 1000
-            documents.append(answer_document(request, answer.to_dict(), self.info, latency_ms, now))
-        return documents, dead, [_Sent(sent, request.reply_to) for request, _, sent in good]
+        for (item, _), answer in zip(good, answers, strict=True):
+            latency_ms = (now - item.at) * 1000
+            documents.append(answer_document(item.request, answer.to_dict(), self.info, latency_ms, now))
+        return documents, dead, [item for item, _ in good]
 
-    def _write(self, documents: list[dict[str, Any]], dead: list[_Dead], sent: list[_Sent]) -> None:
-        """Store answers and error documents, send replies and dead letters; retry with back-off until done."""
+    def _write(self, documents: list[dict[str, Any]], dead: list[_Dead], sent: list[_Sent]) -> dict[int, _Dead]:
+        """Store answers and error documents, send dead letters and replies; the requests given up on.
+
+        What fails is retried with back-off, and only what failed (a reply already sent is not sent
+        again), ``write_attempts`` times in all. Then every answered request whose answer is still
+        unstored or unsent is dead-lettered as ``write_failed`` (returned by its index in ``sent``),
+        and the dead letters are sent until the dead-letter topic takes them: the caller commits only
+        once every request is written or dead-lettered.
+
+        Raises:
+            WorkerError: Asked to stop while a write was still refused (nothing is committed).
+
+        """
         now = self.clock()
-        errors = [error_document(d.request_id, d.reason, d.detail, now) for d in dead if d.request_id]
-        backoff = Backoff()
+        unstored = documents + [error_document(d.request_id, d.reason, d.detail, now) for d in dead if d.request_id]
+        outgoing = [self._dead_letter(letter) for letter in dead]
+        for owner, (document, item) in enumerate(zip(documents, sent, strict=True)):
+            outgoing += self._replies(document, item.request.reply_to, owner)
+        backoff, why = Backoff(self.retry_s), ""
+        for attempt in range(self.write_attempts):
+            if attempt:
+                self._wait(backoff, f"could not write {len(documents)} answers ({why})")
+            if unstored:
+                try:
+                    self.store.put_many(unstored)
+                    unstored = []
+                except Exception as exc:  # Redis refusing: keep the answers, retry, commit nothing meanwhile
+                    why = f"Redis: {type(exc).__name__}: {exc}"
+                    self._refused()
+                    continue
+            outgoing, why = self._send(outgoing)
+            if not outgoing:
+                return {}
+            self._refused()
+        given_up = range(len(sent)) if unstored else sorted({o.owner for o in outgoing if o.owner is not None})
+        detail = f"the answer could not be written in {self.write_attempts} attempts: {why}"
+        failed = {index: sent[index].letter("write_failed", detail) for index in given_up}
+        logger.error("giving up on %d answers after %d attempts: %s", len(failed), self.write_attempts, why)
+        outgoing = [o for o in outgoing if o.owner is None] + [self._dead_letter(d) for d in failed.values()]
         while True:
+            outgoing, why = self._send(outgoing)
+            if not outgoing:
+                return failed
+            self._refused()
+            self._wait(backoff, f"the dead-letter topic {self.topics.dlq} refuses {len(outgoing)} records ({why})")
+
+    def _send(self, outgoing: list[_Out]) -> tuple[list[_Out], str]:
+        """Produce records and wait for the broker's acknowledgements; those it did not take, and why."""
+        futures: list[tuple[_Out, Any]] = []
+        failed: list[_Out] = []
+        why = ""
+        for out in outgoing:
             try:
-                self.store.put_many(documents + errors)
-                futures = [self._send_dead(letter) for letter in dead]
-                for document, item in zip(documents, sent, strict=True):
-                    futures += self._send_replies(document, item.reply_to)
+                futures.append((out, self.producer.send(out.topic, value=out.value, key=out.key, headers=out.headers)))
+            except Exception as exc:  # kafka-python raises on send for a topic it cannot get metadata for
+                failed.append(out)
+                why = f"{out.topic}: {type(exc).__name__}: {exc}"
+        if futures:
+            try:
                 self.producer.flush(timeout=10)
-                for future in futures:
-                    future.get(timeout=10)
-                return
-            except Exception as exc:  # Redis or Kafka refusing: keep the answers, retry, commit nothing meanwhile
-                self.report.store_errors += 1
-                if self.metrics is not None:
-                    self.metrics.store_errors.inc()
-                if self._stopping:
-                    logger.warning("stopping with %d answers unwritten: %s", len(documents), exc)
-                    raise
-                logger.warning(
-                    "could not write %d answers: %s; retrying in %.0f s", len(documents), exc, backoff.seconds
-                )
-                backoff.wait()
+            except Exception as exc:  # a timeout: the futures not done fail below
+                why = f"flush: {type(exc).__name__}: {exc}"
+        for out, future in futures:
+            try:
+                future.get(timeout=10)
+            except Exception as exc:  # the broker refused (a forbidden topic) or timed out
+                failed.append(out)
+                why = f"{out.topic}: {type(exc).__name__}: {exc}"
+        return failed, why
 
-    def _send_dead(self, letter: _Dead) -> Any:
+    def _refused(self) -> None:
+        self.report.store_errors += 1
+        if self.metrics is not None:
+            self.metrics.store_errors.inc()
+
+    def _wait(self, backoff: Backoff, problem: str) -> None:
+        """Back off before trying again; refuse to when asked to stop (nothing is committed)."""
+        if self._stopping:
+            raise WorkerError(f"stopping: {problem}; nothing past it is committed, the next worker reads it again")
+        logger.warning("%s; retrying in %.0f s", problem, backoff.seconds)
+        backoff.wait()
+
+    def _dead_letter(self, letter: _Dead) -> _Out:
         headers = dead_letter_headers(letter.headers, letter.reason, letter.detail)
-        return self.producer.send(self.topics.dlq, value=letter.value, key=letter.key, headers=headers)
+        return _Out(self.topics.dlq, letter.value, letter.key, headers)
 
-    def _send_replies(self, document: dict[str, Any], reply_to: str | None) -> list[Any]:
+    def _replies(self, document: dict[str, Any], reply_to: str | None, owner: int) -> list[_Out]:
         body = json.dumps(document).encode()
         key = str(document["request_id"]).encode()
         targets = {t for t in (self.topics.replies, reply_to) if t}
-        return [self.producer.send(topic, value=body, key=key) for topic in sorted(targets)]
+        return [_Out(topic, body, key, owner=owner) for topic in sorted(targets)]
 
     def _commit(self) -> None:
         try:

@@ -15,24 +15,40 @@ pixel spacing or orientation raises :class:`SeriesGeometryError`; a file without
 :class:`NoPixelDataError`; compressed pixels no installed decoder reads raise
 :class:`UnsupportedTransferSyntaxError` naming the package to install. Patient names and IDs are never
 copied out of the datasets: a :class:`Volume` carries only age, sex and the reason for the study.
+
+A request cannot make the reader allocate without bound (:class:`DicomLimits`): a zip's member count,
+the bytes its members and any deflated datasets unpack to (counted while inflating, not only as the
+archive declares them) and each member's compression ratio are limited, and the pixels every image
+declares (Rows × Columns × NumberOfFrames × SamplesPerPixel) are summed and checked before any pixel
+data is decoded. Going over a limit raises :class:`DicomLimitError`.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from inspector.medical.errors import DicomError, NoPixelDataError, SeriesGeometryError, UnsupportedTransferSyntaxError
+from inspector.medical.errors import (
+    DicomError,
+    DicomLimitError,
+    NoPixelDataError,
+    SeriesGeometryError,
+    UnsupportedTransferSyntaxError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +76,52 @@ DECODERS: dict[str, str] = {
 }
 
 _ZIP_MAGIC = b"PK\x03\x04"
+_CHUNK = 1 << 20  # bytes inflated at a time while counting
+_BITS_ALLOCATED = (1, 8, 16, 32, 64)
+_SIZE_TAGS = ("Rows", "Columns", "NumberOfFrames", "SamplesPerPixel")
+# What pydicom raises for a damaged element, when the file is read or when a value is first used
+_UNREADABLE = (BytesLengthException, NotImplementedError, struct.error, ValueError, TypeError, OverflowError)
+
+
+@dataclass(frozen=True)
+class DicomLimits:
+    """What one study may make the reader allocate; over a limit, :class:`DicomLimitError`.
+
+    Attributes:
+        max_members: Files in a zip archive (or a folder).
+        max_unpacked_bytes: Bytes a study's zip members and deflated datasets unpack to, together;
+            counted while inflating, whatever sizes the archive declares.
+        max_ratio: Uncompressed / compressed size of one zip member (ordinary series zip 2-10 times).
+        max_pixels: Samples the study's images declare together (Rows × Columns × NumberOfFrames ×
+            SamplesPerPixel), checked before any pixel data is decoded; 2**28 is a 1024-slice 512² CT,
+            about 1 GiB once rescaled to float32.
+
+    """
+
+    max_members: int = 2_000
+    max_unpacked_bytes: int = 512 * 2**20
+    max_ratio: float = 200.0
+    max_pixels: int = 2**28
+
+
+DEFAULT_LIMITS = DicomLimits()
+
+
+class UnpackBudget:
+    """The bytes unpacked so far for one study, against ``DicomLimits.max_unpacked_bytes``."""
+
+    def __init__(self, most: int) -> None:
+        self.most, self.used = most, 0
+
+    def take(self, size: int, what: str) -> None:
+        """Count ``size`` more bytes unpacked by ``what``; raise :class:`DicomLimitError` over the limit."""
+        self.used += size
+        if self.used > self.most:
+            msg = (
+                f"{what}: the study unpacks to more than {self.most} bytes (a zip or deflate bomb?): "
+                "send fewer or smaller files, or the series by claim check"
+            )
+            raise DicomLimitError(msg)
 
 
 @dataclass(frozen=True)
@@ -132,24 +194,55 @@ class Volume:
 # -- reading ------------------------------------------------------------------------------------------
 
 
-def read_dataset(source: str | Path | bytes, name: str = "payload") -> Dataset:
+def read_dataset(
+    source: str | Path | bytes, name: str = "payload", *, limits: DicomLimits = DEFAULT_LIMITS,
+    unpacked: UnpackBudget | None = None,
+) -> Dataset:  # fmt: skip
     """Parse one DICOM file (a path or its bytes).
 
+    A deflated dataset (transfer syntax 1.2.840.10008.1.2.1.99), which pydicom inflates in one piece,
+    is inflated once in chunks first to check its size against ``limits.max_unpacked_bytes``.
+
     Raises:
-        DicomError: Not DICOM, truncated or unreadable.
+        DicomError: Not DICOM, truncated or unreadable; :class:`DicomLimitError` for a deflated
+            dataset over the limit.
 
     """
     what = str(source) if isinstance(source, str | Path) else f"{name} ({len(source)} bytes)"
+    unpacked = unpacked or UnpackBudget(limits.max_unpacked_bytes)
     try:
         if isinstance(source, bytes):
+            _check_inflated(io.BytesIO(source), what, unpacked)
             return pydicom.dcmread(io.BytesIO(source))
+        with Path(source).open("rb") as file:
+            _check_inflated(file, what, unpacked)
         return pydicom.dcmread(Path(source))
     except InvalidDicomError as exc:
         msg = f"{what} is not a DICOM file ({exc}): give a DICOM Part 10 file, a folder of them or a zip of them"
         raise DicomError(msg) from None
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (*_UNREADABLE, OSError, EOFError, KeyError, AttributeError, zlib.error) as exc:
         msg = f"{what} cannot be read as DICOM ({type(exc).__name__}: {exc})"
         raise DicomError(msg) from None
+
+
+def _check_inflated(file: BinaryIO, what: str, unpacked: UnpackBudget) -> None:
+    """Count what a deflated dataset inflates to, a chunk at a time, against the study's budget.
+
+    Anything but a readable Part 10 header of a deflated dataset returns at once: pydicom then reads
+    (or refuses) the file as it always does.
+    """
+    try:
+        read_preamble(file, False)
+        syntax = _read_file_meta_info(file).get("TransferSyntaxUID")
+    except Exception:  # not a Part 10 header (pydicom raises several kinds): dcmread says why
+        return
+    if syntax != DeflatedExplicitVRLittleEndian:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    while (data := file.read(_CHUNK)) and not inflater.eof:
+        while data:
+            unpacked.take(len(inflater.decompress(data, _CHUNK)), f"{what} (a deflated dataset)")
+            data = inflater.unconsumed_tail
 
 
 def has_pixels(ds: Dataset) -> bool:
@@ -157,12 +250,55 @@ def has_pixels(ds: Dataset) -> bool:
     return any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
 
 
-def pixels_of(ds: Dataset, name: str = "file") -> np.ndarray:
+def declared_pixels(ds: Dataset, name: str = "file") -> int:
+    """Rows × Columns × NumberOfFrames × SamplesPerPixel: the samples decoding the dataset's image allocates.
+
+    Raises:
+        DicomError: One of those, or ``BitsAllocated``, is not a plausible number (bits must be 1,
+            8, 16, 32 or 64, so that a sample takes at most 8 bytes).
+
+    """
+    try:
+        sizes = [int(ds.get(tag, 1 if tag in ("NumberOfFrames", "SamplesPerPixel") else 0) or 0) for tag in _SIZE_TAGS]
+        bits = int(ds.get("BitsAllocated", 16) or 0)
+    except _UNREADABLE as exc:
+        raise DicomError(f"{name}: its image size cannot be read ({type(exc).__name__}: {exc})") from None
+    if min(sizes) < 0 or bits not in _BITS_ALLOCATED:
+        listed = ", ".join(f"{tag} {size}" for tag, size in zip(_SIZE_TAGS, sizes, strict=True))
+        msg = f"{name}: implausible image size ({listed}, BitsAllocated {bits}): is the file damaged?"
+        raise DicomError(msg)
+    rows, columns, frames, samples = sizes
+    return rows * columns * max(frames, 1) * max(samples, 1)
+
+
+def check_pixels(items: Sequence[tuple[str, Dataset]], limits: DicomLimits = DEFAULT_LIMITS) -> int:
+    """The samples the images of ``items`` declare together, refused over ``limits.max_pixels`` before decoding.
+
+    Raises:
+        DicomLimitError: Over the limit.
+        DicomError: An implausible size (:func:`declared_pixels`).
+
+    """
+    total = sum(declared_pixels(ds, Path(name).name) for name, ds in items if has_pixels(ds))
+    if total > limits.max_pixels:
+        msg = (
+            f"the images declare {total} pixels (Rows x Columns x frames x samples) together, more than "
+            f"{limits.max_pixels}: send one series at a time, or fewer slices"
+        )
+        raise DicomLimitError(msg)
+    return total
+
+
+def pixels_of(ds: Dataset, name: str = "file", *, limits: DicomLimits = DEFAULT_LIMITS) -> np.ndarray:
     """The image of one dataset as float32 (frames, rows, columns), modality rescale applied.
+
+    Its declared size is checked against ``limits.max_pixels`` (:func:`check_pixels`) before pydicom
+    decodes anything.
 
     Raises:
         NoPixelDataError: No image in the dataset.
         UnsupportedTransferSyntaxError: Compressed pixels no installed decoder handles.
+        DicomLimitError: The image declares more than ``limits.max_pixels`` samples.
         DicomError: The pixel data is damaged or not greyscale.
 
     """
@@ -170,8 +306,12 @@ def pixels_of(ds: Dataset, name: str = "file") -> np.ndarray:
         kind = getattr(ds.get("SOPClassUID"), "name", None) or ds.get("Modality") or "object"
         msg = f"{name} has no pixel data (a {kind}): send the image series of the study, not this object"
         raise NoPixelDataError(msg)
+    check_pixels([(name, ds)], limits)
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
+        # pydicom would otherwise also decode frames beyond the declared NumberOfFrames (excess pixel
+        # data or JPEG fragments): the size checked above would not bound what is decoded
+        ds.pixel_array_options(allow_excess_frames=False)
         array = np.asarray(ds.pixel_array)
     except Exception as exc:  # pydicom raises RuntimeError, NotImplementedError, ValueError… per plugin
         if syntax is not None and syntax.is_compressed:
@@ -198,27 +338,28 @@ def _files_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.upper() != "DICOMDIR" and p.suffix != ".json")
 
 
-def _datasets(source: str | Path | bytes | Sequence[str | Path]) -> list[tuple[str, Dataset]]:
+def _datasets(
+    source: str | Path | bytes | Sequence[str | Path], limits: DicomLimits = DEFAULT_LIMITS
+) -> list[tuple[str, Dataset]]:
     """(name, dataset) for every DICOM object in the source; folders are searched recursively."""
+    unpacked = UnpackBudget(limits.max_unpacked_bytes)
     if isinstance(source, bytes):
         if source[:4] == _ZIP_MAGIC:
-            try:
-                archive = zipfile.ZipFile(io.BytesIO(source))
-                names = [n for n in archive.namelist() if not n.endswith("/")]
-                return [(n, read_dataset(archive.read(n), n)) for n in sorted(names)]
-            except zipfile.BadZipFile as exc:
-                raise DicomError(f"payload looks like a zip archive but cannot be opened: {exc}") from None
-        return [("payload", read_dataset(source))]
+            return [(n, read_dataset(data, n, unpacked=unpacked)) for n, data in _unzip(source, limits, unpacked)]
+        return [("payload", read_dataset(source, unpacked=unpacked))]
     if isinstance(source, str | Path):
         path = Path(source)
         if path.is_dir():
             files = _files_in(path)
             if not files:
                 raise DicomError(f"folder {path} holds no files: give a folder of DICOM files")
+            _check_members(len(files), f"folder {path}", limits)
             found: list[tuple[str, Dataset]] = []
             for file in files:
                 try:
-                    found.append((str(file), read_dataset(file)))
+                    found.append((str(file), read_dataset(file, unpacked=unpacked)))
+                except DicomLimitError:
+                    raise
                 except DicomError as exc:
                     logger.info("skipping %s: %s", file.name, exc)
             if not found:
@@ -226,8 +367,69 @@ def _datasets(source: str | Path | bytes | Sequence[str | Path]) -> list[tuple[s
             return found
         if not path.exists():
             raise DicomError(f"{path} does not exist: give a DICOM file or a folder of them")
-        return [(str(path), read_dataset(path))]
-    return [(str(p), read_dataset(p)) for p in source]
+        return [(str(path), read_dataset(path, unpacked=unpacked))]
+    _check_members(len(source), "the list of files", limits)
+    return [(str(p), read_dataset(p, unpacked=unpacked)) for p in source]
+
+
+def _check_members(count: int, what: str, limits: DicomLimits) -> None:
+    if count > limits.max_members:
+        msg = f"{what} holds {count} files, more than {limits.max_members}: send one study of at most that many files"
+        raise DicomLimitError(msg)
+
+
+def _unzip(source: bytes, limits: DicomLimits, unpacked: UnpackBudget) -> list[tuple[str, bytes]]:
+    """The files of a zip archive by name, within the limits.
+
+    The member count and the sizes and ratios the archive declares are checked before anything is
+    inflated; the bytes are then counted again while inflating, a chunk at a time, since a crafted
+    archive can declare less than it holds.
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(source))
+        members = sorted((i for i in archive.infolist() if not i.is_dir()), key=lambda i: i.filename)
+        _check_members(len(members), "the zip archive", limits)
+        declared = sum(i.file_size for i in members)
+        if declared > limits.max_unpacked_bytes:
+            msg = (
+                f"the zip archive declares {declared} bytes unpacked, more than {limits.max_unpacked_bytes}: "
+                "send the series by claim check"
+            )
+            raise DicomLimitError(msg)
+        files = []
+        for number, info in enumerate(members, 1):
+            label = f"zip member {number} of {len(members)}"  # by number: file names may name the patient
+            most = limits.max_ratio * min(max(info.compress_size, 1), len(source))
+            if info.file_size > most:
+                raise DicomLimitError(_ratio_message(label, info, limits))
+            files.append((info.filename, _inflate(archive, info, label, most, unpacked, limits)))
+        return files
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError) as exc:
+        raise DicomError(f"payload looks like a zip archive but cannot be opened: {exc}") from None
+
+
+def _inflate(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, most: float, unpacked: UnpackBudget,
+    limits: DicomLimits,
+) -> bytes:  # fmt: skip
+    """One member's bytes, read a chunk at a time against its ratio limit and the study's budget."""
+    parts: list[bytes] = []
+    size = 0
+    with archive.open(info) as member:
+        while chunk := member.read(_CHUNK):
+            size += len(chunk)
+            if size > most:
+                raise DicomLimitError(_ratio_message(label, info, limits))
+            unpacked.take(len(chunk), label)
+            parts.append(chunk)
+    return b"".join(parts)
+
+
+def _ratio_message(label: str, info: zipfile.ZipInfo, limits: DicomLimits) -> str:
+    return (
+        f"{label} unpacks to more than {limits.max_ratio:g} times its compressed size "
+        f"({info.compress_size} bytes; a zip bomb?): zip the series' files with ordinary compression"
+    )
 
 
 def _age(value: object) -> float | None:
@@ -269,7 +471,7 @@ def _first_number(value: object) -> float | None:
         return None
 
 
-def series_volume(items: Sequence[tuple[str, Dataset]]) -> Volume:
+def series_volume(items: Sequence[tuple[str, Dataset]], *, limits: DicomLimits = DEFAULT_LIMITS) -> Volume:
     """Stack the image datasets of one series into a :class:`Volume`, sorted along the slice normal.
 
     Raises:
@@ -281,7 +483,7 @@ def series_volume(items: Sequence[tuple[str, Dataset]]) -> Volume:
         raise DicomError("an empty series: give at least one image")
     first = items[0][1]
     series = str(first.get("SeriesInstanceUID", "?"))
-    sizes = {(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for _, ds in items}
+    sizes = {(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) for _, ds in items}
     if len(sizes) > 1:
         msg = f"series {series}: slices have different sizes {sorted(sizes)}; a series must be one volume"
         raise SeriesGeometryError(msg)
@@ -307,7 +509,8 @@ def series_volume(items: Sequence[tuple[str, Dataset]]) -> Volume:
     else:
         keys = [float(ds.get("InstanceNumber", index) or index) for index, (_, ds) in enumerate(items)]
     order = np.argsort(keys, kind="stable")
-    stacks = [pixels_of(items[i][1], Path(items[i][0]).name) for i in order]
+    check_pixels(items, limits)
+    stacks = [pixels_of(items[i][1], Path(items[i][0]).name, limits=limits) for i in order]
     pixels = np.concatenate(stacks, axis=0).astype(np.float32)
     positions = tuple(float(keys[i]) for i in order)
     gaps = np.diff(positions) if len(positions) > 1 else np.array([])
@@ -344,7 +547,9 @@ def _planes(items: list[tuple[str, Dataset]]) -> list[list[tuple[str, Dataset]]]
     return [stack for _, stack in stacks]
 
 
-def read_study(source: str | Path | bytes | Sequence[str | Path]) -> list[Volume]:
+def read_study(
+    source: str | Path | bytes | Sequence[str | Path], *, limits: DicomLimits = DEFAULT_LIMITS
+) -> list[Volume]:
     """Every image series of a study: a file, a folder (recursive), a list of files, or bytes (a file or a zip).
 
     Objects without pixel data (DICOMDIR, structured reports) are skipped when others have images. A
@@ -352,24 +557,36 @@ def read_study(source: str | Path | bytes | Sequence[str | Path]) -> list[Volume
     largest first (most slices).
 
     Raises:
-        DicomError: Nothing readable; a series with bad geometry raises :class:`SeriesGeometryError`.
+        DicomError: Nothing readable; a series with bad geometry raises :class:`SeriesGeometryError`,
+            a study over ``limits`` :class:`DicomLimitError` (checked before any pixels are decoded).
 
     """
-    items = _datasets(source)
+    items = _datasets(source, limits)
+    if not items:
+        raise DicomError("the payload holds no files (an empty zip archive or list): send the series' DICOM files")
+    try:
+        return _volumes(items, limits)
+    except _UNREADABLE as exc:  # pydicom converts an element when it is first used: a damaged one fails here
+        msg = f"an element of the study cannot be read ({type(exc).__name__}: {exc}): is a file damaged?"
+        raise DicomError(msg) from None
+
+
+def _volumes(items: list[tuple[str, Dataset]], limits: DicomLimits) -> list[Volume]:
     images = [(name, ds) for name, ds in items if has_pixels(ds)]
     if not images:
         name, ds = items[0]
         pixels_of(ds, Path(name).name)  # raises NoPixelDataError with the object's kind
+    check_pixels(images, limits)
     by_series: dict[str, list[tuple[str, Dataset]]] = {}
     for name, ds in images:
         by_series.setdefault(str(ds.get("SeriesInstanceUID", "unknown")), []).append((name, ds))
-    volumes = [series_volume(stack) for group in by_series.values() for stack in _planes(group)]
+    volumes = [series_volume(stack, limits=limits) for group in by_series.values() for stack in _planes(group)]
     return sorted(volumes, key=lambda v: -v.pixels.shape[0])
 
 
-def read_series(source: str | Path | bytes | Sequence[str | Path]) -> Volume:
+def read_series(source: str | Path | bytes | Sequence[str | Path], *, limits: DicomLimits = DEFAULT_LIMITS) -> Volume:
     """The largest series of :func:`read_study`."""
-    return read_study(source)[0]
+    return read_study(source, limits=limits)[0]
 
 
 def files_of(source: Iterable[Path]) -> list[Path]:

@@ -13,6 +13,10 @@ class DicomError(MedicalError):
     """A file or payload is not usable DICOM (not DICOM at all, unreadable, empty)."""
 
 
+class DicomLimitError(DicomError):
+    """A payload is over a safety limit (zip members, unpacked bytes, ratio, pixels); the message names it."""
+
+
 class NoPixelDataError(DicomError):
     """The DICOM object holds no image (a report, a DICOMDIR, a presentation state)."""
 

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from inspector.medical.dicom import PatientInfo, Volume, read_study
+from inspector.medical.dicom import DEFAULT_LIMITS, DicomLimits, PatientInfo, Volume, read_study
 from inspector.medical.errors import (
     DicomError,
+    DicomLimitError,
     MedicalError,
     NoPixelDataError,
     SeriesGeometryError,
@@ -162,15 +163,18 @@ def parse_request(
     return StudyRequest(study_uid, content, value, patient)
 
 
-def load_volume(request: StudyRequest) -> Volume:
+def load_volume(request: StudyRequest, limits: DicomLimits = DEFAULT_LIMITS) -> Volume:
     """The request's largest series, with its patient information overridden by the request's headers.
 
     Raises:
-        RequestError: ``not_dicom``, ``no_pixel_data``, ``unsupported_transfer_syntax`` or ``bad_geometry``.
+        RequestError: ``not_dicom``, ``no_pixel_data``, ``unsupported_transfer_syntax``, ``bad_geometry``,
+            or ``too_large`` (a zip, deflated dataset or image over ``limits``: a bomb or an oversized study).
 
     """
     try:
-        volume = read_study(request.payload)[0]
+        volume = read_study(request.payload, limits=limits)[0]
+    except DicomLimitError as exc:
+        raise RequestError("too_large", str(exc)) from None
     except NoPixelDataError as exc:
         raise RequestError("no_pixel_data", str(exc)) from None
     except UnsupportedTransferSyntaxError as exc:

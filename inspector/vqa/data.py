@@ -18,11 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from inspector.frame import FrameDecodeError, ImageTooLargeError, check_image_header
 from inspector.vqa.errors import VQAInputError
 from inspector.vqa.scenes import ANSWERS, QUESTION_TYPES, Scene, caption, questions, random_scene, render
 
 IN_CHANNELS = 5
 MAX_IMAGE_BYTES = 4 * 2**20
+MAX_IMAGE_PIXELS = 2048 * 2048  # the header's width x height, checked before decoding (scenes are 64 px native)
 
 
 @dataclass
@@ -110,18 +112,28 @@ def check_image(image: np.ndarray, side: int) -> np.ndarray:
     return rgb
 
 
-def decode_image(data: bytes, side: int) -> np.ndarray:
+def decode_image(data: bytes, side: int, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """PNG/JPEG bytes → (side, side, 3) RGB uint8 (see :func:`check_image`).
 
+    The PNG ``IHDR`` / JPEG ``SOF`` size is checked against ``max_pixels`` before anything is
+    decompressed (:func:`inspector.frame.check_image_header`), so a small file declaring a huge
+    image is refused without being allocated; other formats are refused unread.
+
     Raises:
-        VQAInputError: ``too_large`` (over 4 MiB), ``bad_image`` (empty or not a decodable image),
-            ``wrong_image``.
+        VQAInputError: ``too_large`` (over 4 MiB, or a header declaring more than ``max_pixels``),
+            ``bad_image`` (empty, not PNG or JPEG, or not decodable), ``wrong_image``.
 
     """
     if len(data) > MAX_IMAGE_BYTES:
         msg = f"the image is {len(data)} bytes; at most {MAX_IMAGE_BYTES} are read"
         raise VQAInputError("too_large", msg)
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if not data:
+        raise VQAInputError("bad_image", "the image is empty: send the PNG or JPEG file's bytes")
+    try:
+        check_image_header(data, max_pixels=max_pixels, where=f"the image ({len(data)} bytes)")
+    except FrameDecodeError as exc:
+        raise VQAInputError("too_large" if isinstance(exc, ImageTooLargeError) else "bad_image", str(exc)) from None
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
         msg = f"the image ({len(data)} bytes) is not a PNG or JPEG image: send the encoded file's bytes"
         raise VQAInputError("bad_image", msg)

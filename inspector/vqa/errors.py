@@ -13,8 +13,13 @@ REASONS = (
     "wrong_image",
     "too_large",
     "model_error",
+    "reply_to_not_allowed",
+    "write_failed",
 )
-"""Every reason a VQA request can be refused for, as used in ``dlq_reason`` and ``inspector_vqa_errors_total``."""
+"""Every reason a VQA request can be refused for, as used in ``dlq_reason`` and ``inspector_vqa_errors_total``.
+
+``write_failed``: the answer could not be stored or sent within the worker's write attempts.
+"""
 
 
 class VQAError(InspectorError):

@@ -5,7 +5,10 @@ A request is one Kafka record on ``vqa.requests``:
 * value: the image file's bytes (PNG or JPEG, square, colour; resized to the model's side);
 * header ``request_id`` (else the record key): 1-128 characters of ``A-Z a-z 0-9 _ . : -``;
 * header ``question``: UTF-8 text, e.g. ``what shape is the red object?``;
-* header ``reply_to`` (optional): a topic that also receives the answer.
+* header ``reply_to`` (optional): a topic that also receives the answer. It must be one of the topics
+  the worker is configured to answer to (``--allow-reply-to``, and its ``--reply-topic``); any other,
+  or a name that is not a Kafka topic name, refuses the request (``reply_to_not_allowed``), so a
+  request cannot make the worker write where it should not.
 
 The answer document (JSON) goes to Redis ``{prefix}:{request_id}`` with a TTL::
 
@@ -20,13 +23,14 @@ readable), and its record goes to the dead-letter topic with ``dlq_reason``/``dl
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from inspector.vqa.errors import VQAInputError
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 MAX_QUESTION_BYTES = 1_000
 
 
@@ -38,6 +42,11 @@ class VQARequest:
     question: str
     image: bytes
     reply_to: str | None = None
+
+
+def is_topic_name(name: str) -> bool:
+    """``name`` is a legal Kafka topic name: 1-249 characters of ``A-Z a-z 0-9 . _ -``, not ``.`` or ``..``."""
+    return bool(TOPIC_NAME.fullmatch(name)) and name not in (".", "..")
 
 
 def request_id_of(key: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> str | None:
@@ -52,12 +61,22 @@ def request_id_of(key: bytes | None, headers: Sequence[tuple[str, bytes | None]]
     return text if REQUEST_ID.match(text) else None
 
 
-def parse_request(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> VQARequest:
-    """Check a record's id and question (the image is checked when decoded).
+def parse_request(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]], *,
+    reply_topics: Collection[str] = (),
+) -> VQARequest:  # fmt: skip
+    """Check a record's id, question and reply topic (the image is checked when decoded).
+
+    Args:
+        key: The record key.
+        value: The record value (the image).
+        headers: The record headers.
+        reply_topics: The topics a ``reply_to`` header may name; empty: none.
 
     Raises:
         VQAInputError: ``bad_headers`` (no valid request id, or a question that is not UTF-8),
-            ``empty_question``, ``question_too_long``, ``bad_image`` (no value).
+            ``empty_question``, ``question_too_long``, ``bad_image`` (no value), ``reply_to_not_allowed``
+            (a ``reply_to`` not in ``reply_topics``).
 
     """
     fields = dict(headers)
@@ -78,8 +97,23 @@ def parse_request(key: bytes | None, value: bytes | None, headers: Sequence[tupl
         )
     if not value:
         raise VQAInputError("bad_image", "the record has no image: send the PNG or JPEG bytes as the value")
-    reply = fields.get("reply_to")
-    return VQARequest(request_id, question, value, reply.decode("utf-8", "replace") if reply else None)
+    return VQARequest(request_id, question, value, _reply_to(fields.get("reply_to"), reply_topics))
+
+
+def _reply_to(raw: bytes | None, allowed: Collection[str]) -> str | None:
+    if not raw:
+        return None
+    name = raw.decode("ascii", "replace")
+    if name in allowed:
+        return name
+    shown = name[:80] + ("…" if len(name) > 80 else "")
+    if not is_topic_name(name):
+        detail = f"reply_to {shown!r} is not a Kafka topic name (1-249 characters of A-Z a-z 0-9 . _ -)"
+    elif allowed:
+        detail = f"reply_to {shown!r} is not one of the topics this worker answers to ({', '.join(sorted(allowed))})"
+    else:
+        detail = "this worker answers to no reply_to topic: leave the header out and read the answer from Redis"
+    raise VQAInputError("reply_to_not_allowed", detail)
 
 
 def answer_document(

@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from inspector.config import KafkaSettings, RedisSettings, Settings, load_settings
+from inspector.config import KafkaSettings, RedisSettings, Settings, WorkerSettings, load_settings
 from inspector.errors import ConfigError
+from inspector.frame import DEFAULT_MAX_PIXELS
+from inspector.stream import StreamPolicy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -198,3 +200,14 @@ def test_secret_files_fill_secrets_and_the_environment_wins(tmp_path: Path, monk
     monkeypatch.setenv("INSPECTOR_SECRETS_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match=r"INSPECTOR_SECRETS_DIR=.*nowhere is not a folder"):
         load_settings()
+
+
+def test_the_pixel_limit_follows_the_largest_frame_side_unless_set() -> None:
+    worker = WorkerSettings()
+    assert worker.max_frame_side == 4096 and worker.pixel_limit == 4096 * 4096 == DEFAULT_MAX_PIXELS
+    assert WorkerSettings(max_frame_side=2048).pixel_limit == 2048 * 2048
+    assert WorkerSettings(max_frame_side=2048, max_pixels=5_000_000).pixel_limit == 5_000_000
+    assert StreamPolicy.from_settings(WorkerSettings(max_frame_side=1024)).max_pixels == 1024 * 1024
+    assert worker.max_poll_bytes == 128 * 2**20
+    with pytest.raises(ValidationError, match="max_frame_side"):
+        WorkerSettings(max_frame_side=10)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from typing import Any
@@ -14,14 +15,18 @@ from pydantic import ValidationError
 
 from inspector.errors import InspectorError
 from inspector.frame import (
+    DEFAULT_MAX_PIXELS,
     SCHEMA,
     Frame,
     FrameDecodeError,
     FrameEncodeError,
+    ImageTooLargeError,
+    check_image_header,
     decode_image,
     encode_frame,
     encode_image,
 )
+from tests.inspector.images import png_header
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -534,7 +539,7 @@ def no_decompression(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("no_decompression")
 def test_png_bomb_refused_by_declared_shape(bomb: bytes) -> None:
-    with pytest.raises(FrameDecodeError, match="400000000 pixels, more than max_pixels=64000000"):
+    with pytest.raises(ImageTooLargeError, match=f"400000000 pixels, more than max_pixels={DEFAULT_MAX_PIXELS}"):
         decode_image(bomb, make_frame(shape=(20_000, 20_000), encoding="png", dtype="uint8"))
 
 
@@ -560,6 +565,38 @@ def test_jpeg_sof_dimensions_checked_before_decoding() -> None:
     twelve_bit = data[: sof + 4] + b"\x0c" + data[sof + 5 :]
     with pytest.raises(FrameDecodeError, match="12-bit samples; only 8-bit JPEG"):
         decode_image(twelve_bit, frame)
+
+
+def test_the_default_pixel_limit_is_the_largest_frame_the_line_makes() -> None:
+    assert DEFAULT_MAX_PIXELS == 4096 * 4096
+
+
+@pytest.mark.usefixtures("no_decompression")
+def test_check_image_header_reads_the_size_and_refuses_a_bomb_unread() -> None:
+    assert check_image_header(png_header(640, 480), max_pixels=640 * 480) == (640, 480)
+    with pytest.raises(
+        ImageTooLargeError, match="request r-1: the PNG IHDR header says 100000x100000 = 10000000000 pixels"
+    ):
+        check_image_header(png_header(100_000, 100_000), max_pixels=DEFAULT_MAX_PIXELS, where="request r-1")
+    _, jpeg = encoded("jpeg", (16, 24), "uint8")
+    assert check_image_header(jpeg, max_pixels=16 * 24) == (24, 16)
+    with pytest.raises(ImageTooLargeError, match="JPEG SOF header says 24x16 = 384 pixels, more than max_pixels=383"):
+        check_image_header(jpeg, max_pixels=383)
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (b"BM" + bytes(60), "neither PNG nor JPEG"),  # a BMP: other formats are refused unread
+        (b"", "neither PNG nor JPEG (it starts empty)"),
+        (png_header(8, 8)[:20], "PNG is truncated or malformed"),
+        (png_header(0, 8), "declares 0x8"),
+        (b"\xff\xd8\xff\xd9", "JPEG is truncated before its frame header"),
+    ],
+)
+def test_check_image_header_refuses_what_it_cannot_read(data: bytes, said: str) -> None:
+    with pytest.raises(FrameDecodeError, match=re.escape(said)):
+        check_image_header(data, max_pixels=DEFAULT_MAX_PIXELS)
 
 
 def test_max_pixels_applies_to_every_encoding() -> None:

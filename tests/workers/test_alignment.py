@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.alignment import PairingClock, StreamAlignment
+from workers.alignment import PairingClock, StreamAlignment, within_budget
 
 VIS, IR = ("frames.visible", 0), ("frames.infrared", 0)
 
@@ -34,3 +34,17 @@ def test_the_pairing_clock_stops_while_behind_unless_frames_pile_up() -> None:
     assert clock.tick(9_000, behind=True, waiting=5) == 2_000  # a backlog: partners may still be unread
     assert clock.tick(10_000, behind=True, waiting=11) == 3_000  # too many waiting: time runs anyway
     assert clock.tick(10_500, behind=False, waiting=0) == 3_500
+
+
+def test_the_byte_budget_takes_the_oldest_records_first_and_leaves_the_rest() -> None:
+    polled = {VIS: [(1_000, 40), (1_200, 40), (1_400, 40)], IR: [(1_100, 10), (1_300, 10)]}
+    take = {VIS: 3, IR: 2}
+    assert within_budget(polled, take, budget=10_000) == take  # all fit: nothing is cut
+    assert within_budget(polled, take, budget=100) == {VIS: 2, IR: 2}  # 40+10+40+10; the third visible would pass
+    assert within_budget(polled, take, budget=95) == {VIS: 2, IR: 1}  # stops at the first record that does not fit
+    assert within_budget(polled, {VIS: 1, IR: 0}, budget=100) == {VIS: 1, IR: 0}  # never more than admitted
+
+
+def test_the_byte_budget_always_takes_one_record() -> None:
+    assert within_budget({VIS: [(5, 10**9)], IR: [(6, 1)]}, {VIS: 1, IR: 1}, budget=1024) == {VIS: 1, IR: 0}
+    assert within_budget({VIS: [(5, 10)]}, {VIS: 0}, budget=1024) == {VIS: 0}  # nothing admitted: nothing taken

@@ -22,14 +22,18 @@ SHIPPED = Path(__file__).resolve().parents[2] / "inspector" / "models" / "vqa-hf
 
 
 def ensure_topics(settings: Settings, topics: VQATopics, partitions: int) -> None:
-    """Create the request, dead-letter and reply topics when missing (an existing one is left as it is)."""
+    """Create the request, dead-letter and reply topics (and the allowed reply_to ones) when missing.
+
+    An existing topic is left as it is.
+    """
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     admin = kafka_admin(settings.kafka)
     try:
         existing = set(admin.list_topics())
-        wanted = [t for t in (topics.requests, topics.dlq, topics.replies) if t and t not in existing]
+        named = (topics.requests, topics.dlq, topics.replies, *topics.allowed_replies)
+        wanted = [t for t in dict.fromkeys(named) if t and t not in existing]
         for name in wanted:
             with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile by another worker
                 admin.create_topics([NewTopic(name, partitions if name == topics.requests else 1, 1)])
@@ -39,7 +43,7 @@ def ensure_topics(settings: Settings, topics: VQATopics, partitions: int) -> Non
 
 def build_worker(
     settings: Settings, registry: CollectorRegistry, model_path: Path, topics: VQATopics, *,
-    group: str, prefix: str, ttl_s: int, batch: int,
+    group: str, prefix: str, ttl_s: int, batch: int, write_attempts: int = 7,
 ) -> VQAWorker:  # fmt: skip
     """The model, Redis store, Kafka clients and metrics, from settings and options."""
     from inspector.vqa.model import VQAModel
@@ -59,7 +63,10 @@ def build_worker(
 
     producer = kafka_producer(settings.kafka, acks="all", linger_ms=5, retries=5)
     store = AnswerStore(client, prefix=prefix, ttl_s=ttl_s)
-    worker = VQAWorker(model, store, subscribed(), producer, topics, metrics=VQAMetrics(registry), batch=batch)
+    worker = VQAWorker(
+        model, store, subscribed(), producer, topics, metrics=VQAMetrics(registry), batch=batch,
+        write_attempts=write_attempts,
+    )  # fmt: skip
     worker.consumer_factory = subscribed  # a consumer stuck outside its group is replaced (WorkerShell)
     return worker
 
@@ -74,10 +81,27 @@ def vqa_worker(
     reply_topic: Annotated[
         str | None, typer.Option(help="Also publish every answer here.", envvar="INSPECTOR_VQA_REPLY_TOPIC")
     ] = None,
+    allow_reply_to: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A topic a request's reply_to header may name (repeatable; the variable: space-separated). "
+            "Unset: only --reply-topic; a request naming another is dead-lettered (reply_to_not_allowed).",
+            envvar="INSPECTOR_VQA_ALLOW_REPLY_TO",
+        ),
+    ] = None,
     group: Annotated[str, typer.Option(help="Consumer group.", envvar="INSPECTOR_VQA_GROUP")] = "vqa-workers",
     prefix: Annotated[str, typer.Option(help="Redis key prefix of answers.")] = "vqa:answer",
     ttl: Annotated[int, typer.Option(min=1, help="Seconds an answer is kept in Redis.")] = 24 * 3600,
     batch: Annotated[int, typer.Option(min=1, help="Most requests per poll and model call.")] = 16,
+    write_attempts: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="INSPECTOR_VQA_WRITE_ATTEMPTS",
+            help="Tries to store and send a batch's answers (back-off 1 s doubling) before the unwritten ones "
+            "go to the dead-letter topic (write_failed).",
+        ),
+    ] = 7,
     partitions: Annotated[int, typer.Option(min=1, help="Partitions of a request topic created here.")] = 4,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")] = None,
     count: Annotated[int | None, typer.Option(min=1, help="Stop after this many requests.")] = None,
@@ -86,10 +110,11 @@ def vqa_worker(
 ) -> None:
     """Consume vqa.requests (image bytes + question + request_id headers), answer in batches, store to Redis.
 
-    Answers go to Redis {prefix}:{request_id} as JSON with a TTL (and to --reply-topic and a request's
-    reply_to header when given). Bad requests go to the dead-letter topic with a dlq_reason header.
-    Offsets are committed after the answers are written; /metrics, /healthz and /readyz are served on
-    metrics.bind_address:metrics.port. See docs/VQA.md.
+    Answers go to Redis {prefix}:{request_id} as JSON with a TTL (and to --reply-topic, and to a request's
+    reply_to header when --allow-reply-to lists it). Bad requests go to the dead-letter topic with a
+    dlq_reason header, and so do answers still unwritten after --write-attempts (write_failed). Offsets
+    are committed after the answers are written or dead-lettered; /metrics, /healthz and /readyz are
+    served on metrics.bind_address:metrics.port. See docs/VQA.md.
     """
     from inspector.cli import settings_or_exit
 
@@ -98,11 +123,14 @@ def vqa_worker(
         import torch
 
         torch.set_num_threads(threads)
-    topics = VQATopics(requests=topic, dlq=dlq, replies=reply_topic)
     registry = CollectorRegistry()
     try:
+        topics = VQATopics(requests=topic, dlq=dlq, replies=reply_topic, allowed_replies=tuple(allow_reply_to or ()))
         ensure_topics(settings, topics, partitions)
-        worker = build_worker(settings, registry, model, topics, group=group, prefix=prefix, ttl_s=ttl, batch=batch)
+        worker = build_worker(
+            settings, registry, model, topics, group=group, prefix=prefix, ttl_s=ttl, batch=batch,
+            write_attempts=write_attempts,
+        )  # fmt: skip
     except (InspectorError, WorkerError) as exc:
         fail(exc)
     except Exception as exc:  # the broker or Redis unreachable at start: say where

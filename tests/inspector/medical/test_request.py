@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from inspector.medical.dicom import DicomLimits
 from inspector.medical.request import RequestError, load_volume, parse_request, study_tag
+from tests.inspector.medical.crafted import STUDY_UID, tiny_dicom, zipped
 from workers.medical import study_headers
 
 UID = "1.2.826.0.1.3680043.8.498.1"
@@ -53,6 +55,20 @@ def test_payload_errors_get_their_reason(testdata: Path) -> None:
         with pytest.raises(RequestError) as err:
             load_volume(parse(study_headers(UID), payload, max_inline_bytes=10**7))
         assert err.value.reason == reason
+
+
+def test_bombs_are_refused_as_too_large() -> None:
+    bombs = {
+        "zip members": (zipped({f"{i}.dcm": tiny_dicom() for i in range(3)}), DicomLimits(max_members=2)),
+        "zip ratio": (zipped({"a.dcm": tiny_dicom(), "z": bytes(2**20)}), DicomLimits()),
+        "pixels": (tiny_dicom(rows=65535, columns=65535), DicomLimits()),
+    }
+    for what, (payload, limits) in bombs.items():
+        request = parse(study_headers(STUDY_UID, "zip"), payload, max_inline_bytes=10**7)
+        with pytest.raises(RequestError) as err:
+            load_volume(request, limits)
+        assert err.value.reason == "too_large", what
+    assert load_volume(parse(study_headers(STUDY_UID), tiny_dicom(), max_inline_bytes=10**7)).pixels.shape == (1, 8, 8)
 
 
 def test_the_study_uid_must_match_the_files(testdata: Path) -> None:

@@ -1,15 +1,41 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from inspector.vqa.errors import VQAInputError
-from inspector.vqa.requests import answer_document, error_document, parse_request, request_id_of
+from inspector.vqa.requests import answer_document, error_document, is_topic_name, parse_request, request_id_of
 
 
 def test_parse_reads_id_question_and_reply_topic() -> None:
-    r = parse_request(b"k", b"img", [("request_id", b"r-1"), ("question", b" what? "), ("reply_to", b"out")])
+    headers = [("request_id", b"r-1"), ("question", b" what? "), ("reply_to", b"out")]
+    r = parse_request(b"k", b"img", headers, reply_topics={"out", "other"})
     assert (r.request_id, r.question, r.image, r.reply_to) == ("r-1", "what?", b"img", "out")
     assert parse_request(b"from-key", b"img", [("question", b"q")]).request_id == "from-key"
+
+
+@pytest.mark.parametrize(
+    ("reply_to", "allowed", "said"),
+    [
+        (b"elsewhere", {"out"}, "'elsewhere' is not one of the topics this worker answers to (out)"),
+        (b"out", set(), "this worker answers to no reply_to topic"),
+        (b"__consumer_offsets/../x", {"out"}, "is not a Kafka topic name"),
+        (b"a" * 250, {"out"}, "is not a Kafka topic name"),
+        (b"..", {"out"}, "is not a Kafka topic name"),
+        ("\u00fcber".encode(), {"out"}, "is not a Kafka topic name"),
+    ],
+)
+def test_a_reply_to_off_the_allow_list_is_refused(reply_to: bytes, allowed: set[str], said: str) -> None:
+    headers = [("request_id", b"r-1"), ("question", b"what?"), ("reply_to", reply_to)]
+    with pytest.raises(VQAInputError, match=re.escape(said)) as err:
+        parse_request(None, b"img", headers, reply_topics=allowed)
+    assert err.value.reason == "reply_to_not_allowed"
+
+
+def test_topic_names_follow_kafka() -> None:
+    assert all(is_topic_name(n) for n in ("vqa.answers", "a", "A-b_c.9", "x" * 249))
+    assert not any(is_topic_name(n) for n in ("", ".", "..", "x" * 250, "a b", "a/b", "ü", "a,b"))
 
 
 @pytest.mark.parametrize(
