@@ -122,6 +122,7 @@ def test_the_shipped_model_drafts_a_phantom_report(phantom) -> None:
     model, tokenizer, info = load_report_model(DEFAULT_MODEL)
     report = draft_report(model, tokenizer, read_series(folder), info=info)
     assert report.narrative.startswith(f"Indication: {study.indication}.") and "Impression:" in report.narrative
+    assert report.findings, "the phantom has lesions: a report without findings measured nothing"
     assert all(f.mean_hu is not None and f.size_mm > 0 for f in report.findings)
     assert DEFAULT_MODEL.stat().st_size < 10e6
     card = DEFAULT_MODEL.with_suffix(".md").read_text()
