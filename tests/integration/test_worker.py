@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import redis
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.structs import ConsumerGroupMetadata, MemberState
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.structs import ConsumerGroupMetadata, MemberState, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from inspector.config import Settings
 from inspector.model import create_model
 from inspector.results import RedisLayout, RedisResultStore, StoreError
-from tests.conftest import Stack
+from tests.conftest import STACK_SCRIPT, Stack
 from tests.integration.frames import create_topics, fresh_settings, publish
 from workers.errors import WorkerError
 from workers.inspection import InspectionWorker, WorkerReport
@@ -137,23 +139,58 @@ def test_unequal_partition_counts_are_refused(stack: Stack) -> None:
         make_worker(settings)
 
 
+def broker_committed(settings: Settings) -> dict[tuple[str, int], int]:
+    """The group's committed offsets as the broker holds them (not the worker's own bookkeeping)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.servers)
+    try:
+        offsets = admin.list_group_offsets(settings.worker.group_id).get(settings.worker.group_id, {})
+    finally:
+        admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.servers)
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in (settings.topics.visible, settings.topics.infrared)
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        return {(tp.topic, tp.partition): end for tp, end in consumer.end_offsets(partitions).items() if end}
+    finally:
+        consumer.close()
+
+
+def stack_command(*args: str) -> None:
+    done = subprocess.run([sys.executable, str(STACK_SCRIPT), *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"stack {' '.join(args)} failed:\n{done.stdout}{done.stderr}"
+
+
 def test_redis_outage_commits_nothing_unstored_and_recovers(stack: Stack) -> None:
+    """Redis really stopped (``deploy/local/stack stop redis``): the broker holds no commit until results are stored."""
     settings = fresh_settings(stack.kafka_bootstrap, stack.redis_url, store_retry_s=0.2)
     create_topics(settings)
     sent = publish(settings, CAMERAS, range(1, 6))
     worker, client = make_worker(settings)
-    real_put, failures = worker.store.put, {"left": 6}
-
-    def flaky_put(document, overlay_jpeg=None):  # the first writes find Redis refusing
-        if failures["left"] > 0:
-            failures["left"] -= 1
-            raise StoreError("redis down (injected)")
-        return real_put(document, overlay_jpeg)
-
-    worker.store.put = flaky_put  # type: ignore[method-assign]
-    report = worker.run(timeout=60, count=len(sent))
-    assert report.store_errors == 6 and report.stored == len(sent)
-    assert len(results(client, settings)) == len(sent)
+    runner = threading.Thread(target=worker.run, kwargs={"timeout": 120, "count": len(sent)})
+    stack_command("stop", "redis")
+    try:
+        runner.start()
+        deadline = time.monotonic() + 60
+        while worker.report.store_errors < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert worker.report.store_errors >= 3, "the worker never found Redis down"
+        during = broker_committed(settings)
+    finally:
+        stack_command("start", "redis")
+    runner.join(timeout=120)
+    assert not runner.is_alive(), "the worker did not finish after Redis came back"
+    # nothing was ever stored, so no committed offset may have moved past a partition's first record
+    assert all(offset == 0 for offset in during.values()), f"offsets committed past unstored records: {during}"
+    assert worker.report.stored == len(sent) and sorted(results(client, settings)) == sorted(sent)
+    ends = end_offsets(settings)
+    assert ends and broker_committed(settings) == ends  # everything stored, everything committed
 
 
 def test_a_lopsided_backlog_still_pairs_every_capture(stack: Stack) -> None:
