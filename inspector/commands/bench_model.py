@@ -147,23 +147,25 @@ def bench_model(
     work = out or Path(tempfile.mkdtemp(prefix="inspector-bench-model-"))
     reference = conv_throughput_gflops()
     try:
-        loaded = [
-            load_crack_model(path, backend=backend, device=device, threads=threads, amp=amp, tile=tile)
+        pairs = [
+            (path, backend)
             for path in files
             for backend in [b.strip() for b in backends.split(",") if b.strip()]
             if path.suffix != ".onnx" or backend == "onnxruntime"  # an exported graph runs on onnxruntime only
         ]
-        stems = [path.stem for path in files for b in backends.split(",") if b.strip()
-                 if path.suffix != ".onnx" or b.strip() == "onnxruntime"]  # fmt: skip
+        loaded = [
+            load_crack_model(path, backend=backend, device=device, threads=threads, amp=amp, tile=tile)
+            for path, backend in pairs
+        ]
         rows: list[dict[str, Any]] = [
             {
-                "model": stem,
+                "model": path.stem,
                 "backend": model.backend.description,
                 "parameters": model.metadata.get("parameters"),
                 "macs_per_512_pair": model.metadata.get("macs_per_512_tile") or 0,
                 "parity_max_abs_diff": model.metadata.get("parity_max_abs_diff"),
             }
-            for stem, model in zip(stems, loaded, strict=True)
+            for (path, _), model in zip(pairs, loaded, strict=True)
         ]
         for size in sizes:
             for row, timed in zip(rows, interleaved_latency(loaded, size, repeats), strict=True):
