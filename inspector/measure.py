@@ -82,16 +82,11 @@ def _normals(points: np.ndarray, radius: float = 3.5) -> np.ndarray:
     if len(points) == 0:
         return normals
     reach = int(np.floor(radius))
-    origin = points.min(axis=0) - reach
-    shape = tuple(points.max(axis=0) - origin + reach + 1)
-    image = np.zeros(shape, np.float64)
-    local = points - origin
-    image[local[:, 0], local[:, 1]] = 1.0
     dr, dc = np.mgrid[-reach : reach + 1, -reach : reach + 1].astype(np.float64)
+    ones = np.ones(len(points))
 
     def window(kernel: np.ndarray) -> np.ndarray:  # Σ kernel(offset) over the skeleton points in each window
-        summed = cv2.filter2D(image, cv2.CV_64F, kernel, borderType=cv2.BORDER_CONSTANT)
-        return np.asarray(summed[local[:, 0], local[:, 1]])
+        return _window_sums(points, ones, kernel)
 
     n = window(np.ones_like(dr))
     sr, sc = window(dr), window(dc)
@@ -186,16 +181,25 @@ def _smooth_along(points: np.ndarray, widths: np.ndarray, radius: float = 2.5) -
     if len(points) == 0:
         return widths.astype(np.float64)
     reach = int(np.floor(radius))
-    origin = points.min(axis=0) - reach
-    shape = tuple(points.max(axis=0) - origin + reach + 1)
-    local = points - origin
-    present, values = np.zeros(shape, np.float64), np.zeros(shape, np.float64)
-    present[local[:, 0], local[:, 1]] = 1.0
-    values[local[:, 0], local[:, 1]] = widths
     box = np.ones((2 * reach + 1, 2 * reach + 1), np.float64)
-    total = cv2.filter2D(values, cv2.CV_64F, box, borderType=cv2.BORDER_CONSTANT)[local[:, 0], local[:, 1]]
-    count = cv2.filter2D(present, cv2.CV_64F, box, borderType=cv2.BORDER_CONSTANT)[local[:, 0], local[:, 1]]
+    total = _window_sums(points, widths, box)
+    count = _window_sums(points, np.ones(len(points)), box)
     return np.asarray(total / count, dtype=np.float64)
+
+
+def _window_sums(points: np.ndarray, values: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """At each of the (N, 2) points: Σ ``kernel[offset] * values[q]`` over the points q around it.
+
+    ``kernel`` is (2r+1, 2r+1), indexed by the offset (row, col) + r of q from the point: one box
+    correlation over an image of the points instead of a Python loop per point.
+    """
+    reach = kernel.shape[0] // 2
+    origin = points.min(axis=0) - reach
+    local = points - origin
+    image = np.zeros(tuple(points.max(axis=0) - origin + reach + 1), np.float64)
+    image[local[:, 0], local[:, 1]] = values
+    summed = cv2.filter2D(image, cv2.CV_64F, kernel, borderType=cv2.BORDER_CONSTANT)
+    return np.asarray(summed[local[:, 0], local[:, 1]])
 
 
 def measure_region(
