@@ -45,6 +45,7 @@ from inspector.medical.request import REASONS, RequestError, load_volume, parse_
 from inspector.medical.vocab import TYPES, ReportTokenizer
 from workers.clients import kafka_consumer, kafka_producer
 from workers.shell import Backoff, WorkerShell, dead_letter_headers
+from workers.stores import Claim, ClaimedStore
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class MedicalWorker(WorkerShell[MedicalReport]):
         config: Topic, keys, limits.
         model: The report model.
         tokenizer: Its tokenizer.
-        store: A redis client (``set(key, value, ex=ttl)``).
+        store: Where reports go, written once per record (``ClaimedStore(client, config.key_prefix, config.ttl_s)``).
         metrics: Prometheus metrics; ``None`` records nothing.
         info: Model name, version, sha256 copied into each report.
         consumer: A ready consumer (tests); default: built from settings.
@@ -126,7 +127,7 @@ class MedicalWorker(WorkerShell[MedicalReport]):
         config: MedicalConfig,
         model: mla.MLAModel,
         tokenizer: ReportTokenizer,
-        store: Any,
+        store: ClaimedStore,
         *,
         metrics: MedicalMetrics | None = None,
         info: dict[str, Any] | None = None,
@@ -201,8 +202,10 @@ class MedicalWorker(WorkerShell[MedicalReport]):
         except RequestError as exc:
             return self._dead_letter(tp, message, exc)
         document = report.to_dict()
+        record = f"{tp.topic}/{tp.partition}/{message.offset}"
+        claim = Claim(record, self.config.report_key(request.study_uid), request.study_uid, json.dumps(document))
         try:
-            self.store.set(self.config.report_key(request.study_uid), json.dumps(document), ex=self.config.ttl_s)
+            self.store.put_many([claim])
         except Exception as exc:  # redis-py raises its own ConnectionError/TimeoutError family
             self.report.store_errors += 1
             if self.metrics is not None:

@@ -50,6 +50,7 @@ from inspector.vqa.requests import (
 )
 from workers.errors import WorkerError
 from workers.shell import Backoff, WorkerShell, dead_letter_headers
+from workers.stores import Claim, ClaimedStore
 
 logger = logging.getLogger(__name__)
 
@@ -119,29 +120,27 @@ class VQATopics:
         return frozenset(self.allowed_replies) | ({self.replies} if self.replies else frozenset())
 
 
-class AnswerStore:
-    """Answer documents in Redis as JSON strings at ``{prefix}:{request_id}`` with a TTL.
+class AnswerStore(ClaimedStore):
+    """Answer documents in Redis as JSON at ``{prefix}:{request_id}`` with a TTL, written once per record.
 
     Args:
         client: A ``redis.Redis``.
-        prefix: Key prefix.
+        prefix: Key prefix (also of the ``{prefix}:stream`` of answers written).
         ttl_s: Seconds an answer is kept.
 
     """
 
     def __init__(self, client: Any, prefix: str = "vqa:answer", ttl_s: int = 24 * 3600) -> None:
-        self.client, self.prefix, self.ttl_s = client, prefix, ttl_s
+        super().__init__(client, prefix, ttl_s)
 
     def key(self, request_id: str) -> str:
         """The Redis key of a request's answer."""
         return f"{self.prefix}:{request_id}"
 
-    def put_many(self, documents: Sequence[dict[str, Any]]) -> None:
-        """Write documents in one round trip (idempotent: the same key again)."""
-        pipe = self.client.pipeline(transaction=False)
-        for document in documents:
-            pipe.set(self.key(str(document["request_id"])), json.dumps(document), ex=self.ttl_s)
-        pipe.execute()
+    def claim(self, record: str, document: dict[str, Any]) -> Claim:
+        """The write of ``document`` for the record ``topic/partition/offset``."""
+        request_id = str(document["request_id"])
+        return Claim(record, self.key(request_id), request_id, json.dumps(document))
 
     def get(self, request_id: str) -> dict[str, Any] | None:
         """A stored document, or None."""
@@ -176,6 +175,7 @@ class _Dead:
     reason: str
     detail: str
     request_id: str | None
+    record: str
 
 
 @dataclass
@@ -186,10 +186,11 @@ class _Sent:
     request: VQARequest
     key: bytes | None
     headers: list[tuple[str, bytes]]
+    record: str
 
     def letter(self, reason: str, detail: str) -> _Dead:
         """The dead letter of this request."""
-        return _Dead(self.key, self.request.image, self.headers, reason, detail, self.request.request_id)
+        return _Dead(self.key, self.request.image, self.headers, reason, detail, self.request.request_id, self.record)
 
 
 @dataclass(frozen=True)
@@ -285,16 +286,17 @@ class VQAWorker(WorkerShell[VQAReport]):
         dead: list[_Dead] = []
         for m in records:
             headers = [(str(k), bytes(v or b"")) for k, v in (m.headers or [])]
+            record = f"{m.topic}/{m.partition}/{m.offset}"
             try:
                 request = parse_request(m.key, m.value, headers, reply_topics=self.topics.reply_topics)
                 self.model.tokenizer.encode(request.question)
                 image = decode_image(request.image, self.model.side)
             except VQAInputError as exc:
                 rid = request_id_of(m.key, headers)
-                dead.append(_Dead(m.key, m.value or b"", headers, exc.reason, str(exc), rid))
+                dead.append(_Dead(m.key, m.value or b"", headers, exc.reason, str(exc), rid, record))
                 continue
             at = m.timestamp / 1000 if m.timestamp else self.clock()
-            good.append((_Sent(at, request, m.key, headers), image))
+            good.append((_Sent(at, request, m.key, headers, record), image))
         documents: list[dict[str, Any]] = []
         if not good:
             return documents, dead, []
@@ -329,7 +331,12 @@ class VQAWorker(WorkerShell[VQAReport]):
 
         """
         now = self.clock()
-        unstored = documents + [error_document(d.request_id, d.reason, d.detail, now) for d in dead if d.request_id]
+        unstored = [self.store.claim(item.record, document) for document, item in zip(documents, sent, strict=True)]
+        unstored += [
+            self.store.claim(d.record, error_document(d.request_id, d.reason, d.detail, now))
+            for d in dead
+            if d.request_id
+        ]
         outgoing = [self._dead_letter(letter) for letter in dead]
         for owner, (document, item) in enumerate(zip(documents, sent, strict=True)):
             outgoing += self._replies(document, item.request.reply_to, owner)

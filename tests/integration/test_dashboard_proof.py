@@ -63,6 +63,7 @@ from workers.gateway import Gateway
 from workers.health import HealthServer
 from workers.medical import MedicalConfig, MedicalMetrics, MedicalWorker, study_headers
 from workers.metrics import GatewayMetrics
+from workers.stores import ClaimedStore
 from workers.vqa import VQATopics, VQAWorker
 
 pytestmark = pytest.mark.integration
@@ -215,8 +216,8 @@ def medical_worker(settings: Settings, tag: str, registry: CollectorRegistry) ->
         admin.close()
     model, tokenizer, info = load_report_model(MEDICAL_MODEL)
     info.pop("metadata", None)
-    client = redis.Redis.from_url(settings.redis.url)
-    return MedicalWorker(settings, config, model, tokenizer, client, metrics=MedicalMetrics(registry), info=info)
+    store = ClaimedStore(redis.Redis.from_url(settings.redis.url), config.key_prefix, config.ttl_s)
+    return MedicalWorker(settings, config, model, tokenizer, store, metrics=MedicalMetrics(registry), info=info)
 
 
 def vqa_worker(settings: Settings, tag: str, registry: CollectorRegistry) -> VQAWorker:

@@ -26,6 +26,7 @@ from mla.seed import seed_everything
 from tests.conftest import Stack
 from tests.inspector.medical.conftest import TEST_FILES
 from workers.medical import MedicalConfig, MedicalMetrics, MedicalWorker, study_headers
+from workers.stores import ClaimedStore
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +98,8 @@ def test_reports_are_stored_and_bad_records_dead_lettered(
     registry = CollectorRegistry()
     model, tokenizer, info = load_report_model(tiny_model(tmp_path))
     client = redis.Redis.from_url(stack.redis_url)
-    worker = MedicalWorker(settings, config, model, tokenizer, client, metrics=MedicalMetrics(registry), info=info)
+    store = ClaimedStore(client, config.key_prefix, config.ttl_s)
+    worker = MedicalWorker(settings, config, model, tokenizer, store, metrics=MedicalMetrics(registry), info=info)
     with caplog.at_level(logging.DEBUG):
         report = worker.run(timeout=180, count=len(good) + len(bad))
 
@@ -107,6 +109,7 @@ def test_reports_are_stored_and_bad_records_dead_lettered(
         document = json.loads(client.get(key))
         assert document["study_uid"] == uid and "narrative" in document and 0 < client.ttl(key) <= 600
     assert json.loads(client.get(config.report_key(ct_uid)))["modality"] == "CT"
+    assert sorted(e[b"id"].decode() for _, e in client.xrange(store.stream)) == sorted(good)  # one entry per study
 
     consumer = KafkaConsumer(
         config.dlq, bootstrap_servers=settings.kafka.servers, auto_offset_reset="earliest", consumer_timeout_ms=5000
@@ -128,7 +131,7 @@ def test_reports_are_stored_and_bad_records_dead_lettered(
         assert secret not in logs and all(secret not in value for value in labels)
 
     # Offsets were committed: the same group reads nothing new.
-    again = MedicalWorker(settings, config, model, tokenizer, client, info=info)
+    again = MedicalWorker(settings, config, model, tokenizer, store, info=info)
     assert again.run(timeout=8).records == 0
 
 

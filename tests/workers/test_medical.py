@@ -15,7 +15,9 @@ from inspector.config import Settings
 from inspector.medical.report import load_report_model, model_config, save_report_model
 from inspector.medical.training import build_tokenizer, report_corpus
 from tests.inspector.medical.conftest import TEST_FILES
+from tests.workers.fakes import FakeRedis
 from workers.medical import MedicalConfig, MedicalMetrics, MedicalWorker, study_headers
+from workers.stores import ClaimedStore
 
 Message = namedtuple("Message", "offset key value headers")
 TP = TopicPartition("medical.studies", 0)
@@ -68,17 +70,6 @@ class FakeProducer:
     def close(self, timeout: float = 0) -> None: ...
 
 
-class FlakyStore:
-    def __init__(self, failures: int) -> None:
-        self.failures, self.values = failures, {}
-
-    def set(self, key: str, value: str, ex: int) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise ConnectionError("redis down (injected)")
-        self.values[key] = (value, ex)
-
-
 def test_store_outage_retries_without_committing_and_bad_input_is_dead_lettered(tiny_model: Path) -> None:
     import pydicom
 
@@ -87,17 +78,20 @@ def test_store_outage_retries_without_committing_and_bad_input_is_dead_lettered(
         Message(0, b"k", (TEST_FILES / "CT_small.dcm").read_bytes(), study_headers(uid)),
         Message(1, b"k", b"garbage", study_headers(uid)),
     ]
-    consumer, producer, store = FakeConsumer(messages), FakeProducer(), FlakyStore(failures=2)
+    consumer, producer, redis = FakeConsumer(messages), FakeProducer(), FakeRedis(failures=2)
     registry = CollectorRegistry()
     model, tok, _ = load_report_model(tiny_model)
     config = MedicalConfig(store_retry_s=0.01, ttl_s=60)
+    store = ClaimedStore(redis, config.key_prefix, config.ttl_s)
     worker = MedicalWorker(
         Settings(), config, model, tok, store, metrics=MedicalMetrics(registry), consumer=consumer, producer=producer
     )
     report = worker.run(timeout=60, count=2)
     assert report.stored == 1 and report.store_errors == 2 and report.dlq == {"not_dicom": 1}
     assert consumer.commits == [1, 2]  # nothing committed while the store refused
-    assert store.values[config.report_key(uid)][1] == 60
+    assert redis.data[config.report_key(uid)][1] == 60 and redis.streams[store.stream] == [
+        {"id": uid, "key": config.report_key(uid)}
+    ]
     assert producer.sent[0]["headers"]["dlq_reason"] == b"not_dicom"
     assert registry.get_sample_value("inspector_medical_errors_total", {"reason": "store"}) == 2
     assert registry.get_sample_value("inspector_medical_studies_total") == 1

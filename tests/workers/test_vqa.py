@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from inspector.vqa.data import build_set, encode_png
 from inspector.vqa.model import VQAModel
 from tests.inspector.vqa.tiny import train_tiny
+from tests.workers.fakes import FakeRedis
 from workers.errors import WorkerError
 from workers.vqa import AnswerStore, VQAMetrics, VQATopics, VQAWorker
 
@@ -24,6 +26,9 @@ class Message:
     value: bytes | None
     headers: list[tuple[str, bytes]]
     timestamp: int = 0
+    topic: str = "vqa.requests"
+    partition: int = 0
+    offset: int = field(default_factory=itertools.count().__next__)
 
 
 @dataclass
@@ -75,30 +80,6 @@ class FakeProducer:
 
     def close(self, timeout: float = 0) -> None:
         return None
-
-
-class FakeRedis:
-    def __init__(self, failures: int = 0) -> None:
-        self.data: dict[str, tuple[bytes, int | None]] = {}
-        self.failures = failures
-        self._pending: list[tuple[str, str, int | None]] = []
-
-    def pipeline(self, transaction: bool = False) -> FakeRedis:
-        self._pending = []
-        return self
-
-    def set(self, key: str, value: str, ex: int | None = None) -> None:
-        self._pending.append((key, value, ex))
-
-    def execute(self) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise ConnectionError("redis down (injected)")
-        for key, value, ex in self._pending:
-            self.data[key] = (value.encode(), ex)
-
-    def get(self, key: str) -> bytes | None:
-        return self.data[key][0] if key in self.data else None
 
 
 def request(rid: str, question: str, image: bytes, **extra: bytes) -> Message:

@@ -16,6 +16,7 @@ from workers.clients import redis_client
 from workers.commands.service import start_service
 from workers.errors import WorkerError
 from workers.medical import MedicalConfig, MedicalMetrics, MedicalWorker
+from workers.stores import ClaimedStore
 
 
 def medical_worker(
@@ -26,6 +27,10 @@ def medical_worker(
     topic: Annotated[str, typer.Option(help="Topic of study requests.")] = "medical.studies",
     dlq: Annotated[str, typer.Option(help="Dead-letter topic.")] = "medical.dlq",
     group_id: Annotated[str, typer.Option(help="Consumer group.")] = "inspector-medical",
+    prefix: Annotated[
+        str,
+        typer.Option(help="Redis key prefix: reports at {prefix}:report:{uid}, new ones listed in {prefix}:stream."),
+    ] = "medical",
     ttl_s: Annotated[int, typer.Option(min=1, help="Seconds a report stays in Redis.")] = 30 * 24 * 3600,
     max_inline_mb: Annotated[float, typer.Option(min=0.001, help="Largest inline payload (MB).")] = 16.0,
     claim_root: Annotated[
@@ -35,7 +40,7 @@ def medical_worker(
     duration: Annotated[float | None, typer.Option(min=0.1, help="Stop after this many seconds.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
-    """Draft a report for every study request; reports go to Redis medical:report:{StudyInstanceUID} (JSON, TTL).
+    """Draft a report for every study request; reports go to Redis {prefix}:report:{StudyInstanceUID} (JSON, TTL).
 
     Bad records (not DICOM, no pixels, unsupported compression, bad geometry, too large inline) go to
     the dead-letter topic with a reason; /metrics, /healthz and /readyz are served on
@@ -47,14 +52,14 @@ def medical_worker(
     settings = settings_or_exit(config)
     registry = CollectorRegistry()
     medical = MedicalConfig(
-        topic=topic, dlq=dlq, group_id=group_id, ttl_s=ttl_s, max_inline_bytes=int(max_inline_mb * 2**20),
-        claim_roots=tuple(claim_root or ()),
+        topic=topic, dlq=dlq, group_id=group_id, key_prefix=prefix, ttl_s=ttl_s,
+        max_inline_bytes=int(max_inline_mb * 2**20), claim_roots=tuple(claim_root or ()),
     )  # fmt: skip
     try:
         net, tokenizer, info = load_report_model(model)
         info.pop("metadata", None)
-        client = redis_client(settings.redis)
-        worker = MedicalWorker(settings, medical, net, tokenizer, client, metrics=MedicalMetrics(registry), info=info)
+        store = ClaimedStore(redis_client(settings.redis), medical.key_prefix, medical.ttl_s)
+        worker = MedicalWorker(settings, medical, net, tokenizer, store, metrics=MedicalMetrics(registry), info=info)
     except (InspectorError, WorkerError) as exc:
         fail(exc)
     except Exception as exc:  # the broker unreachable at start: say where
@@ -140,7 +145,7 @@ def bench_medical_worker(
             net, tokenizer, info = load_report_model(model)
             info.pop("metadata", None)
             worker = MedicalWorker(
-                settings, medical, net, tokenizer, redis_client(settings.redis),
+                settings, medical, net, tokenizer, ClaimedStore(redis_client(settings.redis), medical.key_prefix, 600),
                 metrics=MedicalMetrics(CollectorRegistry()), info=info,
             )  # fmt: skip
         except (InspectorError, WorkerError) as exc:
