@@ -99,6 +99,56 @@ class PrivateStack:
         return time.monotonic() - t0
 
 
+def machine() -> str:
+    """The machine a run was on, for the figures."""
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+
+
+def now_utc() -> str:
+    """The date of a run, for the figures."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def write_figures(name: str, figures: dict[str, Any]) -> Path:
+    """Write ``runs/chaos/<name>.json`` (the report's input); its path."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.json"
+    path.write_text(json.dumps(figures, indent=1) + "\n")
+    return path
+
+
+def forget_figures(name: str) -> None:
+    """Remove an earlier run's ``<name>.json``: a run that fails must not leave older figures in the table."""
+    (OUT / f"{name}.json").unlink(missing_ok=True)
+
+
+def write_failure(name: str, title: str, kind: str, error: BaseException) -> None:
+    """The figures of a run that ended without figures: what failed, so the report shows it as failed.
+
+    ``first_attempt`` stays true: nothing is ever started a second time, the first attempt failed.
+    """
+    why = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    write_figures(name, {
+        "scenario": name, "fault": title, "worker_kind": kind, "date": now_utc(), "machine": machine(),
+        "failed": why[:400], "first_attempt": True,
+    })  # fmt: skip
+
+
+def committed_moved(samples: list[LagSample], since: float, until: float) -> tuple[int, int]:
+    """``(records, samples)``: how far the group's committed offsets moved between two moments, from lag samples.
+
+    Raises:
+        AssertionError: Fewer than two samples in the window, or they hold no committed offsets:
+            nothing was measured, so nothing may be concluded.
+
+    """
+    window = [s for s in samples if since <= s.t <= until]
+    assert len(window) >= 2, f"the lag monitor took {len(window)} sample(s) between {since:.1f} and {until:.1f} s"
+    first, last = window[0].committed, window[-1].committed
+    assert last, "the lag monitor read no committed offsets: the group's commits were not measured"
+    return sum(last.get(p, 0) - first.get(p, 0) for p in last), len(window)
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.25) -> None:
     """Poll ``condition`` until it holds, or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -173,6 +223,24 @@ class Proc:
         return set(ast.literal_eval(listed.strip()))
 
 
+def abort_unsettled(workers: list[Proc]) -> str:
+    """Workers whose group never settled: SIGABRT (their stacks to the log), SIGKILL, logs kept as ``.stuck.log``.
+
+    Returns:
+        The last lines of each log, for the failure message.
+
+    """
+    for worker in workers:  # PYTHONFAULTHANDLER: SIGABRT writes every thread's stack to the log
+        worker.signal(signal.SIGABRT)
+    time.sleep(2)
+    tails = []
+    for worker in workers:
+        worker.kill()
+        tails.append(worker.tail(120))
+        worker.log = worker.log.rename(worker.log.with_suffix(".stuck.log"))
+    return "\n".join(tails)
+
+
 def recovery_lag_s(samples: list[LagSample], fault_t: float, settle_t: float) -> tuple[float | None, int, int]:
     """``(seconds, ceiling, worst)``: from the fault until the lag is seen at or below its pre-fault ceiling for good.
 
@@ -243,6 +311,7 @@ class ChaosRun:
     # -- processes --------------------------------------------------------------------------------
 
     def __enter__(self) -> ChaosRun:
+        forget_figures(self.name)
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
         prepare_topics(self.settings)
@@ -250,6 +319,8 @@ class ChaosRun:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is not None and not (OUT / f"{self.name}.json").exists():
+            write_failure(self.name, self.title, "inspection", exc)
         for proc in self.workers + self.gateways:
             if proc.alive():
                 proc.signal(signal.SIGCONT)
@@ -260,43 +331,29 @@ class ChaosRun:
     def start_workers(self, n: int) -> list[Proc]:
         """Start ``n`` ``inspector worker`` processes and wait until they own disjoint shares of the partitions.
 
-        kafka-python 3.0.12 sometimes leaves a member stuck in its group join (the second
-        generation's leader never completes its SyncGroup, holds no partitions and is evicted; the
-        other worker takes everything). Nothing is streamed yet, so the pair is then stopped and
-        started once more; ``stuck_join_restarts`` in the figures counts it, and the stuck
-        worker's log (with every thread's stack) is kept as ``worker-N.stuck.log``.
+        The first attempt is the only one: a pair that does not settle within 60 s (kafka-python
+        3.0.12 has left a member stuck in its group join before) fails the run. Each worker is then
+        sent SIGABRT (``PYTHONFAULTHANDLER``: every thread's stack goes to its log), its log is kept
+        as ``worker-N.stuck.log``, and the run fails (its figures JSON says so: see ``__exit__``).
         """
         env = worker_env(self.settings, workers=2) | {"PYTHONFAULTHANDLER": "1"} | self.extra_env  # 1 thread each
         command = [sys.executable, "-m", "workers.cli", "worker", "--json"]
         every = {(t, p) for t in (self.settings.topics.visible, self.settings.topics.infrared) for p in range(4)}
 
         def balanced(group: list[Proc]) -> bool:
-            owned = [w.assignment() for w in group]
-            if not all(w.alive() for w in group) or any(not o for o in owned):
+            owned = [w.assignment() or set() for w in group]
+            if not all(w.alive() for w in group) or not all(owned):
                 return False
-            union = set().union(*owned)  # type: ignore[arg-type]
-            return union == every and sum(len(o) for o in owned) == len(every)  # type: ignore[arg-type]
+            return set().union(*owned) == every and sum(len(o) for o in owned) == len(every)
 
         first = len(self.workers)
-        for attempt in range(2):
-            new = [Proc(f"worker-{first + i}", command, env, self.folder) for i in range(n)]
-            try:
-                wait_for(lambda new=new: balanced(new), 60, f"{n} workers to share the partitions")  # type: ignore[misc]
-            except AssertionError as exc:
-                for worker in new:  # PYTHONFAULTHANDLER: SIGABRT writes every thread's stack to the log
-                    worker.signal(signal.SIGABRT)
-                time.sleep(2)
-                if attempt == 1:
-                    self.workers += new
-                    raise AssertionError(f"{exc}\n" + "\n".join(w.tail(120) for w in new)) from exc
-                for worker in new:
-                    worker.kill()
-                    worker.log.rename(worker.log.with_suffix(".stuck.log"))
-                self.notes["stuck_join_restarts"] = self.notes.get("stuck_join_restarts", 0) + 1
-                continue
-            self.workers += new
-            return new
-        raise AssertionError("unreachable")
+        new = [Proc(f"worker-{first + i}", command, env, self.folder) for i in range(n)]
+        self.workers += new
+        try:
+            wait_for(lambda: balanced(new), 60, f"{n} workers to share the partitions")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{abort_unsettled(new)}") from exc
+        return new
 
     def start_gateway(self, count: int | None = None) -> Proc:
         """Start an ``inspector gateway`` (synthetic, paced at ``rate``) for ``count`` captures (default all)."""
@@ -374,8 +431,7 @@ class ChaosRun:
         self.monitor.stop()
         stored, entries = read_results(self.client, self.settings.redis.key_prefix)
         figures = self._figures(contents, stored, entries, reports, end_t)
-        OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / f"{self.name}.json").write_text(json.dumps(figures, indent=1) + "\n")
+        write_figures(self.name, figures)
         self.notes["logs"] = "\n".join(p.tail(25) for p in self.workers + self.gateways)
         return figures
 
@@ -403,8 +459,10 @@ class ChaosRun:
         figures: dict[str, Any] = {
             "scenario": self.name,
             "fault": self.title,
-            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
+            "worker_kind": "inspection",
+            "first_attempt": True,  # a worker group that does not settle fails the run; nothing is restarted
+            "date": now_utc(),
+            "machine": machine(),
             "model": MODEL,
             "frame": f"{FRAME_SIZE}x{FRAME_SIZE} visible + {FRAME_SIZE // 4}x{FRAME_SIZE // 4} IR, PNG (synthetic)",
             "cameras": len(self.cameras),
@@ -459,6 +517,7 @@ def assert_no_loss_no_duplicates(figures: dict[str, Any], run: ChaosRun) -> None
     """The verdict every scenario shares, with the figures and the process logs when it fails."""
     summary = {k: v for k, v in figures.items() if k != "lag_series"}
     message = f"{json.dumps(summary, indent=1)}\n{run.notes.get('logs', '')}"
+    assert figures["first_attempt"] is True, message
     assert figures["captures_sent"] > 0, message
     assert figures["lost"] == 0, message
     assert figures["duplicated"] == 0, message

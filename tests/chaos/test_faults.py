@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.chaos.harness import ChaosRun, PrivateStack, assert_no_loss_no_duplicates, wait_for
+from tests.chaos.harness import ChaosRun, PrivateStack, assert_no_loss_no_duplicates, committed_moved, wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -84,17 +84,10 @@ def test_3_stop_redis_for_20_seconds(chaos_stack: PrivateStack) -> None:
 
 
 def _committed(run: ChaosRun, since: float, until: float) -> int:
-    """How far the group's committed offsets moved between two moments (from the lag monitor).
-
-    Raises:
-        AssertionError: The monitor took fewer than two samples in the window, or they hold no
-            committed offsets: nothing was measured, so nothing may be concluded.
-    """
-    window = [s for s in run.monitor.samples if since <= s.t <= until]
-    assert len(window) >= 2, f"the lag monitor took {len(window)} sample(s) between {since:.1f} and {until:.1f} s"
-    first, last = window[0].committed, window[-1].committed
-    assert last, "the lag monitor read no committed offsets: the group's commits were not measured"
-    return sum(last.get(p, 0) - first.get(p, 0) for p in last)
+    """How far the group's committed offsets moved between two moments (from the lag monitor; ≥ 2 samples)."""
+    moved, samples = committed_moved(run.monitor.samples, since, until)
+    run.notes["commit_samples_while_redis_down"] = samples
+    return moved
 
 
 def test_4_a_worker_stalls_past_max_poll_interval(chaos_stack: PrivateStack) -> None:
