@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,13 +200,20 @@ class LagMonitor(threading.Thread):
     """Samples the consumer group ``worker.group_id`` every ``every`` seconds (a daemon thread).
 
     A sample holds the end offsets and the committed offsets of every partition of both frame
-    topics. Each sample runs in a short-lived thread of its own and is given up after
-    ``deadline_s`` (the admin client can block far longer while the broker restarts): it then counts
-    in ``failures`` and the next sample starts with a fresh admin client, so samples resume as soon
-    as the broker answers again.
+    topics (or of ``topics``, e.g. a medical or VQA request topic). Each sample runs in a
+    short-lived thread of its own and is given up after ``deadline_s`` (the admin client can block
+    far longer while the broker restarts): it then counts in ``failures`` and the next sample starts
+    with a fresh admin client, so samples resume as soon as the broker answers again.
     """
 
-    def __init__(self, settings: Settings, partitions: int, every: float = 0.5, deadline_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        partitions: int,
+        every: float = 0.5,
+        deadline_s: float = 2.0,
+        topics: Sequence[str] | None = None,
+    ) -> None:
         super().__init__(daemon=True, name="lag-monitor")
         self.settings, self.every, self.deadline_s = settings, every, deadline_s
         self.samples: list[LagSample] = []
@@ -214,9 +221,8 @@ class LagMonitor(threading.Thread):
         self._halt = threading.Event()
         self._admin: Any = None
         self._lock = threading.Lock()  # between a sample that answers late and the loop giving up on it
-        self._partitions = [
-            (topic, p) for topic in (settings.topics.visible, settings.topics.infrared) for p in range(partitions)
-        ]
+        watched = topics or (settings.topics.visible, settings.topics.infrared)
+        self._partitions = [(topic, p) for topic in watched for p in range(partitions)]
 
     def stop(self) -> None:
         """End the thread (waits for the sample in progress)."""
