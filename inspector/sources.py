@@ -150,7 +150,8 @@ class _BaseSource(Generic[Item]):
         self.close()
 
 
-def _check_cameras(cameras: Iterable[str]) -> list[str]:
+def check_cameras(cameras: Iterable[str]) -> list[str]:
+    """The camera ids, checked (1-64 of letters, digits, ``._-``; distinct), or raise :class:`SourceError`."""
     names = list(cameras)
     bad = [c for c in names if not _CAMERA_ID.fullmatch(c)]
     if not names or bad:
@@ -209,7 +210,7 @@ class SyntheticSource(_BaseSource[Capture]):
         clock_ns: Callable[[], int] = time.time_ns,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
-        self.cameras = _check_cameras(cameras)
+        self.cameras = check_cameras(cameras)
         if pool < 1 or start_seq < 1:
             msg = f"pool and start_seq must be >= 1, got pool={pool}, start_seq={start_seq}"
             raise SourceError(msg)
@@ -276,7 +277,7 @@ class FolderSource(_BaseSource[Capture | SourceError]):
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.path = Path(path)
-        self.cameras = _check_cameras(cameras) if cameras is not None else None
+        self.cameras = check_cameras(cameras) if cameras is not None else None
         self.loop = loop
         self.clock_ns = clock_ns
         try:
@@ -376,7 +377,7 @@ class VideoSource(_BaseSource[Capture]):
         open_capture: Callable[[str | int, int], _VideoCapture] = _open_video,
     ) -> None:
         self.uri: str | int = int(uri) if isinstance(uri, str) and uri.isdigit() else uri
-        self.camera_id = _check_cameras([camera_id])[0]
+        self.camera_id = check_cameras([camera_id])[0]
         self.cameras = [self.camera_id]
         if modality not in ("visible", "infrared"):
             msg = f"modality must be visible or infrared, got {modality!r}"

@@ -1,6 +1,6 @@
 """Every Kafka and Redis client a worker uses, made from settings the same way, and closed the same way.
 
-    consumer = kafka_consumer(settings.kafka, group_id="inspector-workers", enable_auto_commit=False)
+    consumer = kafka_consumer(settings.kafka, group_id="inspector-workers", enable_auto_commit=False)  # unsubscribed
     producer = kafka_producer(settings.kafka, acks="all")
     admin = kafka_admin(settings.kafka)
     client = redis_client(settings.redis)
@@ -24,20 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from inspector.config import KafkaSettings, RedisSettings
 from workers.errors import ClientError
+from workers.kafka.consumer import RECONNECT_BACKOFF_MAX_MS
 from workers.kafka_login import check_login
 
 if TYPE_CHECKING:
     import redis
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-__all__ = ["ClientError", "close_clients", "kafka_admin", "kafka_consumer", "kafka_producer", "redis_client"]
+__all__ = ["ClientError", "kafka_admin", "kafka_consumer", "kafka_producer", "redis_client"]
 
 logger = logging.getLogger(__name__)
-
-# kafka-python backs off reconnecting exponentially up to 30 s (Java's client: 1 s): a broker back after
-# ten seconds of down time was tried again only up to 13 s later. Capped like Java's, a worker is back
-# within a second of the broker (tests/chaos, scenario 2).
-RECONNECT_BACKOFF_MAX_MS = 1_000
 
 
 def _unreachable(settings: KafkaSettings, exc: Exception) -> ClientError:
@@ -71,55 +67,6 @@ def kafka_consumer(settings: KafkaSettings, *topics: str, **options: Any) -> Kaf
 
     consumer: KafkaConsumer = _kafka(KafkaConsumer, settings, *topics, **options)
     return consumer
-
-
-def group_stable(consumer: Any) -> bool | None:
-    """Whether a ``KafkaConsumer``'s group membership has settled (joined, synced, heartbeating).
-
-    From ``consumer.group_metadata().state`` (kafka-python 3's ``MemberState``); ``None`` when the
-    consumer has no group (manual assignment) or cannot say (a test's fake).
-    """
-    snapshot = getattr(consumer, "group_metadata", None)
-    if snapshot is None:
-        return None
-    try:
-        metadata = snapshot()
-    except Exception:  # a closed or half-built client: no opinion
-        return None
-    state = getattr(metadata, "state", None)
-    if getattr(metadata, "group_id", None) is None or not isinstance(state, str):
-        return None
-    return state == "<stable>"
-
-
-def finish_orphaned_join(consumer: Any) -> bool:
-    """Restart a group join that kafka-python 3.0.12 started and then stopped driving; whether it did.
-
-    A consumer that is the group's leader rejoins when its metadata snapshot no longer matches the
-    snapshot it assigned from (new topics settling, a partition added). That rejoin is driven only
-    while ``need_rejoin()`` is true, and the leader's own assignment inside the join makes the two
-    snapshots equal again: if the caller's ``poll`` gives up waiting before the SyncGroup answer
-    arrives, the next ``poll`` sees no need to rejoin and never takes the finished join's result. The
-    member then stays ``REBALANCING`` for good: no fetches, every commit refused with
-    ``RebalanceInProgressError`` (two of six fresh single-worker groups on the local broker stalled
-    so, until the test's timeout). Asking for a rejoin lets the next ``poll`` join again (a JoinGroup
-    round of a few milliseconds). A consumer that is stable, not auto-assigned, still driving its
-    join, or not a kafka-python ``KafkaConsumer`` is left alone.
-    """
-    from kafka.structs import MemberState
-
-    coordinator = getattr(consumer, "_coordinator", None)
-    subscription = getattr(coordinator, "_subscription", None)
-    try:
-        if coordinator is None or subscription is None or not subscription.partitions_auto_assigned():
-            return False
-        if coordinator.state == MemberState.STABLE or coordinator.need_rejoin():
-            return False
-        coordinator.request_rejoin()
-    except Exception as exc:  # another client version's internals: keep the slower rebuild as the remedy
-        logger.debug("cannot inspect the consumer's group join: %s", exc)
-        return False
-    return True
 
 
 def kafka_producer(settings: KafkaSettings, **options: Any) -> KafkaProducer:
@@ -180,20 +127,3 @@ def redis_client(settings: RedisSettings, *, check: bool = True, **options: Any)
     except redis.ConnectionError as exc:
         logger.warning("Redis at %s does not answer yet (%s); storing waits for it", settings.url, exc)
     return client
-
-
-def close_clients(consumer: Any, producer: Any, ready: Any | None = None) -> None:
-    """Mark the worker not ready, close the consumer without committing, then the producer (5 s to flush).
-
-    Args:
-        consumer: The worker's ``KafkaConsumer``; everything settled was committed as it settled.
-        producer: The worker's ``KafkaProducer`` (dead letters, replies).
-        ready: The worker's readiness gauge, if it has metrics.
-
-    """
-    if ready is not None:
-        ready.set(0)
-    try:
-        consumer.close(autocommit=False)
-    finally:
-        producer.close(timeout=5)

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -40,6 +40,8 @@ from inspector.frame import FrameEncodeError
 from inspector.sources import Capture, SourceError, capture_to_records, pace
 from workers.clients import ClientError, kafka_admin, kafka_consumer, kafka_producer
 from workers.errors import WorkerError
+from workers.kafka.topics import TopicSpec, partition_counts, with_admin
+from workers.kafka.topics import ensure_topics as ensure_kafka_topics
 from workers.metrics import DROP_REASONS, MODALITIES, GatewayMetrics
 
 __all__ = ["Gateway", "GatewayReport", "ensure_topics", "last_published_seqs", "make_producer", "prepare_topics"]
@@ -49,7 +51,6 @@ logger = logging.getLogger(__name__)
 _LATENCY_WINDOW = 100_000  # frames whose publish latency the report's percentiles cover
 _MAX_ERRORS = 10  # distinct error messages kept for the report
 _RECORD_OVERHEAD = 64 * 1024  # room for key, headers and batch framing above the pixel bytes
-_TOPIC_ALREADY_EXISTS = 36
 
 
 @dataclass
@@ -107,15 +108,6 @@ class GatewayReport:
         }
 
 
-def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
-    """Partition count of each topic in ``names`` that exists."""
-    found = {}
-    for topic in admin.describe_topics(names):
-        if topic.get("error_code", 0) == 0 and topic.get("name") in names:
-            found[topic["name"]] = len(topic.get("partitions") or ())
-    return found
-
-
 def _unequal(topics: TopicSettings, visible: int, infrared: int) -> WorkerError:
     wanted = max(visible, infrared)
     smaller = topics.visible if visible < infrared else topics.infrared
@@ -156,7 +148,7 @@ def ensure_topics(
     if len(set(names)) != 3:
         msg = f"topics.visible, topics.infrared and topics.dlq must be three different topics, got {names}"
         raise WorkerError(msg)
-    found = _partition_counts(admin, names)
+    found = partition_counts(admin, names)
     visible, infrared = found.get(topics.visible), found.get(topics.infrared)
     if visible is not None and infrared is not None and visible != infrared:
         raise _unequal(topics, visible, infrared)
@@ -166,23 +158,8 @@ def ensure_topics(
         wanted[topics.dlq] = topics.partitions
     if wanted:
         configs = {"max.message.bytes": str(max_message_bytes)} if max_message_bytes else {}
-        request = {
-            name: {"num_partitions": count, "replication_factor": topics.replication, "configs": configs}
-            for name, count in wanted.items()
-        }
-        response = admin.create_topics(request, timeout_ms=timeout_ms, raise_errors=False)
-        for topic in response.get("topics", ()):
-            code = topic.get("error_code", 0)
-            if code not in (0, _TOPIC_ALREADY_EXISTS):  # created meanwhile by someone else: checked below
-                msg = (
-                    f"Kafka refused to create topic {topic.get('name')} with {wanted.get(topic.get('name'))} "
-                    f"partitions and replication {topics.replication}: {topic.get('error_message') or code} "
-                    "(check topics.replication against the number of brokers, and the client's ACLs)"
-                )
-                raise WorkerError(msg)
-        admin.wait_for_topics(list(wanted), timeout_ms=timeout_ms)
-        logger.info("created Kafka topics %s", ", ".join(f"{n} ({c} partitions)" for n, c in wanted.items()))
-        found = _partition_counts(admin, names)
+        specs = [TopicSpec(name, count, topics.replication, configs) for name, count in wanted.items()]
+        found = ensure_kafka_topics(admin, [*specs, *(TopicSpec(n) for n in names)], timeout_ms=timeout_ms)
         if found.get(topics.visible) != found.get(topics.infrared):
             raise _unequal(topics, found.get(topics.visible, 0), found.get(topics.infrared, 0))
     if found[topics.visible] != topics.partitions:
@@ -221,16 +198,13 @@ def make_producer(settings: Settings) -> Any:
 
 def prepare_topics(settings: Settings) -> dict[str, int]:
     """Create or check the topics of ``settings`` with a short-lived admin client (see :func:`ensure_topics`)."""
-    from kafka.errors import KafkaError
-
-    admin = kafka_admin(settings.kafka)
-    try:
-        return ensure_topics(admin, settings.topics, max_message_bytes=_max_message_bytes(settings))
-    except KafkaError as exc:
-        msg = f"could not check or create the Kafka topics on {settings.kafka.bootstrap}: {type(exc).__name__}: {exc}"
-        raise WorkerError(msg) from exc
-    finally:
-        admin.close()
+    return cast(
+        dict[str, int],
+        with_admin(
+            lambda: kafka_admin(settings.kafka), settings.kafka.bootstrap,
+            lambda admin: ensure_topics(admin, settings.topics, max_message_bytes=_max_message_bytes(settings)),
+        ),
+    )  # fmt: skip
 
 
 def last_published_seqs(settings: Settings, cameras: Iterable[str] | None = None, window: int = 64) -> dict[str, int]:

@@ -4,21 +4,23 @@
     worker.run(timeout=60, count=10)        # or run() until stop() / SIGTERM
 
 Per record: parse the request (:mod:`inspector.medical.request`) → read the series → draft the report
-→ ``SET medical:report:{StudyInstanceUID}`` (JSON, TTL) → commit. A record the worker cannot use goes
-to the dead-letter topic with ``dlq_reason`` / ``dlq_detail`` headers and is committed; the worker never
-stops on bad input. When Redis refuses, the record is read again after a back-off (nothing is
-committed before its report is stored). Logs name studies by a hash tag, never by UID or patient data;
-metric labels are reasons and finding types only.
+→ ``{prefix}:report:{StudyInstanceUID}`` (JSON, TTL, written once per record with an entry in
+``{prefix}:stream``: :class:`~workers.stores.ClaimedStore`) → commit, through :mod:`workers.kafka`.
+A record the worker cannot use goes to the dead-letter topic with ``dlq_reason`` / ``dlq_detail``
+headers and is committed; the worker never stops on bad input. When Redis refuses, the worker holds
+(polls nothing new, keeps its partitions) and retries with back-off from ``store_retry_s``; nothing
+is committed before its report is stored. Logs name studies by a hash tag, never by UID or patient
+data; metric labels are reasons and finding types only.
 
 Metrics (``MedicalMetrics``, on the registry passed in):
 
 * ``inspector_medical_studies_total``: reports stored.
 * ``inspector_medical_latency_seconds``: record received → report stored.
-* ``inspector_medical_errors_total{reason}``: records sent to the dead-letter topic, by reason
-  (:data:`inspector.medical.request.REASONS`), plus ``store`` for refused Redis writes (retried).
 * ``inspector_medical_findings_total{type}``: findings reported, by lesion type.
-* ``inspector_medical_ready``: 1 while the worker polls with partitions assigned.
 * ``inspector_medical_model_info{name,version,sha256}``: always 1; which report model serves (file digest).
+* the delivery metrics (:mod:`workers.kafka.metrics`) under ``inspector_medical``: ``dlq_total{reason}``
+  (:data:`inspector.medical.request.REASONS`), ``store_errors_total``, ``holding``, ``ready``,
+  ``last_poll_timestamp_seconds``, ``consumer_rebuilds_total``, ``orphaned_joins_total``.
 """
 
 from __future__ import annotations
@@ -32,9 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from pydantic import BaseModel, ConfigDict, Field
 
 import mla
@@ -44,7 +44,9 @@ from inspector.medical.report import draft_report
 from inspector.medical.request import REASONS, RequestError, load_volume, parse_request
 from inspector.medical.vocab import TYPES, ReportTokenizer
 from workers.clients import kafka_consumer, kafka_producer
-from workers.shell import Backoff, WorkerShell, dead_letter_headers
+from workers.kafka.checkpoint import Checkpoint, Outcome
+from workers.kafka.metrics import DeliveryMetrics
+from workers.shell import WorkerShell
 from workers.stores import Claim, ClaimedStore
 
 logger = logging.getLogger(__name__)
@@ -84,12 +86,9 @@ class MedicalMetrics:
             "inspector_medical_latency_seconds", "Record received to report stored.", buckets=LATENCY_BUCKETS_S,
             registry=r,
         )  # fmt: skip
-        self.errors = Counter("inspector_medical_errors_total", "Records rejected, by reason.", ["reason"], registry=r)
         self.findings = Counter("inspector_medical_findings_total", "Findings reported, by type.", ["type"], registry=r)
-        self.ready = Gauge("inspector_medical_ready", "1 while the worker polls with partitions.", registry=r)
         self.model = Info("inspector_medical_model", "The report model this worker serves.", registry=r)
-        for reason in (*REASONS, "store"):
-            self.errors.labels(reason)
+        self.delivery = DeliveryMetrics(r, "inspector_medical", REASONS)
         for kind in TYPES:
             self.findings.labels(kind)
 
@@ -100,6 +99,7 @@ class MedicalReport:
 
     records: int = 0
     stored: int = 0
+    already_stored: int = 0
     dlq: Tally[str] = field(default_factory=Tally)
     store_errors: int = 0
     seconds: float = 0.0
@@ -116,10 +116,12 @@ class MedicalWorker(WorkerShell[MedicalReport]):
         store: Where reports go, written once per record (``ClaimedStore(client, config.key_prefix, config.ttl_s)``).
         metrics: Prometheus metrics; ``None`` records nothing.
         info: Model name, version, sha256 copied into each report.
-        consumer: A ready consumer (tests); default: built from settings.
+        consumer: An unsubscribed consumer (tests); default: built from settings (and rebuilt by the watchdog).
         producer: For dead letters; default: built from settings.
 
     """
+
+    stale_after_s = 30.0  # one study can take seconds
 
     def __init__(
         self,
@@ -136,20 +138,21 @@ class MedicalWorker(WorkerShell[MedicalReport]):
     ) -> None:
         self.settings, self.config = settings, config
         self.model, self.tokenizer, self.store, self.metrics = model, tokenizer, store, metrics
+        self.delivery = metrics.delivery if metrics is not None else None
         self.info = dict(info or {})
         served = {key: str(self.info.get(key, "")) for key in ("name", "version", "sha256")}
         logger.info("serving report model %s version %s (sha256 %s)", *served.values())
         if metrics is not None:
             metrics.model.info(served)
-        self.consumer = consumer or self._new_consumer()
+        make = self._new_consumer if consumer is None else None
+        self.consumer = self.group_consumer(make, [config.topic], given=consumer)
         self.producer = producer or kafka_producer(
             settings.kafka, acks="all", retries=5, max_request_size=max(1_048_576, 2 * config.max_inline_bytes)
         )
-        self.report = MedicalReport()
-        self.backoff = Backoff(config.store_retry_s)
-        self.consumer.subscribe([config.topic])
-        if consumer is None:
-            self.consumer_factory = self._subscribed_consumer
+        self.checkpoint = Checkpoint(
+            self.consumer, self.producer, store, dlq=config.dlq, retry_s=config.store_retry_s, metrics=self.delivery
+        )
+        self.report = MedicalReport(dlq=self.checkpoint.dead_letters)
 
     def _new_consumer(self) -> KafkaConsumer:
         config = self.config
@@ -160,34 +163,30 @@ class MedicalWorker(WorkerShell[MedicalReport]):
             max_partition_fetch_bytes=max(1_048_576, 2 * config.max_inline_bytes),
         )  # fmt: skip
 
-    def _subscribed_consumer(self) -> KafkaConsumer:
-        consumer = self._new_consumer()
-        consumer.subscribe([self.config.topic])
-        return consumer
-
-    stale_after_s = 30.0  # one study can take seconds
-
     def settled(self) -> int:
-        """Studies stored or dead-lettered."""
-        return self.report.stored + sum(self.report.dlq.values())
+        """Studies stored (now or before) or dead-lettered."""
+        return self.report.stored + self.report.already_stored + sum(self.report.dlq.values())
 
     def step(self) -> None:
-        """Poll, then settle each record in order; a refused store re-reads that record after a back-off."""
-        polled = self.consumer.poll(timeout_ms=200)
-        self.polled()
-        for tp, messages in polled.items():
-            for message in messages:
-                self.report.records += 1
-                if not self._handle(tp, message):  # Redis refused: read this record again after a back-off
-                    self.consumer.seek(tp, message.offset)
-                    self.backoff.wait()
-                    break
-                self.backoff.reset()
-                self._commit(tp, message.offset + 1)
+        """Poll (or hold while Redis refuses), draft a report per record, write each as it is drafted, commit."""
+        if not self.checkpoint.flush():
+            self.consumer.hold(self.checkpoint.retry_at)
+            self.polled()
+        else:
+            polled = self.consumer.poll(200)
+            self.polled()
+            for messages in polled.values():
+                for message in messages:
+                    self.report.records += 1
+                    self.checkpoint.consumed((message.topic, message.partition, message.offset))
+                    self.checkpoint.add(self._handle(message))
+                    self.checkpoint.flush()
+        self.report.store_errors = self.checkpoint.store_errors
 
-    def _handle(self, tp: TopicPartition, message: Any) -> bool:
-        """Settle one record: report stored or dead letter sent → True; store refused → False."""
+    def _handle(self, message: Any) -> Outcome:
+        """What one record became: its report to store, or its dead letter."""
         received = time.monotonic()
+        position = (message.topic, message.partition, message.offset)
         headers = [(name, value) for name, value in (message.headers or [])]
         try:
             request = parse_request(
@@ -200,49 +199,28 @@ class MedicalWorker(WorkerShell[MedicalReport]):
             except (mla.MLAError, RuntimeError, ValueError) as exc:
                 raise RequestError("model_error", f"{type(exc).__name__}: {exc}") from None
         except RequestError as exc:
-            return self._dead_letter(tp, message, exc)
-        document = report.to_dict()
-        record = f"{tp.topic}/{tp.partition}/{message.offset}"
-        claim = Claim(record, self.config.report_key(request.study_uid), request.study_uid, json.dumps(document))
-        try:
-            self.store.put_many([claim])
-        except Exception as exc:  # redis-py raises its own ConnectionError/TimeoutError family
-            self.report.store_errors += 1
+            where = "/".join(map(str, position))
+            logger.info("record %s to %s: %s", where, self.config.dlq, exc.reason)
+            return self.checkpoint.letter(position, message.value, message.key, headers, exc.reason, exc.detail)
+        record = "/".join(map(str, position))
+        claim = Claim(
+            record, self.config.report_key(request.study_uid), request.study_uid, json.dumps(report.to_dict())
+        )
+
+        def written(fresh: Any) -> None:
+            if not fresh:  # this record was stored before a crash or a rebalance: read again, written once
+                self.report.already_stored += 1
+                return
+            self.report.stored += 1
+            took = time.monotonic() - received
+            logger.info("study %s: %d findings, %.0f ms", request.tag, len(report.findings), 1e3 * took)
             if self.metrics is not None:
-                self.metrics.errors.labels("store").inc()
-            logger.warning("study %s: report store refused (%s); retrying", request.tag, type(exc).__name__)
-            return False
-        self.report.stored += 1
-        logger.info(
-            "study %s: %d findings, %.0f ms", request.tag, len(report.findings), 1e3 * (time.monotonic() - received)
-        )
-        if self.metrics is not None:
-            self.metrics.studies.inc()
-            self.metrics.latency.observe(time.monotonic() - received)
-            for finding in report.findings:
-                self.metrics.findings.labels(finding.type).inc()
-        return True
+                self.metrics.studies.inc()
+                self.metrics.latency.observe(took)
+                for finding in report.findings:
+                    self.metrics.findings.labels(finding.type).inc()
 
-    def _dead_letter(self, tp: TopicPartition, message: Any, error: RequestError) -> bool:
-        headers = dead_letter_headers(
-            message.headers, error.reason, error.detail, topic=tp.topic, partition=tp.partition, offset=message.offset
-        )
-        try:
-            self.producer.send(self.config.dlq, value=message.value, key=message.key, headers=headers).get(timeout=10)
-        except KafkaError as exc:
-            logger.warning("dead-letter topic refused a record (%s); retrying", type(exc).__name__)
-            return False
-        self.report.dlq[error.reason] += 1
-        if self.metrics is not None:
-            self.metrics.errors.labels(error.reason).inc()
-        logger.info("record %s/%d@%d to %s: %s", tp.topic, tp.partition, message.offset, self.config.dlq, error.reason)
-        return True
-
-    def _commit(self, tp: TopicPartition, offset: int) -> None:
-        try:
-            self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
-        except KafkaError as exc:  # a rebalance: the record may be read again; its report is simply rewritten
-            logger.warning("offset commit failed (%s)", exc)
+        return Outcome((position,), item=claim, written=written)
 
 
 def study_headers(study_uid: str, content: str = "dicom", **patient: str | float | None) -> list[tuple[str, bytes]]:

@@ -11,7 +11,6 @@ Worker (``WorkerMetrics``):
 * ``inspector_pairs_total``: visible/infrared pairs formed and sent to the model.
 * ``inspector_unpaired_total{reason}``: frames given up on unpaired (``no_partner``, ``late``,
   ``ambiguous``, ``duplicate``, ``stale``; see ``inspector.sync``).
-* ``inspector_dlq_total{reason}``: records sent to the dead-letter topic, by reason.
 * ``inspector_parts_total{verdict}``: inspected captures by verdict (``OK``, ``NG``).
 * ``inspector_defects_total{defect_class}``: defects found, by class (``crack``).
 * ``inspector_crack_width_mm``: histogram of each crack's maximum width; the buckets bracket the
@@ -25,10 +24,11 @@ Worker (``WorkerMetrics``):
 * ``inspector_assigned_partitions``: Kafka partitions this worker holds now.
 * ``inspector_consumer_lag_records{topic,partition}``: records behind the partition end; revoked
   partitions drop out.
-* ``inspector_store_errors_total``: Redis/Kafka writes refused (the write is retried).
-* ``inspector_ready``: 1 when the worker is ready (model loaded, partitions assigned), else 0.
 * ``inspector_model_info{name,version,width,backend,sha256}``: always 1; which model serves.
-* ``inspector_last_poll_timestamp_seconds``: Unix time of the last Kafka poll (alert when stale).
+* the delivery metrics (:mod:`workers.kafka.metrics`) under ``inspector``: ``inspector_dlq_total{reason}``
+  (:class:`inspector.stream.RejectReason` and ``write_failed``), ``inspector_store_errors_total``,
+  ``inspector_holding``, ``inspector_ready``, ``inspector_last_poll_timestamp_seconds``,
+  ``inspector_consumer_rebuilds_total``, ``inspector_orphaned_joins_total``.
 
 Gateway (``GatewayMetrics``):
 
@@ -45,6 +45,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from inspector.stream import RejectReason
+from workers.kafka.metrics import DeliveryMetrics
 
 __all__ = [
     "BATCH_BUCKETS",
@@ -66,6 +69,7 @@ VERDICTS = ("OK", "NG")
 DEFECT_CLASSES = ("crack",)
 UNPAIRED_REASONS = ("no_partner", "late", "ambiguous", "duplicate", "stale")
 DROP_REASONS = ("source_error", "encode_error", "publish_error", "overflow")
+DLQ_REASONS = tuple(str(reason) for reason in RejectReason)
 
 CRACK_WIDTH_BUCKETS_MM = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0)
 INFERENCE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -97,7 +101,6 @@ class WorkerMetrics:
         self.frames = Counter("inspector_frames_consumed_total", "Frames read from Kafka.", ["modality"], registry=r)
         self.pairs = Counter("inspector_pairs_total", "Visible/infrared pairs formed.", registry=r)
         self.unpaired = Counter("inspector_unpaired_total", "Frames given up on unpaired.", ["reason"], registry=r)
-        self.dlq = Counter("inspector_dlq_total", "Records sent to the dead-letter topic.", ["reason"], registry=r)
         self.parts = Counter("inspector_parts_total", "Inspected captures by verdict.", ["verdict"], registry=r)
         self.defects = Counter("inspector_defects_total", "Defects found by class.", ["defect_class"], registry=r)
         self.crack_width = Histogram(
@@ -120,10 +123,8 @@ class WorkerMetrics:
         self.lag = Gauge(
             "inspector_consumer_lag_records", "Records behind the partition end.", ["topic", "partition"], registry=r
         )
-        self.store_errors = Counter("inspector_store_errors_total", "Store writes refused (retried).", registry=r)
-        self.ready = Gauge("inspector_ready", "1 when the worker is ready, else 0.", registry=r)
         self.model_info = Info("inspector_model", "The model this worker serves.", registry=r)
-        self.last_poll = Gauge("inspector_last_poll_timestamp_seconds", "Unix time of the last Kafka poll.", registry=r)
+        self.delivery = DeliveryMetrics(r, "inspector", DLQ_REASONS)
         self._lag_keys: set[tuple[str, str]] = set()
 
         _zero(self.frames, MODALITIES)

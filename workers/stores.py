@@ -82,6 +82,10 @@ class ClaimedStore:
         """``{prefix}:claim:{record}``."""
         return f"{self.prefix}:claim:{record}"
 
+    def write(self, claims: Sequence[Claim]) -> list[bool]:
+        """The sink of :class:`~workers.kafka.checkpoint.Checkpoint`: :meth:`put_many`."""
+        return self.put_many(claims)
+
     def put_many(self, claims: Sequence[Claim]) -> list[bool]:
         """Write documents in one round trip; per claim, whether it was written now (False: written before).
 

@@ -1,27 +1,32 @@
-"""The VQA worker: Kafka ``vqa.requests`` → decode → answer in batches → Redis (TTL) [+ reply topic] → commit.
+"""The VQA worker: Kafka ``vqa.requests`` → decode → answer in batches → Redis (TTL) [+ reply topics] → commit.
 
     worker = VQAWorker(model, AnswerStore(redis_client), consumer, producer, VQATopics(), metrics=VQAMetrics(registry))
     worker.run(timeout=60, count=100)      # or run() until stop() / SIGTERM
 
-Delivery is at-least-once: offsets are committed after every answer and dead letter of a poll is
-written; storing an answer twice writes the same key again. A request the model cannot answer (no
-id, empty question, unknown words, random bytes, a grey or non-square image, a ``reply_to`` topic not
-on the allow-list) goes to the dead-letter topic with ``dlq_reason`` and, when its id is readable, an
-error document to its Redis key; the worker carries on. When Redis or Kafka refuse a write the worker
-retries what failed with back-off (``retry_s`` doubling to 30 s), ``write_attempts`` times in all;
-then each request whose answer is still unwritten is dead-lettered as ``write_failed``, so a write
-that can never succeed does not wedge the worker. Should the dead-letter topic refuse too, the worker
-holds (back-off, nothing committed) until it takes them. The contract is in :mod:`inspector.vqa.requests`.
+Delivery goes through :mod:`workers.kafka`: a request's offset is committed once its answer is stored
+(written once per record: :class:`~workers.stores.ClaimedStore`) and its replies acknowledged, or
+once its dead letter is. A request the model cannot answer (no id, empty question, unknown words,
+random bytes, a grey or non-square image, a ``reply_to`` topic not on the allow-list) goes to the
+dead-letter topic with ``dlq_reason`` and, when its id is readable, an error document to its Redis
+key; the worker carries on. When Redis or Kafka refuse a write the worker holds (polls nothing new,
+keeps its partitions) and retries what failed with back-off (``retry_s`` doubling to 30 s),
+``write_attempts`` times in all; then each request still unwritten is dead-lettered as
+``write_failed``, so a write that can never succeed does not wedge the worker. Should the
+dead-letter topic refuse too, the worker holds until it takes them. Replies are at-least-once
+(a record read again after a crash is replied to again; its answer is not stored twice). The
+request contract is in :mod:`inspector.vqa.requests`.
 
 Metrics (``VQAMetrics(registry)``):
 
 * ``inspector_vqa_requests_total``: request records read.
 * ``inspector_vqa_answers_total``: answers stored.
-* ``inspector_vqa_errors_total{reason}``: refused requests by reason (:data:`inspector.vqa.errors.REASONS`).
 * ``inspector_vqa_latency_seconds``: record timestamp → answer stored.
 * ``inspector_vqa_inference_seconds``: one batched model call.
 * ``inspector_vqa_batch_requests``: requests per model call.
-* ``inspector_vqa_store_errors_total``, ``inspector_vqa_ready``, ``inspector_vqa_model_info{fusion,sha256}``.
+* ``inspector_vqa_model_info{fusion,sha256}``.
+* the delivery metrics (:mod:`workers.kafka.metrics`) under ``inspector_vqa``: ``dlq_total{reason}``
+  (:data:`inspector.vqa.errors.REASONS` and ``write_failed``), ``store_errors_total``, ``holding``,
+  ``ready``, ``last_poll_timestamp_seconds``, ``consumer_rebuilds_total``, ``orphaned_joins_total``.
 """
 
 from __future__ import annotations
@@ -34,14 +39,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Histogram, Info
 from prometheus_client import Counter as PromCounter
 
 from inspector.vqa.data import decode_image
 from inspector.vqa.errors import REASONS, VQAInputError
 from inspector.vqa.model import VQAModel
 from inspector.vqa.requests import (
-    VQARequest,
     answer_document,
     error_document,
     is_topic_name,
@@ -49,7 +53,9 @@ from inspector.vqa.requests import (
     request_id_of,
 )
 from workers.errors import WorkerError
-from workers.shell import Backoff, WorkerShell, dead_letter_headers
+from workers.kafka.checkpoint import Checkpoint, Outcome, Outgoing, Position
+from workers.kafka.metrics import DeliveryMetrics
+from workers.shell import WorkerShell
 from workers.stores import Claim, ClaimedStore
 
 logger = logging.getLogger(__name__)
@@ -65,7 +71,6 @@ class VQAMetrics:
         r = registry
         self.requests = PromCounter("inspector_vqa_requests_total", "VQA request records read.", registry=r)
         self.answers = PromCounter("inspector_vqa_answers_total", "VQA answers stored.", registry=r)
-        self.errors = PromCounter("inspector_vqa_errors_total", "Refused VQA requests.", ["reason"], registry=r)
         self.latency = Histogram(
             "inspector_vqa_latency_seconds", "Request record timestamp to answer stored.", buckets=LATENCY_BUCKETS_S,
             registry=r,
@@ -76,11 +81,8 @@ class VQAMetrics:
         self.batch = Histogram(
             "inspector_vqa_batch_requests", "Requests per model call.", buckets=BATCH_BUCKETS, registry=r
         )
-        self.store_errors = PromCounter("inspector_vqa_store_errors_total", "Writes refused (retried).", registry=r)
-        self.ready = Gauge("inspector_vqa_ready", "1 when the worker is ready, else 0.", registry=r)
         self.model = Info("inspector_vqa_model", "The VQA model this worker serves.", registry=r)
-        for reason in REASONS:
-            self.errors.labels(reason)
+        self.delivery = DeliveryMetrics(r, "inspector_vqa", REASONS)
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class VQAReport:
 
     requests: int = 0
     answered: int = 0
+    already_stored: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     store_errors: int = 0
     seconds: float = 0.0
@@ -162,46 +165,10 @@ class VQAReport:
         """JSON-able."""
         rate = self.answered / self.seconds if self.seconds > 0 else 0.0
         return {
-            "requests": self.requests, "answered": self.answered, "errors": dict(self.errors),
+            "requests": self.requests, "answered": self.answered, "already_stored": self.already_stored,
+            "errors": dict(self.errors),
             "store_errors": self.store_errors, "seconds": round(self.seconds, 3), "answers_per_s": round(rate, 2),
         }  # fmt: skip
-
-
-@dataclass
-class _Dead:
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
-    reason: str
-    detail: str
-    request_id: str | None
-    record: str
-
-
-@dataclass
-class _Sent:
-    """An answered request: its record's send time (seconds), the request, and its record's key and headers."""
-
-    at: float
-    request: VQARequest
-    key: bytes | None
-    headers: list[tuple[str, bytes]]
-    record: str
-
-    def letter(self, reason: str, detail: str) -> _Dead:
-        """The dead letter of this request."""
-        return _Dead(self.key, self.request.image, self.headers, reason, detail, self.request.request_id, self.record)
-
-
-@dataclass(frozen=True)
-class _Out:
-    """One record to produce; ``owner``: the answered request (index into the batch) it replies for, else None."""
-
-    topic: str
-    value: bytes
-    key: bytes | None
-    headers: list[tuple[str, bytes]] | None = None
-    owner: int | None = None
 
 
 class VQAWorker(WorkerShell[VQAReport]):
@@ -210,13 +177,15 @@ class VQAWorker(WorkerShell[VQAReport]):
     Args:
         model: The VQA model.
         store: Where answers go.
-        consumer: A ``KafkaConsumer`` subscribed to ``topics.requests`` (offsets committed by hand).
+        consumer: An unsubscribed ``KafkaConsumer`` (offsets committed by hand; tests pass a fake),
+            or ``None`` with ``make_consumer``.
         producer: A ``KafkaProducer`` for dead letters and replies.
         topics: Topic names.
+        make_consumer: Builds a fresh consumer, now and whenever the watchdog replaces a stuck one.
         metrics: Prometheus metrics; None records nothing.
         batch: Most requests per model call (and per poll).
-        write_attempts: Tries to store and send a batch's answers before the unwritten ones are
-            dead-lettered as ``write_failed`` (7: about a minute of back-off).
+        write_attempts: Refused rounds of writes before a request still unwritten is dead-lettered
+            as ``write_failed`` (7: about a minute of back-off).
         retry_s: First back-off after a refused write; doubles up to 30 s.
         clock: Wall-clock seconds (tests pass a fake one).
 
@@ -230,6 +199,7 @@ class VQAWorker(WorkerShell[VQAReport]):
         producer: Any,
         topics: VQATopics | None = None,
         *,
+        make_consumer: Callable[[], Any] | None = None,
         metrics: VQAMetrics | None = None,
         batch: int = 16,
         write_attempts: int = 7,
@@ -238,184 +208,119 @@ class VQAWorker(WorkerShell[VQAReport]):
     ) -> None:
         if write_attempts < 1:
             raise WorkerError(f"write_attempts must be at least 1, got {write_attempts}")
-        self.model, self.store, self.consumer, self.producer = model, store, consumer, producer
+        self.model, self.store, self.producer = model, store, producer
         self.topics = topics or VQATopics()
         self.metrics, self.batch, self.clock = metrics, batch, clock
-        self.write_attempts, self.retry_s = write_attempts, retry_s
-        self.report = VQAReport()
+        self.delivery = metrics.delivery if metrics is not None else None
+        self.consumer = self.group_consumer(make_consumer, [self.topics.requests], given=consumer)
+        self.checkpoint = Checkpoint(
+            self.consumer, producer, store, dlq=self.topics.dlq, retry_s=retry_s, give_up_after=write_attempts,
+            metrics=self.delivery,
+        )  # fmt: skip
+        self.report = VQAReport(errors=self.checkpoint.dead_letters)
         self.info = {"fusion": model.fusion, "sha256": model.sha256[:16]}
         logger.info("serving %s VQA model (sha256 %s)", model.fusion, model.sha256)
         if metrics is not None:
             metrics.model.info(self.info)
 
     def settled(self) -> int:
-        """Requests answered or refused."""
-        return self.report.answered + sum(self.report.errors.values())
+        """Requests answered (now or before) or refused."""
+        return self.report.answered + self.report.already_stored + sum(self.report.errors.values())
 
     def step(self) -> int:
-        """Poll once, answer what came, write, commit; the number of records handled."""
-        polled = self.consumer.poll(timeout_ms=200, max_records=self.batch)
+        """Poll once (or hold while writes are refused), answer what came, write, commit; records taken."""
+        if not self.checkpoint.flush():
+            self.consumer.hold(self.checkpoint.retry_at)
+            self.polled()
+            self.report.store_errors = self.checkpoint.store_errors
+            return 0
+        polled = self.consumer.poll(200, max_records=self.batch)
         self.polled()
         records = [m for messages in polled.values() for m in messages]
-        if not records:
-            return 0
-        self.report.requests += len(records)
-        if self.metrics is not None:
-            self.metrics.requests.inc(len(records))
-        documents, dead, sent = self.handle(records)
-        failed = self._write(documents, dead, sent)
-        now = self.clock()
-        for index, item in enumerate(sent):
-            if index in failed:
-                continue
-            self.report.answered += 1
+        if records:
+            self.report.requests += len(records)
             if self.metrics is not None:
-                self.metrics.answers.inc()
-                self.metrics.latency.observe(max(0.0, now - item.at))
-        for letter in [*dead, *failed.values()]:
-            self.report.errors[letter.reason] += 1
-            if self.metrics is not None:
-                self.metrics.errors.labels(letter.reason).inc()
-            logger.info("request %s refused: %s (%s)", letter.request_id or "?", letter.reason, letter.detail)
-        self._commit()
+                self.metrics.requests.inc(len(records))
+            for m in records:
+                self.checkpoint.consumed((m.topic, m.partition, m.offset))
+            for outcome in self.handle(records):
+                self.checkpoint.add(outcome)
+            self.checkpoint.flush()
+        self.report.store_errors = self.checkpoint.store_errors
         return len(records)
 
-    def handle(self, records: Sequence[Any]) -> tuple[list[dict[str, Any]], list[_Dead], list[_Sent]]:
-        """Answer documents, dead letters, and the answered requests (in the documents' order)."""
-        good: list[tuple[_Sent, Any]] = []
-        dead: list[_Dead] = []
+    def handle(self, records: Sequence[Any]) -> list[Outcome]:
+        """What each request became: an answer to store and reply, or a dead letter (with an error document)."""
+        good: list[tuple[Any, list[tuple[str, bytes]], Any, Any]] = []
+        outcomes: list[Outcome] = []
         for m in records:
             headers = [(str(k), bytes(v or b"")) for k, v in (m.headers or [])]
-            record = f"{m.topic}/{m.partition}/{m.offset}"
             try:
                 request = parse_request(m.key, m.value, headers, reply_topics=self.topics.reply_topics)
                 self.model.tokenizer.encode(request.question)
                 image = decode_image(request.image, self.model.side)
             except VQAInputError as exc:
-                rid = request_id_of(m.key, headers)
-                dead.append(_Dead(m.key, m.value or b"", headers, exc.reason, str(exc), rid, record))
+                outcomes.append(self._refused(m, headers, exc.reason, str(exc), request_id_of(m.key, headers)))
                 continue
-            at = m.timestamp / 1000 if m.timestamp else self.clock()
-            good.append((_Sent(at, request, m.key, headers, record), image))
-        documents: list[dict[str, Any]] = []
+            good.append((m, headers, request, image))
         if not good:
-            return documents, dead, []
+            return outcomes
         started = time.perf_counter()
         try:
-            answers = self.model.answer([image for _, image in good], [item.request.question for item, _ in good])
+            answers = self.model.answer([image for *_, image in good], [request.question for _, _, request, _ in good])
         except Exception as exc:  # a model failure must not stop the worker: dead-letter the batch
             logger.exception("model call failed for %d requests", len(good))
             detail = f"{type(exc).__name__}: {exc}"
-            return documents, dead + [item.letter("model_error", detail) for item, _ in good], []
-        took = time.perf_counter() - started
+            return outcomes + [self._refused(m, h, "model_error", detail, r.request_id) for m, h, r, _ in good]
         if self.metrics is not None:
-            self.metrics.inference.observe(took)
+            self.metrics.inference.observe(time.perf_counter() - started)
             self.metrics.batch.observe(len(good))
         now = self.clock()
-        for (item, _), answer in zip(good, answers, strict=True):
-            latency_ms = (now - item.at) * 1000
-            documents.append(answer_document(item.request, answer.to_dict(), self.info, latency_ms, now))
-        return documents, dead, [item for item, _ in good]
+        for (m, headers, request, _), answer in zip(good, answers, strict=True):
+            at = m.timestamp / 1000 if m.timestamp else now
+            document = answer_document(request, answer.to_dict(), self.info, (now - at) * 1000, now)
+            position: Position = (m.topic, m.partition, m.offset)
+            body, key = json.dumps(document).encode(), request.request_id.encode()
+            replies = [
+                Outgoing(t, body, key) for t in sorted({t for t in (self.topics.replies, request.reply_to) if t})
+            ]
 
-    def _write(self, documents: list[dict[str, Any]], dead: list[_Dead], sent: list[_Sent]) -> dict[int, _Dead]:
-        """Store answers and error documents, send dead letters and replies; the requests given up on.
+            def give_up(detail: str, m: Any = m, headers: Any = headers, rid: str = request.request_id) -> Outcome:
+                return self._refused(m, headers, "write_failed", detail, rid, store_error=False)
 
-        What fails is retried with back-off, and only what failed (a reply already sent is not sent
-        again), ``write_attempts`` times in all. Then every answered request whose answer is still
-        unstored or unsent is dead-lettered as ``write_failed`` (returned by its index in ``sent``),
-        and the dead letters are sent until the dead-letter topic takes them: the caller commits only
-        once every request is written or dead-lettered.
+            def written(fresh: Any, at: float = at) -> None:
+                self._answered(at, bool(fresh))
 
-        Raises:
-            WorkerError: Asked to stop while a write was still refused (nothing is committed).
+            outcomes.append(Outcome(
+                (position,), item=self.store.claim(_record(position), document), produce=replies,
+                written=written, give_up=give_up,
+            ))  # fmt: skip
+        return outcomes
 
-        """
-        now = self.clock()
-        unstored = [self.store.claim(item.record, document) for document, item in zip(documents, sent, strict=True)]
-        unstored += [
-            self.store.claim(d.record, error_document(d.request_id, d.reason, d.detail, now))
-            for d in dead
-            if d.request_id
-        ]
-        outgoing = [self._dead_letter(letter) for letter in dead]
-        for owner, (document, item) in enumerate(zip(documents, sent, strict=True)):
-            outgoing += self._replies(document, item.request.reply_to, owner)
-        backoff, why = Backoff(self.retry_s), ""
-        for attempt in range(self.write_attempts):
-            if attempt:
-                self._wait(backoff, f"could not write {len(documents)} answers ({why})")
-            if unstored:
-                try:
-                    self.store.put_many(unstored)
-                    unstored = []
-                except Exception as exc:  # Redis refusing: keep the answers, retry, commit nothing meanwhile
-                    why = f"Redis: {type(exc).__name__}: {exc}"
-                    self._refused()
-                    continue
-            outgoing, why = self._send(outgoing)
-            if not outgoing:
-                return {}
-            self._refused()
-        given_up = range(len(sent)) if unstored else sorted({o.owner for o in outgoing if o.owner is not None})
-        detail = f"the answer could not be written in {self.write_attempts} attempts: {why}"
-        failed = {index: sent[index].letter("write_failed", detail) for index in given_up}
-        logger.error("giving up on %d answers after %d attempts: %s", len(failed), self.write_attempts, why)
-        outgoing = [o for o in outgoing if o.owner is None] + [self._dead_letter(d) for d in failed.values()]
-        while True:
-            outgoing, why = self._send(outgoing)
-            if not outgoing:
-                return failed
-            self._refused()
-            self._wait(backoff, f"the dead-letter topic {self.topics.dlq} refuses {len(outgoing)} records ({why})")
+    def _refused(
+        self, m: Any, headers: list[tuple[str, bytes]], reason: str, detail: str, request_id: str | None,
+        *, store_error: bool = True,
+    ) -> Outcome:  # fmt: skip
+        """The dead letter of a request, with its error document when its id is readable."""
+        position: Position = (m.topic, m.partition, m.offset)
+        letter = self.checkpoint.letter(position, m.value, m.key, headers, reason, detail)
+        logger.info("request %s refused: %s (%s)", request_id or "?", reason, detail)
+        if request_id and store_error:  # best effort: a store that never takes it does not hold the dead letter back
+            plain = Outcome(letter.positions, produce=list(letter.produce), reason=reason)
+            letter.item = self.store.claim(_record(position), error_document(request_id, reason, detail, self.clock()))
+            letter.give_up = lambda _detail: plain
+        return letter
 
-    def _send(self, outgoing: list[_Out]) -> tuple[list[_Out], str]:
-        """Produce records and wait for the broker's acknowledgements; those it did not take, and why."""
-        futures: list[tuple[_Out, Any]] = []
-        failed: list[_Out] = []
-        why = ""
-        for out in outgoing:
-            try:
-                futures.append((out, self.producer.send(out.topic, value=out.value, key=out.key, headers=out.headers)))
-            except Exception as exc:  # kafka-python raises on send for a topic it cannot get metadata for
-                failed.append(out)
-                why = f"{out.topic}: {type(exc).__name__}: {exc}"
-        if futures:
-            try:
-                self.producer.flush(timeout=10)
-            except Exception as exc:  # a timeout: the futures not done fail below
-                why = f"flush: {type(exc).__name__}: {exc}"
-        for out, future in futures:
-            try:
-                future.get(timeout=10)
-            except Exception as exc:  # the broker refused (a forbidden topic) or timed out
-                failed.append(out)
-                why = f"{out.topic}: {type(exc).__name__}: {exc}"
-        return failed, why
-
-    def _refused(self) -> None:
-        self.report.store_errors += 1
+    def _answered(self, at: float, fresh: bool) -> None:
+        if not fresh:  # stored before a crash or a rebalance: this record was read again, written once
+            self.report.already_stored += 1
+            return
+        self.report.answered += 1
         if self.metrics is not None:
-            self.metrics.store_errors.inc()
+            self.metrics.answers.inc()
+            self.metrics.latency.observe(max(0.0, self.clock() - at))
 
-    def _wait(self, backoff: Backoff, problem: str) -> None:
-        """Back off before trying again; refuse to when asked to stop (nothing is committed)."""
-        if self._stopping:
-            raise WorkerError(f"stopping: {problem}; nothing past it is committed, the next worker reads it again")
-        logger.warning("%s; retrying in %.0f s", problem, backoff.seconds)
-        backoff.wait()
 
-    def _dead_letter(self, letter: _Dead) -> _Out:
-        headers = dead_letter_headers(letter.headers, letter.reason, letter.detail)
-        return _Out(self.topics.dlq, letter.value, letter.key, headers)
-
-    def _replies(self, document: dict[str, Any], reply_to: str | None, owner: int) -> list[_Out]:
-        body = json.dumps(document).encode()
-        key = str(document["request_id"]).encode()
-        targets = {t for t in (self.topics.replies, reply_to) if t}
-        return [_Out(topic, body, key, owner=owner) for topic in sorted(targets)]
-
-    def _commit(self) -> None:
-        try:
-            self.consumer.commit()
-        except Exception as exc:  # a rebalance in progress: the next owner re-reads and rewrites the same keys
-            logger.warning("offset commit failed (%s); the answers are stored, re-delivery is harmless", exc)
+def _record(position: Position) -> str:
+    """A record's identity for the store's claims: ``topic/partition/offset``."""
+    return "/".join(map(str, position))

@@ -272,7 +272,7 @@ def medical_rows() -> Iterator[Row | Panel]:
         "Medical rejected studies per second by reason",
         "Records sent to medical.dlq (not_dicom, no_pixel_data, ...); `store` counts Redis writes refused (retried).",
         "short",
-        [query(f"sum by (reason) (rate(inspector_medical_errors_total{{{MEDICAL}}}[{RATE}]))", "{{reason}}")],
+        [query(f"sum by (reason) (rate(inspector_medical_dlq_total{{{MEDICAL}}}[{RATE}]))", "{{reason}}")],
         width=8,
     )
     yield graph("Medical findings per minute by type", "Findings in the stored reports, by lesion type.", "short",
@@ -300,7 +300,7 @@ def vqa_rows() -> Iterator[Row | Panel]:
     yield graph("VQA latency (p50, p95, p99)", "Request record timestamp to answer stored.", "s",
                 quantiles("inspector_vqa_latency_seconds", VQA), width=8)  # fmt: skip
     yield graph("VQA refused requests per second by reason", "Requests sent to vqa.dlq, by reason.", "short",
-                [query(f"sum by (reason) (rate(inspector_vqa_errors_total{{{VQA}}}[{RATE}]))", "{{reason}}")],
+                [query(f"sum by (reason) (rate(inspector_vqa_dlq_total{{{VQA}}}[{RATE}]))", "{{reason}}")],
                 width=8)  # fmt: skip
     yield graph("VQA inference latency (p50, p95, p99)", "One batched model call.", "s",
                 quantiles("inspector_vqa_inference_seconds", VQA), width=8)  # fmt: skip

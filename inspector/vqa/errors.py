@@ -16,7 +16,7 @@ REASONS = (
     "reply_to_not_allowed",
     "write_failed",
 )
-"""Every reason a VQA request can be refused for, as used in ``dlq_reason`` and ``inspector_vqa_errors_total``.
+"""Every reason a VQA request can be refused for, as used in ``dlq_reason`` and ``inspector_vqa_dlq_total``.
 
 ``write_failed``: the answer could not be stored or sent within the worker's write attempts.
 """

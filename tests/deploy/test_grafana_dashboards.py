@@ -61,7 +61,7 @@ def exported_names() -> set[str]:
     worker.set_model("m", "1", 1.0, "torch", "-")
     worker.set_lag({("frames.visible", 0): 0})
     worker.modal_weight.labels("visible").set(0.5)
-    worker.dlq.labels("bad_headers").inc()
+    worker.delivery.dlq.labels("bad_headers").inc()
     return {sample.name for family in registry.collect() for sample in family.samples} | {"up"}
 
 
@@ -115,10 +115,10 @@ def test_issue_panels_are_there(dashboards: ModuleType) -> None:
         "inspector_ready", "inspector_gateway_frames_published_total", "inspector_gateway_frames_dropped_total",
         "inspector_gateway_publish_seconds_bucket",
         "inspector_medical_studies_total", "inspector_medical_latency_seconds_bucket",
-        "inspector_medical_errors_total", "inspector_medical_findings_total", "inspector_medical_ready",
+        "inspector_medical_dlq_total", "inspector_medical_findings_total", "inspector_medical_ready",
         "inspector_medical_model_info", 'up{job="inspector-medical-worker"',
         "inspector_vqa_requests_total", "inspector_vqa_answers_total", "inspector_vqa_latency_seconds_bucket",
-        "inspector_vqa_inference_seconds_bucket", "inspector_vqa_batch_requests_bucket", "inspector_vqa_errors_total",
+        "inspector_vqa_inference_seconds_bucket", "inspector_vqa_batch_requests_bucket", "inspector_vqa_dlq_total",
         "inspector_vqa_store_errors_total", "inspector_vqa_ready", "inspector_vqa_model_info",
         'up{job="inspector-vqa-worker"',
     ):  # fmt: skip

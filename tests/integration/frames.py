@@ -10,7 +10,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from inspector.config import KafkaSettings, RedisSettings, Settings, TopicSettings, WorkerSettings
-from inspector.frame import encode_frame
+from inspector.frame import Frame, encode_frame
 
 VISIBLE_SHAPE, IR_SHAPE = (96, 128), (24, 32)
 
@@ -53,6 +53,22 @@ def part(seq: int) -> tuple[np.ndarray, np.ndarray]:
     return visible, infrared
 
 
+def encoded(
+    camera: str, seq: int, capture_ts_ns: int, modalities: tuple[str, ...] = ("visible", "infrared")
+) -> list[tuple[str, Frame, bytes]]:
+    """The frame records of one capture of :func:`part`: ``(modality, frame, data)``, visible first."""
+    visible, infrared = part(seq)
+    out = []
+    for modality, image in (("visible", visible), ("infrared", infrared)):
+        if modality in modalities:
+            frame, data = encode_frame(
+                image, camera_id=camera, modality=modality, seq=seq, capture_ts_ns=capture_ts_ns,  # type: ignore[arg-type]
+                mm_per_px=0.05 if modality == "visible" else None, part_id=f"{camera}-P{seq}",
+            )  # fmt: skip
+            out.append((modality, frame, data))
+    return out
+
+
 def publish(
     settings: Settings,
     cameras: list[str],
@@ -66,16 +82,9 @@ def publish(
     sent = []
     try:
         for seq in seqs:
-            visible, infrared = part(seq)
             now = time.time_ns()
             for camera in cameras:
-                for modality, image in (("visible", visible), ("infrared", infrared)):
-                    if modality not in modalities:
-                        continue
-                    frame, data = encode_frame(
-                        image, camera_id=camera, modality=modality, seq=seq, capture_ts_ns=now,  # type: ignore[arg-type]
-                        mm_per_px=0.05 if modality == "visible" else None, part_id=f"{camera}-P{seq}",
-                    )  # fmt: skip
+                for modality, frame, data in encoded(camera, seq, now, modalities):
                     topic = settings.topics.visible if modality == "visible" else settings.topics.infrared
                     producer.send(topic, value=data, key=camera.encode(), headers=frame.to_headers())
                 sent.append((camera, seq))

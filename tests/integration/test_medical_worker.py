@@ -121,7 +121,7 @@ def test_reports_are_stored_and_bad_records_dead_lettered(
 
     assert registry.get_sample_value("inspector_medical_studies_total") == len(good)
     assert registry.get_sample_value("inspector_medical_latency_seconds_count") == len(good)
-    assert registry.get_sample_value("inspector_medical_errors_total", {"reason": "not_dicom"}) == 1
+    assert registry.get_sample_value("inspector_medical_dlq_total", {"reason": "not_dicom"}) == 1
     labels = {v for metric in registry.collect() for s in metric.samples for v in s.labels.values()}
     # our own logs (kafka-python's DEBUG protocol dumps print raw records: never run it at DEBUG in production)
     ours = [r for r in caplog.records if r.name.startswith(("workers", "inspector", "mla"))]

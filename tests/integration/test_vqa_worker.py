@@ -75,7 +75,7 @@ def test_requests_are_answered_and_bad_ones_dead_lettered(stack: Stack, model_pa
         assert 0 < client.ttl(f"{prefix}:{rid}") <= 120
     assert json.loads(client.get(f"{prefix}:bad-words"))["error"] == "unknown_words"
     assert registry.get_sample_value("inspector_vqa_answers_total") == len(good)
-    assert registry.get_sample_value("inspector_vqa_errors_total", {"reason": "wrong_image"}) == 2
+    assert registry.get_sample_value("inspector_vqa_dlq_total", {"reason": "wrong_image"}) == 2
 
     consumer = KafkaConsumer(
         topics.dlq, topics.replies, bootstrap_servers=settings.kafka.servers, auto_offset_reset="earliest",

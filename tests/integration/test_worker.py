@@ -92,7 +92,7 @@ def test_fresh_groups_on_new_topics_never_stall_in_a_half_finished_join(
     """kafka-python 3.0.12 stopped driving the leader's rejoin after new topics settled (CI, 2026-12-06).
 
     Its debug logging slows its network thread enough to open the race wide: 2 of 6 such runs stalled
-    for good before :func:`workers.clients.finish_orphaned_join`.
+    for good before :func:`workers.kafka.consumer.finish_orphaned_join`.
     """
     caplog.set_level(logging.DEBUG, logger="kafka")
     restarted = 0
@@ -102,8 +102,8 @@ def test_fresh_groups_on_new_topics_never_stall_in_a_half_finished_join(
         sent = publish(settings, CAMERAS, range(1, 11))  # as the redelivery test that stalled in CI
         worker, _ = make_worker(settings)
         report = worker.run(timeout=20, count=len(sent))
-        assert report.stored == len(sent) and report.seconds < 20 and worker.consumer_rebuilds == 0
-        restarted += worker.orphaned_joins
+        assert report.stored == len(sent) and report.seconds < 20 and worker.consumer.rebuilds == 0
+        restarted += worker.consumer.orphaned_joins
     assert restarted <= 8  # at most one restart per fresh group (the settling rejoin)
 
 
@@ -243,20 +243,20 @@ def test_a_consumer_stuck_outside_its_group_is_replaced_and_nothing_is_lost_or_s
     create_topics(settings)
     sent = publish(settings, CAMERAS, range(1, 41))
     worker, client = make_worker(settings)
-    first = worker.consumer
-    worker.rejoin_after_s = 0.0  # replace at the first unsettled look: no race with a fast drain
+    first = worker.consumer.raw
+    worker.consumer.rejoin_after_s = 0.0  # replace at the first unsettled look: no race with a fast drain
     stuck = ConsumerGroupMetadata(settings.worker.group_id, 1, "member", None, MemberState.REBALANCING)
     turn, forget = worker.step, worker.forget_all
     stored_at_rebuild: list[int] = []
 
     def step() -> None:
         turn()
-        if worker.consumer is first and worker.report.stored > 0:  # kafka-python's stalled join, as seen
+        if worker.consumer.raw is first and worker.report.stored > 0:  # kafka-python's stalled join, as seen
             first.group_metadata = lambda: stuck  # type: ignore[method-assign]
 
     def forget_all() -> None:
         stored_at_rebuild.append(worker.report.stored)
-        worker.rejoin_after_s = 60.0  # the new consumer's own join takes seconds: the usual patience
+        worker.consumer.rejoin_after_s = 60.0  # the new consumer's own join takes seconds: the usual patience
         forget()
 
     worker.step = step  # type: ignore[method-assign]
@@ -264,7 +264,7 @@ def test_a_consumer_stuck_outside_its_group_is_replaced_and_nothing_is_lost_or_s
     worker.settled = lambda: worker.report.stored  # type: ignore[method-assign]  # new results only
     report = worker.run(timeout=90, count=len(sent))
 
-    assert report.consumer_rebuilds == 1 and worker.consumer is not first
+    assert report.consumer_rebuilds == 1 and worker.consumer.raw is not first
     assert 0 < stored_at_rebuild[0] < len(sent)  # the new consumer stored the rest
     assert sorted(results(client, settings)) == sorted(sent)
     assert client.xlen(f"{settings.redis.key_prefix}:results") == len(sent) == report.stored  # none twice

@@ -6,10 +6,170 @@ real clients are exercised against real servers in ``tests/integration`` and ``t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FakeRedis"]
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+__all__ = ["FakeKafkaConsumer", "FakeProducer", "FakeRedis", "FakeResultStore", "Record"]
+
+
+@dataclass
+class Record:
+    """A consumed record, as kafka-python's ``ConsumerRecord`` has it (offset set when appended)."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: int = 0
+    partition: int = 0
+    offset: int = -1
+
+
+class FakeKafkaConsumer:
+    """A subscribed group member over in-memory partition logs: polls, seeks, commits, rebalances.
+
+    Args:
+        partitions: Partition count per topic (all assigned to this member at ``subscribe``).
+        records: Records appended to their partitions' logs now.
+        refuse_commits: Commits to refuse first (as a rebalance in progress would).
+
+    Attributes:
+        commits: Every accepted commit, as ``{(topic, partition): offset}``.
+        committed: The latest committed offset per partition.
+        polls: Calls to ``poll``, with their ``max_records``.
+
+    """
+
+    def __init__(self, partitions: dict[str, int], records: Iterable[Record] = (), *, refuse_commits: int = 0) -> None:
+        self.partitions = partitions
+        self.logs: dict[TopicPartition, list[Record]] = {
+            TopicPartition(t, p): [] for t, n in partitions.items() for p in range(n)
+        }
+        self.positions: dict[TopicPartition, int] = dict.fromkeys(self.logs, 0)
+        self.assigned: set[TopicPartition] = set()
+        self.listener: Any = None
+        self.subscribed: list[str] = []
+        self.commits: list[dict[tuple[str, int], int]] = []
+        self.committed: dict[tuple[str, int], int] = {}
+        self.refuse_commits = refuse_commits
+        self.polls: list[int | None] = []
+        self.closed = False
+        for record in records:
+            self.append(record)
+
+    def append(self, record: Record) -> Record:
+        """Add a record at the end of its partition; returns it with its offset."""
+        log = self.logs[TopicPartition(record.topic, record.partition)]
+        record.offset = len(log)
+        log.append(record)
+        return record
+
+    def subscribe(self, topics: list[str], listener: Any = None) -> None:
+        """Join: the partitions of ``topics`` are assigned at the first poll, as kafka-python does."""
+        self.listener, self.subscribed = listener, list(topics)
+
+    def rebalance(self, assigned: set[TopicPartition]) -> None:
+        """Revoke everything, then assign ``assigned`` (resuming from the committed offsets)."""
+        if self.listener is not None and self.assigned:
+            self.listener.on_partitions_revoked(list(self.assigned))
+        kept = self.assigned & assigned
+        self.assigned = set(assigned)
+        for tp in assigned - kept:
+            self.positions[tp] = self.committed.get((tp.topic, tp.partition), 0)
+        if self.listener is not None:
+            self.listener.on_partitions_assigned(list(assigned))
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
+        self.polls.append(max_records)
+        if not self.assigned and self.subscribed:
+            self.rebalance({tp for tp in self.logs if tp.topic in self.subscribed})
+        out: dict[TopicPartition, list[Record]] = {}
+        room = max_records if max_records is not None else 500
+        for tp in sorted(self.assigned):
+            taken = self.logs[tp][self.positions[tp] : self.positions[tp] + room]
+            if taken:
+                out[tp] = taken
+                self.positions[tp] += len(taken)
+                room -= len(taken)
+            if room <= 0:
+                break
+        return out
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        from kafka.errors import RebalanceInProgressError
+
+        if self.refuse_commits:
+            self.refuse_commits -= 1
+            raise RebalanceInProgressError("injected")
+        done = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+        self.commits.append(done)
+        self.committed |= done
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        count = self.partitions.get(topic)
+        return set(range(count)) if count else None
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return len(self.logs[tp])
+
+    def position(self, tp: TopicPartition, timeout_ms: int = 0) -> int:
+        return self.positions[tp]
+
+    def end_offsets(self, tps: list[TopicPartition], timeout_ms: int = 0) -> dict[TopicPartition, int]:
+        return {tp: len(self.logs[tp]) for tp in tps}
+
+    def close(self, autocommit: bool = False) -> None:
+        self.closed = True
+
+
+@dataclass
+class Future:
+    """A send's result: ``get`` raises the injected error."""
+
+    error: Exception | None = None
+
+    def get(self, timeout: float = 0) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+@dataclass
+class FakeProducer:
+    """Records what it takes; ``refuse`` maps a topic to how many sends it refuses (-1: all of them)."""
+
+    sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = field(default_factory=list)
+    refuse: dict[str, int] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+    closed: bool = False
+
+    def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
+    ) -> Future:
+        if self.refuse.get(topic, 0):
+            self.refuse[topic] -= 1
+            self.refused.append(topic)
+            return Future(RuntimeError(f"TopicAuthorizationFailedError: {topic} (injected)"))
+        self.sent.append((topic, value, key, list(headers or [])))
+        return Future()
+
+    def to(self, topic: str) -> list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]:
+        """What was sent to ``topic``."""
+        return [s for s in self.sent if s[0] == topic]
+
+    def flush(self, timeout: float = 0) -> None:
+        return None
+
+    def close(self, timeout: float = 0) -> None:
+        self.closed = True
 
 
 class _ClaimScript:
@@ -80,3 +240,27 @@ class FakeRedis:
 
     def get(self, key: str) -> bytes | None:
         return self.data[key][0] if key in self.data else None
+
+
+@dataclass
+class FakeResultStore:
+    """The inspection result store in memory: idempotent per ``(camera_id, seq)``; refuses ``failures`` puts first."""
+
+    failures: int = 0
+    results: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    entries: list[tuple[str, int]] = field(default_factory=list)  # the result stream
+    refused: int = 0
+
+    def put(self, document: dict[str, Any], overlay_jpeg: bytes | None = None) -> bool:
+        from inspector.results import StoreError
+
+        if self.failures:
+            self.failures -= 1
+            self.refused += 1
+            raise StoreError("redis down (injected)")
+        key = (str(document["camera_id"]), int(document["seq"]))
+        if key in self.results:
+            return False
+        self.results[key] = document
+        self.entries.append(key)
+        return True

@@ -11,13 +11,11 @@ from typing import cast
 
 import pytest
 import redis
-from kafka.structs import MemberState
 from redis.connection import SSLConnection
 
 from inspector.config import KafkaSettings, RedisSettings
 from workers.clients import (
     ClientError,
-    finish_orphaned_join,
     kafka_admin,
     kafka_consumer,
     kafka_producer,
@@ -102,62 +100,10 @@ def test_scram_refuses_a_challenge_that_does_not_extend_our_nonce() -> None:
 
 
 def test_kafka_clients_reconnect_within_a_second_of_the_broker_coming_back() -> None:
-    from workers.clients import RECONNECT_BACKOFF_MAX_MS, _kafka
+    from workers.clients import _kafka
+    from workers.kafka.consumer import RECONNECT_BACKOFF_MAX_MS
 
     made = _kafka(lambda **kwargs: kwargs, KafkaSettings(bootstrap="127.0.0.1:1"))
     assert made["reconnect_backoff_max_ms"] == RECONNECT_BACKOFF_MAX_MS == 1000  # kafka-python's default: 30 s
     kept = _kafka(lambda **kwargs: kwargs, KafkaSettings(bootstrap="127.0.0.1:1"), reconnect_backoff_max_ms=5)
     assert kept["reconnect_backoff_max_ms"] == 5  # a caller's own choice wins
-
-
-class _Subscription:
-    def __init__(self, auto: bool) -> None:
-        self.auto = auto
-
-    def partitions_auto_assigned(self) -> bool:
-        return self.auto
-
-
-class _Coordinator:
-    """kafka-python 3.0.12's ``ConsumerCoordinator`` as far as the orphaned-join check reads it."""
-
-    def __init__(self, state: str, need_rejoin: bool, auto: bool = True) -> None:
-        self.state, self._need, self._subscription = state, need_rejoin, _Subscription(auto)
-        self.rejoin_requests = 0
-
-    def need_rejoin(self) -> bool:
-        return self._need
-
-    def request_rejoin(self) -> None:
-        self.rejoin_requests += 1
-        self._need = True
-
-
-class _Consumer:
-    def __init__(self, coordinator: object) -> None:
-        self._coordinator = coordinator
-
-
-def test_a_join_left_rebalancing_with_nothing_driving_it_is_restarted() -> None:
-    orphan = _Coordinator(MemberState.REBALANCING, need_rejoin=False)
-    assert finish_orphaned_join(_Consumer(orphan))
-    assert orphan.rejoin_requests == 1 and orphan.need_rejoin()  # the next poll joins again
-    assert not finish_orphaned_join(_Consumer(orphan))  # now driven: asked once only
-
-
-@pytest.mark.parametrize(
-    ("state", "need_rejoin", "auto"),
-    [
-        (MemberState.STABLE, False, True),  # settled
-        (MemberState.REBALANCING, True, True),  # a join poll() is still driving
-        (MemberState.UNJOINED, False, False),  # manual assignment: no group join at all
-    ],
-)
-def test_a_settled_or_driven_consumer_is_left_alone(state: str, need_rejoin: bool, auto: bool) -> None:
-    coordinator = _Coordinator(state, need_rejoin, auto)
-    assert not finish_orphaned_join(_Consumer(coordinator)) and coordinator.rejoin_requests == 0
-
-
-def test_a_consumer_without_kafka_python_internals_is_left_alone() -> None:
-    assert not finish_orphaned_join(object())
-    assert not finish_orphaned_join(_Consumer(object()))  # another client version: no need_rejoin()

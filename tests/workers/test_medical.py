@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections import namedtuple
 from pathlib import Path
-from typing import Any
 
 import pytest
-from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
 import mla
@@ -15,12 +12,11 @@ from inspector.config import Settings
 from inspector.medical.report import load_report_model, model_config, save_report_model
 from inspector.medical.training import build_tokenizer, report_corpus
 from tests.inspector.medical.conftest import TEST_FILES
-from tests.workers.fakes import FakeRedis
+from tests.workers.fakes import FakeKafkaConsumer, FakeProducer, FakeRedis, Record
 from workers.medical import MedicalConfig, MedicalMetrics, MedicalWorker, study_headers
 from workers.stores import ClaimedStore
 
-Message = namedtuple("Message", "offset key value headers")
-TP = TopicPartition("medical.studies", 0)
+TOPIC = "medical.studies"
 
 
 @pytest.fixture(scope="module")
@@ -32,53 +28,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-class FakeConsumer:
-    def __init__(self, messages: list[Message]) -> None:
-        self.messages, self.position, self.commits = messages, 0, []
-
-    def subscribe(self, topics: list[str]) -> None: ...
-
-    def poll(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Message]]:
-        batch = self.messages[self.position :]
-        self.position = len(self.messages)
-        return {TP: batch} if batch else {}
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.position = offset
-
-    def commit(self, offsets: dict[TopicPartition, Any]) -> None:
-        self.commits.append(offsets[TP].offset)
-
-    def assignment(self) -> set[TopicPartition]:
-        return {TP}
-
-    def close(self, autocommit: bool = False) -> None: ...
-
-
-class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def send(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
-        self.sent.append({"topic": topic, "headers": dict(headers)})
-
-        class Done:
-            def get(self, timeout: float) -> None: ...
-
-        return Done()
-
-    def close(self, timeout: float = 0) -> None: ...
-
-
 def test_store_outage_retries_without_committing_and_bad_input_is_dead_lettered(tiny_model: Path) -> None:
     import pydicom
 
     uid = str(pydicom.dcmread(TEST_FILES / "CT_small.dcm").StudyInstanceUID)
     messages = [
-        Message(0, b"k", (TEST_FILES / "CT_small.dcm").read_bytes(), study_headers(uid)),
-        Message(1, b"k", b"garbage", study_headers(uid)),
+        Record(TOPIC, (TEST_FILES / "CT_small.dcm").read_bytes(), b"k", study_headers(uid)),
+        Record(TOPIC, b"garbage", b"k", study_headers(uid)),
     ]
-    consumer, producer, redis = FakeConsumer(messages), FakeProducer(), FakeRedis(failures=2)
+    consumer, producer, redis = FakeKafkaConsumer({TOPIC: 1}, messages), FakeProducer(), FakeRedis(failures=2)
     registry = CollectorRegistry()
     model, tok, _ = load_report_model(tiny_model)
     config = MedicalConfig(store_retry_s=0.01, ttl_s=60)
@@ -88,20 +46,22 @@ def test_store_outage_retries_without_committing_and_bad_input_is_dead_lettered(
     )
     report = worker.run(timeout=60, count=2)
     assert report.stored == 1 and report.store_errors == 2 and report.dlq == {"not_dicom": 1}
-    assert consumer.commits == [1, 2]  # nothing committed while the store refused
+    assert consumer.commits == [{(TOPIC, 0): 2}]  # nothing committed while the store refused
+    assert consumer.polls.count(1) >= 2  # held: one record at a time, read again
     assert redis.data[config.report_key(uid)][1] == 60 and redis.streams[store.stream] == [
         {"id": uid, "key": config.report_key(uid)}
     ]
-    assert producer.sent[0]["headers"]["dlq_reason"] == b"not_dicom"
-    assert registry.get_sample_value("inspector_medical_errors_total", {"reason": "store"}) == 2
+    assert dict(producer.to("medical.dlq")[0][3])["dlq_reason"] == b"not_dicom"
+    assert registry.get_sample_value("inspector_medical_store_errors_total") == 2
     assert registry.get_sample_value("inspector_medical_studies_total") == 1
 
 
 def test_metrics_start_at_zero_for_every_reason() -> None:
     registry = CollectorRegistry()
     MedicalMetrics(registry)
-    for reason in ("not_dicom", "too_large", "unsupported_transfer_syntax", "bad_geometry", "store"):
-        assert registry.get_sample_value("inspector_medical_errors_total", {"reason": reason}) == 0
+    for reason in ("not_dicom", "too_large", "unsupported_transfer_syntax", "bad_geometry", "write_failed"):
+        assert registry.get_sample_value("inspector_medical_dlq_total", {"reason": reason}) == 0
+    assert registry.get_sample_value("inspector_medical_store_errors_total") == 0
     assert registry.get_sample_value("inspector_medical_studies_total") == 0
 
 

@@ -165,7 +165,7 @@ def test_plain_metrics_are_usable_directly(registry: CollectorRegistry, metrics:
     metrics.frames.labels("visible").inc(3)
     metrics.batch_size.observe(5)
     metrics.inference.observe(0.03)
-    metrics.ready.set(1)
+    metrics.delivery.ready.set(1)
 
     assert registry.get_sample_value("inspector_frames_consumed_total", {"modality": "visible"}) == 3.0
     assert bucket(registry, "inspector_batch_pairs", "4.0") == 0.0

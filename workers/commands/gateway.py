@@ -16,7 +16,7 @@ from inspector.cli import ConfigOption, JsonOption, settings_or_exit
 from inspector.commands.common import console, err_console, fail
 from inspector.config import Settings
 from inspector.errors import InspectorError
-from inspector.sources import FolderSource, Source, SyntheticSource, VideoSource
+from inspector.sources import FolderSource, Source, SourceError, SyntheticSource, VideoSource, check_cameras
 from inspector.synth import list_presets
 from workers.errors import WorkerError
 from workers.gateway import Gateway, GatewayReport, last_published_seqs
@@ -61,7 +61,10 @@ def _cameras(text: str | None, default: list[str] | None) -> list[str] | None:
     names = [c.strip() for c in text.split(",") if c.strip()]
     if not names:
         raise typer.BadParameter("give camera ids separated by commas, e.g. rig-1,rig-2", param_hint="--cameras")
-    return names
+    try:
+        return check_cameras(names)  # before any broker is asked anything
+    except SourceError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--cameras") from None
 
 
 def _looks_like_file(uri: str) -> bool:

@@ -11,12 +11,21 @@ from prometheus_client import CollectorRegistry
 from inspector.commands.bench import bench_app
 from inspector.commands.common import console, fail
 from inspector.commands.medical import DEFAULT_MODEL
+from inspector.config import Settings
 from inspector.errors import InspectorError
-from workers.clients import redis_client
+from workers.clients import kafka_admin, redis_client
 from workers.commands.service import start_service
 from workers.errors import WorkerError
+from workers.kafka.topics import TopicSpec, with_admin
+from workers.kafka.topics import ensure_topics as create
 from workers.medical import MedicalConfig, MedicalMetrics, MedicalWorker
 from workers.stores import ClaimedStore
+
+
+def ensure_topics(settings: Settings, medical: MedicalConfig, partitions: int) -> None:
+    """Create the study topic (``partitions``) and the dead-letter topic when missing; existing ones stay."""
+    specs = [TopicSpec(medical.topic, partitions), TopicSpec(medical.dlq)]
+    with_admin(lambda: kafka_admin(settings.kafka), settings.kafka.bootstrap, lambda admin: create(admin, specs))
 
 
 def medical_worker(
@@ -36,6 +45,8 @@ def medical_worker(
     claim_root: Annotated[
         list[Path] | None, typer.Option(help="Folder claim-check paths may point into (repeatable).")
     ] = None,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of a study topic created here.")] = 4,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")] = None,
     count: Annotated[int | None, typer.Option(min=1, help="Stop after this many records.")] = None,
     duration: Annotated[float | None, typer.Option(min=0.1, help="Stop after this many seconds.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
@@ -50,6 +61,10 @@ def medical_worker(
     from inspector.medical.report import load_report_model
 
     settings = settings_or_exit(config)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     registry = CollectorRegistry()
     medical = MedicalConfig(
         topic=topic, dlq=dlq, group_id=group_id, key_prefix=prefix, ttl_s=ttl_s,
@@ -58,6 +73,7 @@ def medical_worker(
     try:
         net, tokenizer, info = load_report_model(model)
         info.pop("metadata", None)
+        ensure_topics(settings, medical, partitions)
         store = ClaimedStore(redis_client(settings.redis), medical.key_prefix, medical.ttl_s)
         worker = MedicalWorker(settings, medical, net, tokenizer, store, metrics=MedicalMetrics(registry), info=info)
     except (InspectorError, WorkerError) as exc:
@@ -74,7 +90,8 @@ def medical_worker(
     finally:
         server.stop()
     summary = {
-        "records": report.records, "stored": report.stored, "dlq": dict(report.dlq),
+        "records": report.records, "stored": report.stored, "already_stored": report.already_stored,
+        "dlq": dict(report.dlq),
         "store_errors": report.store_errors, "seconds": round(report.seconds, 3),
     }  # fmt: skip
     if as_json:
@@ -104,13 +121,11 @@ def bench_medical_worker(
     import time
     import uuid
 
-    from kafka.admin import NewTopic
-
     from inspector.cli import settings_or_exit
     from inspector.commands.bench import emit, machine
     from inspector.medical.phantom import make_study, write_dicom
     from inspector.medical.report import load_report_model
-    from workers.clients import kafka_admin, kafka_producer
+    from workers.clients import kafka_producer
     from workers.medical import study_headers
 
     settings = settings_or_exit(config)
@@ -131,11 +146,7 @@ def bench_medical_worker(
                 study = make_study(seed + index)
                 write_dicom(study, root / f"study-{index}")
                 uids.append(study.study_uid)
-            admin = kafka_admin(settings.kafka)
-            try:
-                admin.create_topics([NewTopic(medical.topic, 1, 1), NewTopic(medical.dlq, 1, 1)])
-            finally:
-                admin.close()
+            ensure_topics(settings, medical, partitions=1)
             producer = kafka_producer(settings.kafka, acks="all")
             for index, uid in enumerate(uids):
                 value = str(root / f"study-{index}").encode()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +15,8 @@ from inspector.errors import InspectorError
 from workers.clients import kafka_admin, kafka_consumer, kafka_producer, redis_client
 from workers.commands.service import start_service
 from workers.errors import WorkerError
+from workers.kafka.topics import TopicSpec, with_admin
+from workers.kafka.topics import ensure_topics as create
 from workers.vqa import AnswerStore, VQAMetrics, VQATopics, VQAWorker
 
 SHIPPED = Path(__file__).resolve().parents[2] / "inspector" / "models" / "vqa-hffn.pt"
@@ -26,19 +27,9 @@ def ensure_topics(settings: Settings, topics: VQATopics, partitions: int) -> Non
 
     An existing topic is left as it is.
     """
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = kafka_admin(settings.kafka)
-    try:
-        existing = set(admin.list_topics())
-        named = (topics.requests, topics.dlq, topics.replies, *topics.allowed_replies)
-        wanted = [t for t in dict.fromkeys(named) if t and t not in existing]
-        for name in wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile by another worker
-                admin.create_topics([NewTopic(name, partitions if name == topics.requests else 1, 1)])
-    finally:
-        admin.close()
+    named = (topics.requests, topics.dlq, topics.replies, *topics.allowed_replies)
+    specs = [TopicSpec(t, partitions if t == topics.requests else 1) for t in dict.fromkeys(named) if t]
+    with_admin(lambda: kafka_admin(settings.kafka), settings.kafka.bootstrap, lambda admin: create(admin, specs))
 
 
 def build_worker(
@@ -53,22 +44,18 @@ def build_worker(
     model = VQAModel.load(model_path)
     client = redis_client(settings.redis)
 
-    def subscribed() -> Any:
-        consumer = kafka_consumer(
+    def make_consumer() -> Any:
+        return kafka_consumer(
             settings.kafka, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=batch, session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
         )  # fmt: skip
-        consumer.subscribe([topics.requests])
-        return consumer
 
     producer = kafka_producer(settings.kafka, acks="all", linger_ms=5, retries=5)
     store = AnswerStore(client, prefix=prefix, ttl_s=ttl_s)
-    worker = VQAWorker(
-        model, store, subscribed(), producer, topics, metrics=VQAMetrics(registry), batch=batch,
-        write_attempts=write_attempts,
+    return VQAWorker(
+        model, store, None, producer, topics, make_consumer=make_consumer, metrics=VQAMetrics(registry),
+        batch=batch, write_attempts=write_attempts,
     )  # fmt: skip
-    worker.consumer_factory = subscribed  # a consumer stuck outside its group is replaced (WorkerShell)
-    return worker
 
 
 def vqa_worker(

@@ -34,6 +34,7 @@ class OffsetTracker:
     def consumed(self, partition: Partition, offset: int) -> None:
         """A record was received and is not settled yet."""
         self._open.setdefault(partition, set()).add(offset)
+        self._committed.setdefault(partition, offset)  # where the group stood when this member started reading
         self._next[partition] = max(self._next.get(partition, 0), offset + 1)
 
     def settled(self, partition: Partition, offset: int) -> None:
