@@ -95,7 +95,7 @@ def _notes(f: dict[str, Any]) -> str:
         seen = f" ({samples} lag samples)" if samples else ""
         notes.append(f"offsets moved while Redis was down: {f['committed_while_redis_down']}{seen}")
     if "partitions_moved_after_s" in f:
-        where = "into the stall" if kind_of(f) == "inspection" else "after the kill"
+        where = "into the stall" if "stall" in str(f.get("scenario")) else "after the kill"
         notes.append(f"partitions moved {f['partitions_moved_after_s']:.1f} s {where}")
     if "stored_before_fault" in f:
         notes.append(

@@ -531,10 +531,8 @@ class ServiceRun:
             "lag_samples": len(self.monitor.samples),
             "lag_sample_failures": self.monitor.failures,
         }
-        if self.kind is MEDICAL:  # evidence only: the workers do not report a re-delivered record they re-stored
-            lines = [line for w in self.workers for line in w.log.read_text(errors="replace").splitlines()]
-            logged = Counter(line.split("study ", 1)[1].split(":", 1)[0] for line in lines if " findings, " in line)
-            figures["stored_again_per_logs"] = sum(n - 1 for n in logged.values())
+        # evidence that the fault re-delivered records: read again, found claimed, written once
+        figures["redelivered_already_stored"] = sum(int(r.get("already_stored", 0)) for r in reports if r)
         if self.fault_t is not None:
             fault_t, fault_end = self.fault_t, self.fault_end_t or self.fault_t
             after = [t for r, t in stored_at.items() if found.partition_of.get(r) in self.affected

@@ -1,7 +1,8 @@
 """Fault injection on the request/response workers: medical reports and VQA answers, nothing lost or stored twice.
 
-Scenarios 1 (SIGKILL one of two workers) and 3 (stop Redis for 20 s) of the inspection suite
-(``test_faults.py``), for ``inspector medical-worker`` and ``inspector vqa-worker`` processes: the
+Scenarios 1 (SIGKILL one of two workers), 2 (restart the broker), 3 (stop Redis for 20 s) and 4 (a
+worker stalls) of the inspection suite (``test_faults.py``; scenario 5 restarts the camera gateway,
+which these workers do not have), for ``inspector medical-worker`` and ``inspector vqa-worker`` processes: the
 test publishes requests at a steady rate, injects the fault mid-stream, and compares Redis with the
 request topic (see ``services.py`` for what is counted and how). Figures go to
 ``runs/chaos/<kind>-<scenario>.json``; ``python -m tests.chaos.report`` renders them.
@@ -14,6 +15,7 @@ second, each stream about 70 s long.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -73,3 +75,43 @@ def test_3_stop_redis_for_20_seconds(chaos_stack: PrivateStack, kind: WorkerKind
     assert figures["worker_reports"] == 2, "a worker did not stop cleanly: its store errors were not counted"
     assert figures["store_errors"] > 0, "the workers never noticed Redis was down"
     assert moved == 0, f"offsets moved by {moved} records while nothing could be stored"
+
+
+@KINDS
+def test_2_restart_the_kafka_broker(chaos_stack: PrivateStack, kind: WorkerKind) -> None:
+    title = "restart the Kafka broker"
+    with run_of(chaos_stack, kind, "2-restart-broker", title) as run:
+        run.start_workers(2)
+        run.start_load()
+        run.wait_stored(0.4)
+        try:
+            run.notes["broker_stop_s"] = round(chaos_stack.command("stop", "kafka"), 1)  # SIGTERM, controlled
+            run.fault("deploy/local/stack stop kafka, then start kafka (as `stack restart kafka` does)")
+        finally:
+            run.notes["broker_start_s"] = round(chaos_stack.command("start", "kafka"), 1)  # waits until it answers
+        run.fault_over()
+        figures = run.finish()
+    assert_measured_no_loss_no_duplicates(figures, run)
+    assert figures["worker_reports"] == 2, "a worker did not stop cleanly after the broker came back"
+    assert figures["producer_failures"] == 0, figures
+
+
+@KINDS
+def test_4_a_worker_stalls_past_the_session_timeout(chaos_stack: PrivateStack, kind: WorkerKind) -> None:
+    title = "a worker stalls past the session timeout"
+    with run_of(chaos_stack, kind, "4-stall-worker", title) as run:
+        stalled, _ = run.start_workers(2)
+        run.start_load()
+        run.wait_stored(0.3)
+        run.fault("SIGSTOP worker-0 for 15 s (session timeout 10 s: the group moves its partitions), then SIGCONT")
+        stalled.signal(signal.SIGSTOP)
+        try:
+            run.resolve_victim()  # the stalled member is evicted: its partitions move to the other worker
+            time.sleep(max(0.0, 15 - (time.time() - (run.fault_t or 0))))
+        finally:
+            stalled.signal(signal.SIGCONT)
+        run.fault_over()
+        figures = run.finish()
+    assert_measured_no_loss_no_duplicates(figures, run)
+    assert figures["affected_partitions"], "the stalled worker held no partitions"
+    assert figures["worker_reports"] == 2, "the stalled worker did not come back and stop cleanly"
