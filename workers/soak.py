@@ -441,6 +441,7 @@ def _figures(plan: SoakPlan, phase: _Phase, rate: float, maximum: float | None, 
     growth = memory["max_growth_pct"]
     return {
         "scenario": plan.name,
+        "first_attempt": True,  # nothing is restarted: a group that does not settle raises WorkerError
         "fault": f"none: soak at {plan.load:.0%} of the measured maximum" if maximum else "none: soak at a given rate",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",

@@ -30,6 +30,7 @@ from tests.integration.frames import publish
 from tests.integration.secured import ScramBroker, acl_redis, scram_kafka
 from workers.cli import app
 from workers.clients import ClientError, kafka_admin, kafka_consumer, kafka_producer, redis_client
+from workers.stores import Claim, ClaimedStore
 from workers.vqa import AnswerStore
 
 pytestmark = pytest.mark.integration
@@ -39,13 +40,15 @@ KAFKA_PASSWORD = "kafka-pw-" + uuid.uuid4().hex
 WRONG_PASSWORD = "wrong-pw-" + uuid.uuid4().hex
 REDIS_PASSWORDS = {user: f"{user}-pw-{uuid.uuid4().hex}" for user in ("worker", "medical", "vqa", "reader")}
 
+CLAIMS = "+xadd +evalsha +script|load +script|exists"  # workers.stores.ClaimedStore: a Lua script in a pipeline
+
 # The rules of docs/OPERATIONS.md ("Redis ACL users"): `user NAME on #<sha256 of the password> RULE`.
 ACL_RULES = {
     "inspector-worker": "resetkeys ~inspector:* resetchannels -@all +ping +set +xadd +evalsha +script|load",
-    "inspector-medical": "resetkeys ~medical:report:* resetchannels -@all +ping +set",
-    "inspector-vqa": "resetkeys ~vqa:answer:* resetchannels -@all +ping +set",
+    "inspector-medical": f"resetkeys ~medical:* resetchannels -@all +ping +set {CLAIMS}",
+    "inspector-vqa": f"resetkeys ~vqa:answer:* resetchannels -@all +ping +set {CLAIMS}",
     "inspector-reader": (
-        "resetkeys ~inspector:* ~medical:report:* ~vqa:answer:* resetchannels -@all "
+        "resetkeys ~inspector:* ~medical:report:* ~medical:stream ~vqa:answer:* resetchannels -@all "
         "+ping +get +mget +ttl +type +scan +xlen +xrange +xrevrange +xread"
     ),
 }
@@ -165,13 +168,18 @@ def test_worker_user_writes_results_and_nothing_else(acl_url: str) -> None:
 
 def test_medical_and_vqa_users_are_held_to_their_keys(acl_url: str) -> None:
     medical = redis_client(redis_settings(acl_url, "inspector-medical"))
-    medical.set("medical:report:1.2.840.99", "{}", ex=60)
+    report = Claim(f"medical.studies/0/{uuid.uuid4().int % 10**6}", "medical:report:1.2.840.99", "1.2.840.99", "{}")
+    assert ClaimedStore(medical, "medical", 60).put_many([report]) == [True]  # claim, report and stream entry
     with pytest.raises(NoPermissionError):
         medical.set("inspector:result:rig-1:1", "{}")
     vqa = redis_client(redis_settings(acl_url, "inspector-vqa"))
-    AnswerStore(vqa).put_many([{"request_id": "q-1", "answer": "red"}])
+    answers = AnswerStore(vqa)
+    record = f"vqa.requests/0/{uuid.uuid4().int % 10**6}"
+    assert answers.put_many([answers.claim(record, {"request_id": "q-1", "answer": "red"})]) == [True]
     with pytest.raises(NoPermissionError):
         vqa.set("medical:report:1.2.840.99", "{}")
+    reader = redis_client(redis_settings(acl_url, "inspector-reader"))
+    assert reader.get("medical:report:1.2.840.99") == b"{}" and reader.xlen("medical:stream") >= 1
 
 
 def test_wrong_or_missing_redis_login_is_a_clear_error(acl_url: str) -> None:

@@ -8,9 +8,9 @@
 * :mod:`workers.kafka.offsets`: :class:`OffsetTracker`, which offsets may be committed.
 * :mod:`workers.kafka.topics`: :func:`ensure_topics`, the one way topics are created.
 
-A worker supplies only decode → domain → model → what to write. This package imports
-``workers.clients``, ``workers.errors`` and ``inspector.config``; no worker kind and nothing of the
-domain.
+A worker supplies only decode → domain → model → what to write. This package imports kafka-python,
+prometheus_client and ``workers.errors``; no worker kind and nothing of ``inspector`` (``workers.clients``
+imports it for the reconnect cap).
 """
 
 from workers.kafka.checkpoint import Checkpoint, Outcome, Outgoing
