@@ -17,7 +17,6 @@ SERVICE_COMMANDS: tuple[str, ...] = (
     "bench_soak",
     "vqa_worker",
     "medical_worker",
-    "cameras",
 )
 
 for _name in SERVICE_COMMANDS:
