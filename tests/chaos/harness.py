@@ -134,6 +134,35 @@ def write_failure(name: str, title: str, kind: str, error: BaseException) -> Non
     })  # fmt: skip
 
 
+def restart_broker(stack: PrivateStack, run: Any) -> None:
+    """The fault of scenario 2: stop the broker (SIGTERM) and start it again; both times go to ``run.notes``."""
+    try:
+        run.notes["broker_stop_s"] = round(stack.command("stop", "kafka"), 1)
+        run.fault("deploy/local/stack stop kafka, then start kafka (as `stack restart kafka` does)")
+    finally:
+        run.notes["broker_start_s"] = round(stack.command("start", "kafka"), 1)  # waits until it answers
+    run.fault_over()
+
+
+def stop_redis(stack: PrivateStack, run: Any, seconds: float = 20.0) -> int:
+    """The fault of scenario 3: Redis down for ``seconds``; how far the group's commits moved meanwhile.
+
+    The records moved and the lag samples they come from go to ``run.notes`` (see :func:`committed_moved`).
+    """
+    try:
+        stack.command("stop", "redis")
+        run.fault(
+            f"deploy/local/stack stop redis; {seconds:.0f} s; start redis (data kept: SHUTDOWN SAVE, then loaded)"
+        )
+        time.sleep(seconds)
+        moved, samples = committed_moved(run.monitor.samples, (run.fault_t or 0) + 2.0, time.time())
+        run.notes |= {"committed_while_redis_down": moved, "commit_samples_while_redis_down": samples}
+    finally:
+        stack.command("start", "redis")
+    run.fault_over()
+    return moved
+
+
 def committed_moved(samples: list[LagSample], since: float, until: float) -> tuple[int, int]:
     """``(records, samples)``: how far the group's committed offsets moved between two moments, from lag samples.
 

@@ -18,7 +18,14 @@ import time
 
 import pytest
 
-from tests.chaos.harness import ChaosRun, PrivateStack, assert_no_loss_no_duplicates, committed_moved, wait_for
+from tests.chaos.harness import (
+    ChaosRun,
+    PrivateStack,
+    assert_no_loss_no_duplicates,
+    restart_broker,
+    stop_redis,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -51,12 +58,7 @@ def test_2_restart_the_kafka_broker(chaos_stack: PrivateStack) -> None:
         run.start_workers(2)
         run.start_gateway()
         run.wait_stored(0.4)
-        try:
-            run.notes["broker_stop_s"] = round(chaos_stack.command("stop", "kafka"), 1)  # SIGTERM, controlled
-            run.fault("deploy/local/stack stop kafka, then start kafka (as `stack restart kafka` does)")
-        finally:
-            run.notes["broker_start_s"] = round(chaos_stack.command("start", "kafka"), 1)  # waits until it answers
-        run.fault_over()
+        restart_broker(chaos_stack, run)
         figures = run.finish()
     assert_no_loss_no_duplicates(figures, run)
     assert figures["gateway_dropped"] == 0, figures
@@ -68,26 +70,11 @@ def test_3_stop_redis_for_20_seconds(chaos_stack: PrivateStack) -> None:
         run.start_workers(2)
         run.start_gateway()
         run.wait_stored(0.3)
-        try:
-            chaos_stack.command("stop", "redis")
-            run.fault("deploy/local/stack stop redis; 20 s; start redis (data kept: SHUTDOWN SAVE, then loaded)")
-            time.sleep(20)
-            committed_during = _committed(run, (run.fault_t or 0) + 2.0, time.time())
-            run.notes["committed_while_redis_down"] = committed_during
-        finally:
-            chaos_stack.command("start", "redis")
-        run.fault_over()
+        committed_during = stop_redis(chaos_stack, run)
         figures = run.finish()
     assert_no_loss_no_duplicates(figures, run)
     assert figures["store_errors"] > 0, "the workers never noticed Redis was down"
     assert committed_during == 0, f"offsets moved by {committed_during} records while nothing could be stored"
-
-
-def _committed(run: ChaosRun, since: float, until: float) -> int:
-    """How far the group's committed offsets moved between two moments (from the lag monitor; ≥ 2 samples)."""
-    moved, samples = committed_moved(run.monitor.samples, since, until)
-    run.notes["commit_samples_while_redis_down"] = samples
-    return moved
 
 
 def test_4_a_worker_stalls_past_max_poll_interval(chaos_stack: PrivateStack) -> None:

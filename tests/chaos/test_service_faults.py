@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.chaos.harness import PrivateStack, committed_moved
+from tests.chaos.harness import PrivateStack, restart_broker, stop_redis
 from tests.chaos.services import MEDICAL, VQA, ServiceRun, WorkerKind, assert_measured_no_loss_no_duplicates
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
@@ -61,15 +61,7 @@ def test_3_stop_redis_for_20_seconds(chaos_stack: PrivateStack, kind: WorkerKind
         run.start_workers(2)
         run.start_load()
         run.wait_stored(0.3)
-        try:
-            chaos_stack.command("stop", "redis")
-            run.fault("deploy/local/stack stop redis; 20 s; start redis (data kept: SHUTDOWN SAVE, then loaded)")
-            time.sleep(20)
-            moved, samples = committed_moved(run.monitor.samples, (run.fault_t or 0) + 2.0, time.time())
-            run.notes |= {"committed_while_redis_down": moved, "commit_samples_while_redis_down": samples}
-        finally:
-            chaos_stack.command("start", "redis")
-        run.fault_over()
+        moved = stop_redis(chaos_stack, run)
         figures = run.finish()
     assert_measured_no_loss_no_duplicates(figures, run)
     assert figures["worker_reports"] == 2, "a worker did not stop cleanly: its store errors were not counted"
@@ -84,12 +76,7 @@ def test_2_restart_the_kafka_broker(chaos_stack: PrivateStack, kind: WorkerKind)
         run.start_workers(2)
         run.start_load()
         run.wait_stored(0.4)
-        try:
-            run.notes["broker_stop_s"] = round(chaos_stack.command("stop", "kafka"), 1)  # SIGTERM, controlled
-            run.fault("deploy/local/stack stop kafka, then start kafka (as `stack restart kafka` does)")
-        finally:
-            run.notes["broker_start_s"] = round(chaos_stack.command("start", "kafka"), 1)  # waits until it answers
-        run.fault_over()
+        restart_broker(chaos_stack, run)
         figures = run.finish()
     assert_measured_no_loss_no_duplicates(figures, run)
     assert figures["worker_reports"] == 2, "a worker did not stop cleanly after the broker came back"
