@@ -272,6 +272,40 @@ class GatewaySettings(_Section):
     fps: float = Field(5.0, gt=0, description="captures per second per camera for replayed and synthetic sources")
 
 
+class TriggerSettings(_Section):
+    """How a camera is fired.
+
+    ``free-run``: at its own frame rate; ``software``: the gateway fires both cameras of a rig
+    together at ``gateway.fps``; ``hardware``: on an input line (the conveyor's encoder or light
+    barrier, wired to both cameras of the rig).
+    """
+
+    mode: Literal["free-run", "software", "hardware"] = "software"
+    line: str = Field("Line1", pattern=r"^Line\d{1,2}$", description="input line of a hardware trigger")
+
+
+class CameraSettings(_Section):
+    """One GenICam camera of a rig (GigE Vision through Aravis)."""
+
+    device: str = Field(..., min_length=1, description="device id (vendor-model-serial), serial number or IP address")
+    pixel_format: Literal["Mono8", "Mono16", "RGB8"] = "Mono8"
+    region: tuple[int, int, int, int] | None = Field(None, description="x, y, width, height; None: the full sensor")
+    exposure_us: float | None = Field(None, gt=0)
+    gain_db: float | None = Field(None, ge=0)
+    packet_size: int | None = Field(None, ge=576, le=16_000, description="GVSP packet size (jumbo frames: 8,000+)")
+    trigger: TriggerSettings = TriggerSettings()
+    buffers: int = Field(8, ge=2, le=256, description="stream buffers allocated from the payload size")
+
+
+class RigSettings(_Section):
+    """A rig: the visible and infrared cameras over one conveyor position, fired by the same trigger."""
+
+    id: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="the rig's camera_id in frames")
+    visible: CameraSettings
+    infrared: CameraSettings
+    mm_per_px: float | None = Field(None, gt=0, description="visible-image scale, published with each frame")
+
+
 class Settings(BaseSettings):
     """All settings; sections are added by the pieces that need them."""
 
@@ -292,6 +326,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     worker: WorkerSettings = WorkerSettings()
     gateway: GatewaySettings = GatewaySettings()
+    cameras: tuple[RigSettings, ...] = Field((), description="GenICam rigs for `inspector gateway --source genicam`")
 
     @classmethod
     def settings_customise_sources(

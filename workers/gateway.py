@@ -411,7 +411,12 @@ class Gateway:
 
     def _handle(self, item: Capture | SourceError) -> None:
         if isinstance(item, SourceError):
-            self._drop("source_error", 1, str(item))
+            reason = getattr(item, "outcome", "source_error")  # a GenICam source says which (workers.genicam)
+            if reason == "camera_lost":  # not a frame: the source reopens the camera (counted in reconnects)
+                self._count_reconnects()
+                logger.warning("%s", item)
+                return
+            self._drop(reason, 1, str(item))
             return
         try:
             records = capture_to_records(item, self.settings.gateway.encoding)

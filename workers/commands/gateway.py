@@ -46,6 +46,7 @@ class SourceKind(StrEnum):
     synthetic = "synthetic"
     folder = "folder"
     video = "video"
+    genicam = "genicam"
 
 
 class ModalityChoice(StrEnum):
@@ -84,7 +85,14 @@ def _build_source(
     modality: ModalityChoice,
     mm_per_px: float | None,
     loop: bool,
+    settings: Settings | None = None,
+    fps: float | None = None,
 ) -> Source:
+    if kind is SourceKind.genicam:
+        from workers.genicam import GenICamSource
+
+        rigs = (settings or Settings()).cameras
+        return GenICamSource(rigs, fps=fps or (settings or Settings()).gateway.fps, start_seq=start_seq)
     if kind is SourceKind.synthetic:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
             task = bar.add_task("rendering synthetic parts", total=None)
@@ -107,6 +115,17 @@ def _build_source(
             "no --mm-per-px: workers reject visible frames without a calibration unless they have a default"
         )
     return VideoSource(path, camera_ids[0], modality=modality.value, mm_per_px=mm_per_px, loop=loop)
+
+
+def _first_seq(source: SourceKind, start_seq: int | None, settings: Settings, cameras: str | None) -> int | None:
+    """The first trigger seq: as given, or one past the seqs already in the frame topics (synthetic, genicam)."""
+    if start_seq is not None:
+        return start_seq
+    if source is SourceKind.synthetic:  # continue the count (see workers/gateway.py)
+        return _resume_seq(settings, _cameras(cameras, None) or ["rig-1"])
+    if source is SourceKind.genicam and settings.cameras:  # the same for the rigs' cameras
+        return _resume_seq(settings, [rig.id for rig in settings.cameras])
+    return None
 
 
 def _resume_seq(settings: Settings, cameras: list[str]) -> int:
@@ -148,9 +167,12 @@ def _table(report: GatewayReport, settings: Settings) -> Table:
 
 
 def gateway(
-    source: Annotated[SourceKind, typer.Option("--source", "-s", help="synthetic, folder or video.")] = (
-        SourceKind.synthetic
-    ),
+    source: Annotated[
+        SourceKind,
+        typer.Option(
+            "--source", "-s", help="synthetic, folder, video, or genicam (the rigs of the `cameras:` section)."
+        ),
+    ] = (SourceKind.synthetic),
     path: Annotated[
         str | None, typer.Option("--path", help="folder: the data folder; video: device index, URL or file.")
     ] = None,
@@ -200,8 +222,7 @@ def gateway(
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
-        if source is SourceKind.synthetic and start_seq is None:  # continue the count (see workers/gateway.py)
-            start_seq = _resume_seq(settings, _cameras(cameras, None) or ["rig-1"])
+        start_seq = _first_seq(source, start_seq, settings, cameras)
         frames = _build_source(
             source,
             path=path,
@@ -213,11 +234,14 @@ def gateway(
             modality=modality,
             mm_per_px=mm_per_px,
             loop=loop,
+            settings=settings,
+            fps=fps,
         )
     except (InspectorError, typer.BadParameter, WorkerError) as exc:
         fail(exc, code=1 if isinstance(exc, WorkerError) else 2)  # WorkerError: Kafka unreachable while resuming
     registry = CollectorRegistry()
-    runner = Gateway(settings, frames, GatewayMetrics(registry), fps=_rate(frames, fps, settings))
+    paced = None if source is SourceKind.genicam else _rate(frames, fps, settings)  # cameras pace themselves
+    runner = Gateway(settings, frames, GatewayMetrics(registry), fps=paced)
     server = None
     if metrics_port is not None:
         server = HealthServer(

@@ -1,0 +1,414 @@
+"""GenICam line cameras through Aravis: each rig's visible and infrared camera as one source of captures.
+
+    source = GenICamSource(settings.cameras, fps=10)      # the rigs of the `cameras:` section
+    for item in source:                                   # Capture, or SourceError for what was lost
+        ...
+
+Each camera streams into a pool of ``buffers`` buffers sized from its payload, filled by Aravis's own
+receive thread; one thread per camera here pops them, copies the pixels once (``bytes`` out of the
+buffer, which goes straight back to the pool), numbers the frame with the rig's trigger seq
+(:class:`inspector.triggers.FrameCounter`, from the GigE Vision frame ID) and maps its timestamp to
+host time (:class:`inspector.triggers.ClockMap`). A rig's two frames with the same seq make one
+:class:`~inspector.sources.Capture`. What cannot be published as a good capture is yielded as a
+:class:`~inspector.sources.SourceError` with its :attr:`GenICamError.outcome`:
+
+* ``incomplete``: the buffer lost packets (GVSP loss) or timed out; never published (its frame ID
+  still counts, so the loss is not mistaken for a missed trigger);
+* ``missed_trigger``: a camera's frame IDs jumped: it did not see a trigger (one item per gap,
+  each gap one item); the pairing of later captures is unchanged;
+* ``unpaired``: a good frame whose partner never came (it was incomplete, or missed its trigger),
+  given up once the rig is :data:`PAIR_WINDOW` triggers further;
+* ``camera_lost``: a camera stopped answering; it is reopened with back-off and only its rig waits.
+
+With ``trigger.mode: software`` the source fires both cameras of a rig together at ``fps`` (the
+stand-in for a line trigger); ``hardware`` cameras are fired by their input line, ``free-run`` ones
+by their own frame rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from inspector.config import CameraSettings, RigSettings
+from inspector.sources import Capture, SourceError
+from inspector.triggers import ClockMap, FrameCounter
+
+__all__ = ["GenICamError", "GenICamSource", "aravis", "describe_device", "list_devices"]
+
+logger = logging.getLogger(__name__)
+
+POP_TIMEOUT_US = 200_000
+LOST_AFTER_S = 5.0  # no buffer this long while triggers fire: the camera is gone
+PAIR_WINDOW = 8  # a frame whose partner has not come after this many later seqs was a missed trigger
+DTYPES = {"Mono8": (np.uint8, 1), "Mono16": (np.uint16, 1), "RGB8": (np.uint8, 3)}
+
+
+class GenICamError(SourceError):
+    """A frame or camera of a GenICam rig that could not become a good capture; ``outcome`` says why."""
+
+    def __init__(self, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+def aravis() -> Any:
+    """Aravis 0.8 through PyGObject.
+
+    Raises:
+        SourceError: PyGObject or Aravis's typelib is not installed (the message says what to install).
+
+    """
+    try:
+        import gi  # type: ignore[import-untyped]
+
+        gi.require_version("Aravis", "0.8")
+        from gi.repository import Aravis  # type: ignore[import-untyped]
+    except (ImportError, ValueError) as exc:
+        msg = (
+            f"GenICam cameras need Aravis 0.8 and PyGObject ({exc}): apt install gir1.2-aravis-0.8 "
+            "libgirepository1.0-dev libcairo2-dev pkg-config, then pip install 'pygobject<3.51'"
+        )
+        raise SourceError(msg) from exc
+    return Aravis
+
+
+def list_devices() -> list[dict[str, str]]:
+    """Every GenICam device Aravis can see: id, vendor, model, serial, address, protocol."""
+    arv = aravis()
+    arv.update_device_list()
+    return [
+        {
+            "id": arv.get_device_id(i), "vendor": arv.get_device_vendor(i), "model": arv.get_device_model(i),
+            "serial": arv.get_device_serial_nbr(i), "address": arv.get_device_address(i),
+            "protocol": arv.get_device_protocol(i),
+        }
+        for i in range(arv.get_n_devices())
+    ]  # fmt: skip
+
+
+def _open(device: str) -> Any:
+    """The Aravis camera for a device id, serial number or address."""
+    arv = aravis()
+    for found in list_devices():
+        if device in (found["id"], found["serial"], found["address"]):
+            return arv.Camera.new(found["id"])
+    known = ", ".join(f"{d['id']} ({d['address']})" for d in list_devices()) or "none"
+    raise GenICamError("camera_lost", f"GenICam device {device!r} not found; devices seen: {known}")
+
+
+def describe_device(device: str) -> dict[str, Any]:
+    """The key features of one device, as an engineer commissioning it wants them."""
+    camera = _open(device)
+    x, y, width, height = camera.get_region()
+    return {
+        "vendor": camera.get_vendor_name(), "model": camera.get_model_name(),
+        "serial": camera.get_device_serial_number(), "id": camera.get_device_id(),
+        "region": [x, y, width, height], "payload_bytes": camera.get_payload(),
+        "pixel_format": camera.get_pixel_format_as_string(),
+        "pixel_formats": list(camera.dup_available_pixel_formats_as_strings()),
+        "trigger_sources": list(camera.dup_available_trigger_sources()),
+        "exposure_us": camera.get_exposure_time() if camera.is_exposure_time_available() else None,
+        "gain_db": camera.get_gain() if camera.is_gain_available() else None,
+    }  # fmt: skip
+
+
+@dataclass
+class _Frame:
+    seq: int
+    capture_ts_ns: int
+    image: np.ndarray
+
+
+@dataclass
+class _Camera:
+    """One camera of a rig: its Aravis objects, counters, and the thread that pops its buffers."""
+
+    settings: CameraSettings
+    role: str
+    counter: FrameCounter = field(default_factory=FrameCounter)
+    clock: ClockMap = field(default_factory=ClockMap)
+    camera: Any = None
+    stream: Any = None
+    last_buffer: float = 0.0
+    shift: int = 0  # triggers this camera missed without a gap in its frame IDs (found by time)
+    last_ts_ns: int | None = None
+    period_ns: int | None = None
+    intervals: deque[int] = field(default_factory=lambda: deque(maxlen=32))
+
+    def open(self, start_seq: int = 1) -> None:
+        """Open, configure and start the camera; its frames are numbered from ``start_seq``."""
+        arv = aravis()
+        camera = _open(self.settings.device)
+        s = self.settings
+        camera.set_pixel_format_from_string(s.pixel_format)
+        if s.region is not None:
+            camera.set_region(*s.region)
+        if s.exposure_us is not None:
+            camera.set_exposure_time(s.exposure_us)
+        if s.gain_db is not None:
+            camera.set_gain(s.gain_db)
+        if s.packet_size is not None and camera.is_gv_device():
+            camera.gv_set_packet_size(s.packet_size)
+        if s.trigger.mode == "software":
+            camera.set_trigger("Software")
+        elif s.trigger.mode == "hardware":
+            camera.set_trigger(s.trigger.line)
+        else:
+            camera.clear_triggers()
+        stream = camera.create_stream(None, None)
+        payload = camera.get_payload()
+        for _ in range(s.buffers):
+            stream.push_buffer(arv.Buffer.new_allocate(payload))
+        camera.start_acquisition()
+        self.camera, self.stream, self.last_buffer = camera, stream, time.monotonic()
+        self.counter = FrameCounter(start_seq)  # a reopened camera's own frame IDs start again
+        self.shift, self.last_ts_ns = 0, None
+
+    def pop(self) -> list[_Frame | GenICamError] | None:
+        """The next frame and what was wrong before or with it; None when no buffer came within the timeout."""
+        arv = aravis()
+        buffer = self.stream.timeout_pop_buffer(POP_TIMEOUT_US)
+        if buffer is None:
+            return None
+        self.last_buffer = time.monotonic()
+        out: list[_Frame | GenICamError] = []
+        try:
+            frame_id = buffer.get_frame_id()
+            count = self.counter.seq(frame_id) if frame_id > 0 else None
+            if count is not None and count.missed:
+                what = f"{self.settings.device} missed {count.missed} trigger(s) before seq {count.seq}"
+                out.append(GenICamError("missed_trigger", what))
+            status = buffer.get_status()
+            if status != arv.BufferStatus.SUCCESS or count is None:
+                name = status.value_nick if hasattr(status, "value_nick") else str(status)
+                out.append(GenICamError("incomplete", f"{self.settings.device}: frame {frame_id} {name}"))
+                return out
+            dtype, channels = DTYPES[self.settings.pixel_format]
+            height, width = buffer.get_image_height(), buffer.get_image_width()
+            pixels = np.frombuffer(buffer.get_data(), dtype=dtype)  # the one copy: bytes out of the pool buffer
+            shape = (height, width, channels) if channels > 1 else (height, width)
+            image = pixels[: height * width * channels].reshape(shape)
+            self.clock.observe(buffer.get_timestamp(), buffer.get_system_timestamp())
+            out.append(_Frame(count.seq, self.clock.to_host(buffer.get_timestamp()), image))
+            return out
+        finally:
+            self.stream.push_buffer(buffer)
+
+    def close(self) -> None:
+        if self.camera is not None:
+            try:
+                self.camera.stop_acquisition()
+            except Exception as exc:  # a camera that is gone cannot be stopped: nothing more to do
+                logger.debug("stopping %s: %s", self.settings.device, exc)
+        self.camera = self.stream = None
+
+
+class GenICamSource:
+    """The captures of every rig in ``rigs`` (see the module docs).
+
+    Args:
+        rigs: The ``cameras:`` section.
+        fps: Triggers per second fired for software-triggered cameras; 0: only by :meth:`fire`.
+        start_seq: The first seq (a restarted gateway continues after the seqs already in Kafka, so
+            the workers' idempotent store never takes a new capture for an old one).
+        reconnect_s: First wait before reopening a lost camera; doubles up to 30 s.
+        clock_ns: Host clock for the trigger timing (tests).
+
+    Attributes:
+        reconnects: Cameras reopened so far.
+        counts: Frames by outcome (``published`` pairs count once per frame).
+
+    """
+
+    def __init__(
+        self, rigs: Sequence[RigSettings], fps: float = 5.0, *, start_seq: int = 1, reconnect_s: float = 1.0,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:  # fmt: skip
+        if not rigs:
+            raise SourceError("no GenICam rig configured: add a `cameras:` section (README, Connecting line cameras)")
+        self.rigs, self.fps, self.reconnect_s, self.clock_ns = list(rigs), fps, reconnect_s, clock_ns
+        self.start_seq: int = start_seq
+        self.reconnects = 0
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("published", "incomplete", "missed_trigger", "unpaired", "camera_lost"), 0
+        )
+        self.items: queue.Queue[Capture | SourceError] = queue.Queue(maxsize=256)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: dict[str, dict[int, dict[str, _Frame]]] = {rig.id: {} for rig in self.rigs}
+        self.ready: dict[str, bool] = {rig.id: False for rig in self.rigs}
+        self._cameras = {
+            rig.id: [_Camera(rig.visible, "visible"), _Camera(rig.infrared, "infrared")] for rig in self.rigs
+        }
+        self._threads = [
+            threading.Thread(target=self._receive, args=(rig, cam), name=f"genicam-{rig.id}-{cam.role}", daemon=True)
+            for rig in self.rigs
+            for cam in self._cameras[rig.id]
+        ]
+        if fps > 0:
+            self._threads.append(threading.Thread(target=self._trigger, name="genicam-trigger", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    # -- threads -----------------------------------------------------------------------------------
+
+    def _receive(self, rig: RigSettings, cam: _Camera) -> None:
+        wait = self.reconnect_s
+        while not self._stop.is_set():
+            if cam.camera is None:
+                try:
+                    cam.open(self._next_seq(rig))
+                    wait = self.reconnect_s
+                    self.ready[rig.id] = all(c.camera is not None for c in self._cameras[rig.id])
+                except Exception as exc:  # unplugged, rebooting, or refused: try again after a back-off
+                    self._lost(rig, cam, f"cannot open {cam.settings.device}: {exc}")
+                    self._stop.wait(wait)
+                    wait = min(30.0, wait * 2)
+                    continue
+            items = cam.pop()
+            if items is None:
+                if time.monotonic() - cam.last_buffer > LOST_AFTER_S and cam.settings.trigger.mode != "hardware":
+                    cam.close()
+                    self.reconnects += 1
+                    self._lost(rig, cam, f"{cam.settings.device} sent nothing for {LOST_AFTER_S:.0f} s")
+                continue
+            for item in items:
+                if isinstance(item, GenICamError):
+                    self._put(item)
+                else:
+                    self._arrived(rig, cam, item)
+        cam.close()
+
+    def _next_seq(self, rig: RigSettings) -> int:
+        """The seq a (re)opened camera of ``rig`` starts from: past every seq either camera has used."""
+        with self._lock:
+            used = [c.counter.next_seq + c.shift for c in self._cameras[rig.id] if c.counter.last_id is not None]
+            return int(max([self.start_seq, *used]))
+
+    def _lost(self, rig: RigSettings, cam: _Camera, why: str) -> None:
+        self.ready[rig.id] = False
+        logger.warning("rig %s, %s camera: %s", rig.id, cam.role, why)
+        self._put(GenICamError("camera_lost", f"rig {rig.id}, {cam.role} camera: {why}"))
+
+    def _trigger(self) -> None:
+        """Fire the software-triggered cameras of each rig together, ``fps`` times a second."""
+        period = 1.0 / self.fps
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            for rig in self.rigs:
+                if self.ready[rig.id]:
+                    self.fire(rig.id)
+            next_at += period
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def wait_ready(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every rig's cameras are open and streaming; whether they are."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not all(self.ready.values()):
+            time.sleep(0.05)
+        return all(self.ready.values())
+
+    def fire(self, rig_id: str, roles: Sequence[str] = ("visible", "infrared")) -> None:
+        """One software trigger on the ``roles`` cameras of a rig (both: the line trigger)."""
+        for cam in self._cameras[rig_id]:
+            if cam.role in roles and cam.settings.trigger.mode == "software" and cam.camera is not None:
+                try:
+                    cam.camera.software_trigger()
+                except Exception as exc:  # the camera went away; its receive thread reopens it
+                    logger.debug("software trigger on %s: %s", cam.settings.device, exc)
+
+    def _arrived(self, rig: RigSettings, cam: _Camera, frame: _Frame) -> None:
+        """File a frame under its seq; a pair makes a capture, a frame left too far behind is unpaired.
+
+        The seq from the frame IDs is checked against the capture times: a camera that did not see a
+        trigger at all sends no frame and its frame IDs go on without a gap, so its next frame would
+        take the seq of the trigger it missed. When the two frames of one seq are more than half a
+        trigger period apart, the later one belongs to a later trigger: its camera's seqs move on by
+        the triggers it missed (reported as ``missed_trigger``), and the pairing is right again.
+        """
+        with self._lock:
+            frame.seq += cam.shift
+            self._period(cam, frame.capture_ts_ns)
+            pending = self._pending[rig.id]
+            other = next(c for c in self._cameras[rig.id] if c is not cam)
+            partner = pending.get(frame.seq, {}).get(other.role)
+            period = min((p for p in (cam.period_ns, other.period_ns) if p), default=None)
+            triggered = "free-run" not in (cam.settings.trigger.mode, other.settings.trigger.mode)
+            if partner is not None and period and triggered:
+                skew = frame.capture_ts_ns - partner.capture_ts_ns
+                missed = round(abs(skew) / period) if abs(skew) > period / 2 else 0
+                if missed and skew > 0:  # this camera missed the trigger(s): its frame is a later one
+                    self._realign(rig, cam, missed, frame.seq)
+                    frame.seq += missed
+                elif missed:  # the partner's camera missed: its frame filed here belongs further on
+                    del pending[frame.seq][other.role]
+                    self._realign(rig, other, missed, frame.seq)
+                    partner.seq += missed
+                    pending.setdefault(partner.seq, {})[other.role] = partner
+            pending.setdefault(frame.seq, {})[cam.role] = frame
+            for seq in [s for s, pair in pending.items() if len(pair) == 2]:
+                pair = pending.pop(seq)
+                visible, infrared = pair["visible"], pair["infrared"]
+                capture = Capture(
+                    rig.id, seq, visible.capture_ts_ns, visible.image, infrared.image,
+                    mm_per_px=rig.mm_per_px, infrared_ts_ns=infrared.capture_ts_ns,
+                )  # fmt: skip
+                self.counts["published"] += 2
+                self._put(capture)
+            newest = max(pending, default=frame.seq)
+            for seq in sorted(s for s in pending if s < newest - PAIR_WINDOW):
+                (alone,) = pending.pop(seq)
+                self._put(GenICamError("unpaired", f"rig {rig.id}: seq {seq} has no good {_other(alone)} frame"))
+
+    def _realign(self, rig: RigSettings, cam: _Camera, missed: int, seq: int) -> None:
+        cam.shift += missed
+        what = f"rig {rig.id}: {cam.settings.device} missed {missed} trigger(s) before seq {seq + missed}"
+        self._put(GenICamError("missed_trigger", what))
+
+    @staticmethod
+    def _period(cam: _Camera, ts_ns: int) -> None:
+        """Track the shortest recent interval between a camera's frames: the trigger period."""
+        if cam.last_ts_ns is not None and ts_ns > cam.last_ts_ns:
+            cam.intervals.append(ts_ns - cam.last_ts_ns)
+            cam.period_ns = min(cam.intervals)
+        cam.last_ts_ns = ts_ns
+
+    def _put(self, item: Capture | SourceError) -> None:
+        if isinstance(item, GenICamError):
+            self.counts[item.outcome] = self.counts.get(item.outcome, 0) + 1
+        try:
+            self.items.put(item, timeout=1.0)
+        except queue.Full:  # the gateway is not taking captures: count it rather than block the camera
+            logger.warning("gateway is behind: dropping %s", type(item).__name__)
+
+    # -- the Source protocol -----------------------------------------------------------------------
+
+    def __iter__(self) -> GenICamSource:
+        return self
+
+    def __next__(self) -> Capture | SourceError:
+        while not self._stop.is_set():
+            try:
+                return self.items.get(timeout=0.2)
+            except queue.Empty:
+                continue
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop triggering and receiving, stop the cameras' acquisition."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+def _other(role: str) -> str:
+    return "infrared" if role == "visible" else "visible"
