@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+import sys
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -262,6 +263,22 @@ class Frame(BaseModel):
             raise FrameDecodeError(_describe(exc, "frame header")) from exc
 
 
+def _viewed_bytes(array: np.ndarray) -> bytes | None:
+    """The ``bytes`` object ``array`` views from its first to its last byte, in C order, little-endian.
+
+    Such an array (``np.frombuffer(buffer)`` of a camera frame, reshaped) *is* its raw encoding;
+    ``None`` for every other array.
+    """
+    base = array.base
+    while isinstance(base, np.ndarray):  # a reshaped or sliced view: the bytes object at the root
+        base = base.base
+    little = array.dtype.byteorder == "<" or (array.dtype.byteorder in "=|" and sys.byteorder == "little")
+    if isinstance(base, bytes) and little and array.flags.c_contiguous and array.nbytes == len(base):
+        start = np.frombuffer(base, np.uint8).__array_interface__["data"][0]
+        return base if array.__array_interface__["data"][0] == start else None
+    return None
+
+
 def encode_image(image: ImageArray, encoding: Encoding, *, jpeg_quality: int = 95) -> bytes:
     """Encode an image array as PNG, JPEG or raw bytes.
 
@@ -282,6 +299,9 @@ def encode_image(image: ImageArray, encoding: Encoding, *, jpeg_quality: int = 9
     dtype = _image_dtype(image)
     array = np.asarray(image, dtype=np.dtype(dtype))  # native byte order for OpenCV
     if encoding == "raw":
+        whole = _viewed_bytes(array)
+        if whole is not None:  # a camera buffer's bytes as they came: sent without another copy
+            return whole
         return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
     if encoding == "jpeg":
         if dtype != "uint8":

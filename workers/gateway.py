@@ -416,7 +416,7 @@ class Gateway:
                 self._count_reconnects()
                 logger.warning("%s", item)
                 return
-            self._drop(reason, 1, str(item))
+            self._drop(reason, getattr(item, "frames", 1), str(item))
             return
         try:
             records = capture_to_records(item, self.settings.gateway.encoding)

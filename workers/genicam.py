@@ -18,7 +18,8 @@ host time (:class:`inspector.triggers.ClockMap`). A rig's two frames with the sa
   each gap one item); the pairing of later captures is unchanged;
 * ``unpaired``: a good frame whose partner never came (it was incomplete, or missed its trigger),
   given up once the rig is :data:`PAIR_WINDOW` triggers further;
-* ``camera_lost``: a camera stopped answering; it is reopened with back-off and only its rig waits.
+* ``camera_lost``: a camera stopped answering; it is reopened with back-off and only its rig waits;
+* ``overflow``: captures dropped because the gateway did not take them (``frames`` says how many).
 
 With ``trigger.mode: software`` the source fires both cameras of a rig together at ``fps`` (the
 stand-in for a line trigger); ``hardware`` cameras are fired by their input line, ``free-run`` ones
@@ -42,12 +43,12 @@ from inspector.config import CameraSettings, RigSettings
 from inspector.sources import Capture, SourceError
 from inspector.triggers import ClockMap, FrameCounter
 
-__all__ = ["GenICamError", "GenICamSource", "aravis", "describe_device", "list_devices"]
+__all__ = ["GenICamError", "GenICamSource", "aravis", "describe_device", "list_devices", "whole_periods"]
 
 logger = logging.getLogger(__name__)
 
 POP_TIMEOUT_US = 200_000
-LOST_AFTER_S = 5.0  # no buffer this long while triggers fire: the camera is gone
+LOST_AFTER_S = 5.0  # no buffer this long: ask the camera; if it does not answer, it is gone
 PAIR_WINDOW = 8  # a frame whose partner has not come after this many later seqs was a missed trigger
 DTYPES = {"Mono8": (np.uint8, 1), "Mono16": (np.uint16, 1), "RGB8": (np.uint8, 3)}
 
@@ -55,9 +56,9 @@ DTYPES = {"Mono8": (np.uint8, 1), "Mono16": (np.uint16, 1), "RGB8": (np.uint8, 3
 class GenICamError(SourceError):
     """A frame or camera of a GenICam rig that could not become a good capture; ``outcome`` says why."""
 
-    def __init__(self, outcome: str, message: str) -> None:
+    def __init__(self, outcome: str, message: str, *, frames: int = 1) -> None:
         super().__init__(message)
-        self.outcome = outcome
+        self.outcome, self.frames = outcome, frames
 
 
 def aravis() -> Any:
@@ -143,6 +144,7 @@ class _Camera:
     last_ts_ns: int | None = None
     period_ns: int | None = None
     intervals: deque[int] = field(default_factory=lambda: deque(maxlen=32))
+    failed: threading.Event = field(default_factory=threading.Event)  # a command went unanswered
 
     def open(self, start_seq: int = 1) -> None:
         """Open, configure and start the camera; its frames are numbered from ``start_seq``."""
@@ -171,7 +173,10 @@ class _Camera:
         camera.start_acquisition()
         self.camera, self.stream, self.last_buffer = camera, stream, time.monotonic()
         self.counter = FrameCounter(start_seq)  # a reopened camera's own frame IDs start again
-        self.shift, self.last_ts_ns = 0, None
+        self.clock = ClockMap()  # and so may its clock (a rebooted camera counts from zero)
+        self.shift, self.last_ts_ns, self.period_ns = 0, None, None
+        self.intervals.clear()
+        self.failed.clear()
 
     def pop(self) -> list[_Frame | GenICamError] | None:
         """The next frame and what was wrong before or with it; None when no buffer came within the timeout."""
@@ -203,12 +208,24 @@ class _Camera:
         finally:
             self.stream.push_buffer(buffer)
 
-    def close(self) -> None:
-        if self.camera is not None:
+    def answers(self) -> bool:
+        """Whether the camera still answers a register read over its control channel (GVCP)."""
+        try:
+            self.camera.get_payload()
+        except Exception:  # GLib.Error: timeout or a closed control channel
+            return False
+        return True
+
+    def close(self, *, stop: bool = True) -> None:
+        """Stop acquisition (``stop``: a camera known to be gone is not asked) and let the camera go."""
+        if self.camera is not None and stop:
             try:
                 self.camera.stop_acquisition()
             except Exception as exc:  # a camera that is gone cannot be stopped: nothing more to do
                 logger.debug("stopping %s: %s", self.settings.device, exc)
+        if not stop and self.camera is not None:  # Aravis's goodbye to a gone camera waits on GVCP timeouts
+            doomed = [self.camera, self.stream]
+            threading.Thread(target=doomed.clear, name=f"genicam-release-{self.settings.device}", daemon=True).start()
         self.camera = self.stream = None
 
 
@@ -222,6 +239,7 @@ class GenICamSource:
             the workers' idempotent store never takes a new capture for an old one).
         reconnect_s: First wait before reopening a lost camera; doubles up to 30 s.
         clock_ns: Host clock for the trigger timing (tests).
+        on_ready: Called with a rig's id and readiness whenever it changes (the ``rig_ready`` gauge).
 
     Attributes:
         reconnects: Cameras reopened so far.
@@ -231,21 +249,26 @@ class GenICamSource:
 
     def __init__(
         self, rigs: Sequence[RigSettings], fps: float = 5.0, *, start_seq: int = 1, reconnect_s: float = 1.0,
-        clock_ns: Callable[[], int] = time.time_ns,
+        clock_ns: Callable[[], int] = time.time_ns, on_ready: Callable[[str, bool], None] | None = None,
     ) -> None:  # fmt: skip
         if not rigs:
             raise SourceError("no GenICam rig configured: add a `cameras:` section (README, Connecting line cameras)")
         self.rigs, self.fps, self.reconnect_s, self.clock_ns = list(rigs), fps, reconnect_s, clock_ns
+        self._fired_period_ns = int(1e9 / fps) if fps > 0 else None  # known when this source fires the triggers
         self.start_seq: int = start_seq
         self.reconnects = 0
         self.counts: dict[str, int] = dict.fromkeys(
-            ("published", "incomplete", "missed_trigger", "unpaired", "camera_lost"), 0
+            ("published", "incomplete", "missed_trigger", "unpaired", "camera_lost", "overflow"), 0
         )
         self.items: queue.Queue[Capture | SourceError] = queue.Queue(maxsize=256)
+        self._overflowed = 0  # frames dropped because the queue was full, not yet reported
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pending: dict[str, dict[int, dict[str, _Frame]]] = {rig.id: {} for rig in self.rigs}
-        self.ready: dict[str, bool] = {rig.id: False for rig in self.rigs}
+        self.on_ready = on_ready
+        self.ready: dict[str, bool] = {}
+        for rig in self.rigs:
+            self._set_ready(rig.id, False)
         self._cameras = {
             rig.id: [_Camera(rig.visible, "visible"), _Camera(rig.infrared, "infrared")] for rig in self.rigs
         }
@@ -254,32 +277,52 @@ class GenICamSource:
             for rig in self.rigs
             for cam in self._cameras[rig.id]
         ]
+        self._ticks = 0
+        self._ticked = threading.Condition()
         if fps > 0:
-            self._threads.append(threading.Thread(target=self._trigger, name="genicam-trigger", daemon=True))
+            self._threads.append(threading.Thread(target=self._tick, name="genicam-trigger", daemon=True))
+            self._threads += [
+                threading.Thread(
+                    target=self._trigger, args=(rig, cam), name=f"genicam-{rig.id}-{cam.role}-trigger", daemon=True
+                )
+                for rig in self.rigs
+                for cam in self._cameras[rig.id]
+                if cam.settings.trigger.mode == "software"
+            ]
         for thread in self._threads:
             thread.start()
 
     # -- threads -----------------------------------------------------------------------------------
 
     def _receive(self, rig: RigSettings, cam: _Camera) -> None:
-        wait = self.reconnect_s
+        wait, reported = self.reconnect_s, False
         while not self._stop.is_set():
             if cam.camera is None:
                 try:
                     cam.open(self._next_seq(rig))
-                    wait = self.reconnect_s
-                    self.ready[rig.id] = all(c.camera is not None for c in self._cameras[rig.id])
+                    wait, reported = self.reconnect_s, False
+                    self._set_ready(rig.id, all(c.camera is not None for c in self._cameras[rig.id]))
                 except Exception as exc:  # unplugged, rebooting, or refused: try again after a back-off
-                    self._lost(rig, cam, f"cannot open {cam.settings.device}: {exc}")
+                    if reported:
+                        logger.debug("rig %s: cannot open %s yet: %s", rig.id, cam.settings.device, exc)
+                    else:  # once per outage
+                        self._lost(rig, cam, f"cannot open {cam.settings.device}: {exc}")
+                        reported = True
                     self._stop.wait(wait)
                     wait = min(30.0, wait * 2)
                     continue
-            items = cam.pop()
+            try:
+                items = cam.pop()
+            except Exception as exc:  # a buffer this source cannot read: never end the thread silently
+                items = [GenICamError("incomplete", f"{cam.settings.device}: unreadable buffer: {exc}")]
             if items is None:
-                if time.monotonic() - cam.last_buffer > LOST_AFTER_S and cam.settings.trigger.mode != "hardware":
-                    cam.close()
-                    self.reconnects += 1
-                    self._lost(rig, cam, f"{cam.settings.device} sent nothing for {LOST_AFTER_S:.0f} s")
+                quiet = time.monotonic() - cam.last_buffer > LOST_AFTER_S
+                if cam.failed.is_set() or (quiet and not cam.answers()):
+                    self._lost(rig, cam, f"{cam.settings.device} does not answer")
+                    self.reconnects, reported = self.reconnects + 1, True
+                    cam.close(stop=False)
+                elif quiet:  # an idle line (no triggers), not a lost camera
+                    cam.last_buffer = time.monotonic()
                 continue
             for item in items:
                 if isinstance(item, GenICamError):
@@ -295,20 +338,55 @@ class GenICamSource:
             return int(max([self.start_seq, *used]))
 
     def _lost(self, rig: RigSettings, cam: _Camera, why: str) -> None:
-        self.ready[rig.id] = False
+        self._set_ready(rig.id, False)
         logger.warning("rig %s, %s camera: %s", rig.id, cam.role, why)
         self._put(GenICamError("camera_lost", f"rig {rig.id}, {cam.role} camera: {why}"))
 
-    def _trigger(self) -> None:
-        """Fire the software-triggered cameras of each rig together, ``fps`` times a second."""
+    def _tick(self) -> None:
+        """The line trigger: ``fps`` ticks a second, each fired by every software camera's own thread."""
         period = 1.0 / self.fps
         next_at = time.monotonic()
         while not self._stop.is_set():
-            for rig in self.rigs:
-                if self.ready[rig.id]:
-                    self.fire(rig.id)
+            with self._ticked:
+                self._ticks += 1
+                self._ticked.notify_all()
             next_at += period
             self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def _trigger(self, rig: RigSettings, cam: _Camera) -> None:
+        """Fire one camera at every tick while its rig streams (a camera that does not answer blocks only here)."""
+        seen = 0
+
+        def due() -> bool:
+            return self._ticks != seen or self._stop.is_set()
+
+        while not self._stop.is_set():
+            with self._ticked:
+                self._ticked.wait_for(due, timeout=0.5)
+                tick = self._ticks
+            if tick != seen:
+                seen = tick
+                if self.ready[rig.id]:
+                    self._fire(cam)
+
+    def _fire(self, cam: _Camera) -> None:
+        if cam.camera is None:
+            return
+        try:
+            cam.camera.software_trigger()
+        except Exception as exc:  # GVCP timeout: the camera went away; its receive thread reopens it
+            logger.debug("software trigger on %s: %s", cam.settings.device, exc)
+            cam.failed.set()
+
+    def _set_ready(self, rig_id: str, ready: bool) -> None:
+        self.ready[rig_id] = ready
+        if self.on_ready is not None:
+            self.on_ready(rig_id, ready)
+
+    def readiness(self) -> tuple[bool, str]:
+        """``readyz``: ready while every rig streams; the text names the rigs that do not."""
+        down = sorted(rig for rig, ready in self.ready.items() if not ready)
+        return (not down, f"rigs down: {', '.join(down)}" if down else f"{len(self.ready)} rig(s) streaming")
 
     def wait_ready(self, timeout_s: float = 30.0) -> bool:
         """Wait until every rig's cameras are open and streaming; whether they are."""
@@ -320,11 +398,8 @@ class GenICamSource:
     def fire(self, rig_id: str, roles: Sequence[str] = ("visible", "infrared")) -> None:
         """One software trigger on the ``roles`` cameras of a rig (both: the line trigger)."""
         for cam in self._cameras[rig_id]:
-            if cam.role in roles and cam.settings.trigger.mode == "software" and cam.camera is not None:
-                try:
-                    cam.camera.software_trigger()
-                except Exception as exc:  # the camera went away; its receive thread reopens it
-                    logger.debug("software trigger on %s: %s", cam.settings.device, exc)
+            if cam.role in roles and cam.settings.trigger.mode == "software":
+                self._fire(cam)
 
     def _arrived(self, rig: RigSettings, cam: _Camera, frame: _Frame) -> None:
         """File a frame under its seq; a pair makes a capture, a frame left too far behind is unpaired.
@@ -334,6 +409,8 @@ class GenICamSource:
         take the seq of the trigger it missed. When the two frames of one seq are more than half a
         trigger period apart, the later one belongs to a later trigger: its camera's seqs move on by
         the triggers it missed (reported as ``missed_trigger``), and the pairing is right again.
+        Only a skew of whole periods counts (:func:`whole_periods`), so jitter in when a camera
+        stamps its frame never moves a pairing.
         """
         with self._lock:
             frame.seq += cam.shift
@@ -341,11 +418,12 @@ class GenICamSource:
             pending = self._pending[rig.id]
             other = next(c for c in self._cameras[rig.id] if c is not cam)
             partner = pending.get(frame.seq, {}).get(other.role)
-            period = min((p for p in (cam.period_ns, other.period_ns) if p), default=None)
+            fired = self._fired_period_ns if cam.settings.trigger.mode == "software" else None
+            period = fired or min((p for p in (cam.period_ns, other.period_ns) if p), default=None)
             triggered = "free-run" not in (cam.settings.trigger.mode, other.settings.trigger.mode)
             if partner is not None and period and triggered:
                 skew = frame.capture_ts_ns - partner.capture_ts_ns
-                missed = round(abs(skew) / period) if abs(skew) > period / 2 else 0
+                missed = whole_periods(skew, period)
                 if missed and skew > 0:  # this camera missed the trigger(s): its frame is a later one
                     self._realign(rig, cam, missed, frame.seq)
                     frame.seq += missed
@@ -376,18 +454,26 @@ class GenICamSource:
 
     @staticmethod
     def _period(cam: _Camera, ts_ns: int) -> None:
-        """Track the shortest recent interval between a camera's frames: the trigger period."""
+        """Track the median recent interval between a camera's frames: the trigger period.
+
+        The median, not the minimum: a frame stamped late and the next one on time make one short
+        interval, and a missed trigger one long one; neither moves the median of 32.
+        """
         if cam.last_ts_ns is not None and ts_ns > cam.last_ts_ns:
             cam.intervals.append(ts_ns - cam.last_ts_ns)
-            cam.period_ns = min(cam.intervals)
+            cam.period_ns = int(np.median(cam.intervals))
         cam.last_ts_ns = ts_ns
 
     def _put(self, item: Capture | SourceError) -> None:
         if isinstance(item, GenICamError):
             self.counts[item.outcome] = self.counts.get(item.outcome, 0) + 1
         try:
+            if self._overflowed:  # tell the gateway what was dropped while it was behind
+                self.items.put_nowait(GenICamError("overflow", "the gateway fell behind", frames=self._overflowed))
+                self._overflowed = 0
             self.items.put(item, timeout=1.0)
         except queue.Full:  # the gateway is not taking captures: count it rather than block the camera
+            self._overflowed += 2 if isinstance(item, Capture) else 1
             logger.warning("gateway is behind: dropping %s", type(item).__name__)
 
     # -- the Source protocol -----------------------------------------------------------------------
@@ -406,8 +492,20 @@ class GenICamSource:
     def close(self) -> None:
         """Stop triggering and receiving, stop the cameras' acquisition."""
         self._stop.set()
+        with self._ticked:
+            self._ticked.notify_all()
         for thread in self._threads:
             thread.join(timeout=5)
+
+
+def whole_periods(skew_ns: int, period_ns: int) -> int:
+    """How many whole trigger periods two frames' capture times are apart (0: the same trigger).
+
+    A skew counts only within a quarter period of a whole number n ≥ 1 of periods; anything else
+    (a camera that stamps its frames late, a scheduler hiccup) is the same trigger.
+    """
+    n = round(abs(skew_ns) / period_ns)
+    return n if n >= 1 and abs(abs(skew_ns) - n * period_ns) <= period_ns / 4 else 0
 
 
 def _other(role: str) -> str:

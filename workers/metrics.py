@@ -39,6 +39,8 @@ Gateway (``GatewayMetrics``):
   whose partner was incomplete or missed its trigger).
 * ``inspector_gateway_publish_seconds``: histogram of send → broker ack, 1 ms to 10 s.
 * ``inspector_gateway_source_reconnects_total``: camera source reconnections.
+* ``inspector_gateway_rig_ready{rig}``: 1 while both cameras of a GenICam rig stream, 0 while one is
+  lost and being reopened (one series per configured rig; alert ``InspectorGatewayRigDown``).
 """
 
 from __future__ import annotations
@@ -210,6 +212,12 @@ class GatewayMetrics:
         )
         self.source_reconnects = Counter(
             "inspector_gateway_source_reconnects_total", "Camera source reconnections.", registry=r
+        )
+        self.rig_ready = Gauge(
+            "inspector_gateway_rig_ready",
+            "1 while both cameras of a GenICam rig are open and streaming, 0 while one is lost.",
+            ["rig"],
+            registry=r,
         )
         _zero(self.published, MODALITIES)
         _zero(self.dropped, DROP_REASONS)

@@ -626,3 +626,15 @@ def test_decode_accepts_bytearray_and_memoryview() -> None:
 def test_schema_constant() -> None:
     assert SCHEMA == "inspector.frame/1"
     assert dict(make_frame().to_headers())["schema"] == SCHEMA.encode()
+
+
+def test_an_image_that_views_a_whole_bytes_buffer_is_sent_raw_without_a_copy() -> None:
+    buffer = np.arange(16, dtype="<u2").tobytes()  # a Mono16 camera buffer, 4 x 4
+    image = np.frombuffer(buffer, dtype=np.uint16).reshape(4, 4)
+    assert encode_image(image, "raw") is buffer
+    part = np.frombuffer(buffer, dtype=np.uint16)[:8].reshape(2, 4)  # a region of it: copied
+    encoded = encode_image(part, "raw")
+    assert encoded is not buffer and encoded == buffer[:16]
+    assert encode_image(np.frombuffer(buffer, np.uint16)[4:].reshape(3, 4), "raw") == buffer[8:]
+    swapped = np.frombuffer(buffer, dtype=">u2").reshape(4, 4)  # big-endian view: converted, never sent as is
+    assert encode_image(swapped, "raw") == swapped.astype("<u2").tobytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,7 @@ from inspector.sources import FolderSource, Source, SourceError, SyntheticSource
 from inspector.synth import list_presets
 from workers.errors import WorkerError
 from workers.gateway import Gateway, GatewayReport, last_published_seqs
+from workers.genicam import GenICamSource
 from workers.health import HealthServer
 from workers.metrics import GatewayMetrics
 
@@ -89,8 +91,6 @@ def _build_source(
     fps: float | None = None,
 ) -> Source:
     if kind is SourceKind.genicam:
-        from workers.genicam import GenICamSource
-
         rigs = (settings or Settings()).cameras
         return GenICamSource(rigs, fps=fps or (settings or Settings()).gateway.fps, start_seq=start_seq)
     if kind is SourceKind.synthetic:
@@ -126,6 +126,20 @@ def _first_seq(source: SourceKind, start_seq: int | None, settings: Settings, ca
     if source is SourceKind.genicam and settings.cameras:  # the same for the rigs' cameras
         return _resume_seq(settings, [rig.id for rig in settings.cameras])
     return None
+
+
+def _rig_readiness(frames: Source, metrics: GatewayMetrics) -> Callable[[], tuple[bool, str]]:
+    """``readyz`` of the gateway: per GenICam rig (and the ``rig_ready`` gauge), else always ready."""
+    if not isinstance(frames, GenICamSource):
+        return lambda: (True, "publishing")
+
+    def mark(rig: str, ready: bool) -> None:
+        metrics.rig_ready.labels(rig).set(int(ready))
+
+    frames.on_ready = mark
+    for rig, ready in dict(frames.ready).items():
+        mark(rig, ready)
+    return frames.readiness
 
 
 def _resume_seq(settings: Settings, cameras: list[str]) -> int:
@@ -240,13 +254,13 @@ def gateway(
     except (InspectorError, typer.BadParameter, WorkerError) as exc:
         fail(exc, code=1 if isinstance(exc, WorkerError) else 2)  # WorkerError: Kafka unreachable while resuming
     registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    readiness = _rig_readiness(frames, metrics)
     paced = None if source is SourceKind.genicam else _rate(frames, fps, settings)  # cameras pace themselves
-    runner = Gateway(settings, frames, GatewayMetrics(registry), fps=paced)
+    runner = Gateway(settings, frames, metrics, fps=paced)
     server = None
     if metrics_port is not None:
-        server = HealthServer(
-            registry, lambda: (True, "publishing"), host=settings.metrics.bind_address, port=metrics_port
-        )
+        server = HealthServer(registry, readiness, host=settings.metrics.bind_address, port=metrics_port)
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]gateway[/] {task.fields[line]}"),
