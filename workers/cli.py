@@ -18,6 +18,7 @@ SERVICE_COMMANDS: tuple[str, ...] = (
     "vqa_worker",
     "medical_worker",
     "cameras",
+    "bench_cameras",
 )
 
 for _name in SERVICE_COMMANDS:

@@ -9,15 +9,19 @@ receive thread; one thread per camera here pops them, copies the pixels once (``
 buffer, which goes straight back to the pool), numbers the frame with the rig's trigger seq
 (:class:`inspector.triggers.FrameCounter`, from the GigE Vision frame ID) and maps its timestamp to
 host time (:class:`inspector.triggers.ClockMap`). A rig's two frames with the same seq make one
-:class:`~inspector.sources.Capture`. What cannot be published as a good capture is yielded as a
+:class:`~inspector.sources.Capture`, once their capture times agree that they belong to one trigger
+(:class:`inspector.rig_pairing.RigPairer`). What cannot be published as a good capture is yielded as a
 :class:`~inspector.sources.SourceError` with its :attr:`GenICamError.outcome`:
 
 * ``incomplete``: the buffer lost packets (GVSP loss) or timed out; never published (its frame ID
   still counts, so the loss is not mistaken for a missed trigger);
-* ``missed_trigger``: a camera's frame IDs jumped: it did not see a trigger (one item per gap,
-  each gap one item); the pairing of later captures is unchanged;
+* ``missed_trigger``: a camera's frame IDs jumped (frames numbered but never received), or it sent
+  no frame for a trigger, found when its frames come a whole period late three triggers in a row
+  (one item per event); the pairing of later captures is unchanged;
 * ``unpaired``: a good frame whose partner never came (it was incomplete, or missed its trigger),
   given up once the rig is :data:`PAIR_WINDOW` triggers further;
+* ``skewed``: a pair whose frames came half a trigger period or more apart with no missed trigger to
+  explain it: not sure to be one trigger's, so both frames are dropped rather than paired;
 * ``camera_lost``: a camera stopped answering; it is reopened with back-off and only its rig waits;
 * ``overflow``: captures dropped because the gateway did not take them (``frames`` says how many).
 
@@ -28,6 +32,7 @@ by their own frame rate.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import queue
 import threading
@@ -40,10 +45,11 @@ from typing import Any
 import numpy as np
 
 from inspector.config import CameraSettings, RigSettings
+from inspector.rig_pairing import Missed, Paired, RigPairer, Skewed, Stamped
 from inspector.sources import Capture, SourceError
 from inspector.triggers import ClockMap, FrameCounter
 
-__all__ = ["GenICamError", "GenICamSource", "aravis", "describe_device", "list_devices", "whole_periods"]
+__all__ = ["GenICamError", "GenICamSource", "aravis", "describe_device", "list_devices"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,11 +146,12 @@ class _Camera:
     camera: Any = None
     stream: Any = None
     last_buffer: float = 0.0
-    shift: int = 0  # triggers this camera missed without a gap in its frame IDs (found by time)
     last_ts_ns: int | None = None
     period_ns: int | None = None
     intervals: deque[int] = field(default_factory=lambda: deque(maxlen=32))
     failed: threading.Event = field(default_factory=threading.Event)  # a command went unanswered
+    received: int = 0  # buffers popped since the source started, good or not
+    fired: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=4096))  # (host ns, tick)
 
     def open(self, start_seq: int = 1) -> None:
         """Open, configure and start the camera; its frames are numbered from ``start_seq``."""
@@ -167,6 +174,9 @@ class _Camera:
         else:
             camera.clear_triggers()
         stream = camera.create_stream(None, None)
+        if camera.is_gv_device():  # a UDP socket buffer of one payload, not the kernel's default (rmem_max caps it)
+            stream.set_property("socket-buffer", arv.GvStreamSocketBuffer.AUTO)
+            stream.set_property("socket-buffer-size", 0)
         payload = camera.get_payload()
         for _ in range(s.buffers):
             stream.push_buffer(arv.Buffer.new_allocate(payload))
@@ -174,7 +184,7 @@ class _Camera:
         self.camera, self.stream, self.last_buffer = camera, stream, time.monotonic()
         self.counter = FrameCounter(start_seq)  # a reopened camera's own frame IDs start again
         self.clock = ClockMap()  # and so may its clock (a rebooted camera counts from zero)
-        self.shift, self.last_ts_ns, self.period_ns = 0, None, None
+        self.last_ts_ns, self.period_ns = None, None
         self.intervals.clear()
         self.failed.clear()
 
@@ -185,9 +195,12 @@ class _Camera:
         if buffer is None:
             return None
         self.last_buffer = time.monotonic()
+        self.received += 1
         out: list[_Frame | GenICamError] = []
         try:
             frame_id = buffer.get_frame_id()
+            if frame_id > 0xFFFF and self.counter.id_bits == 16:  # GigE Vision 2 extended (64-bit) frame IDs
+                self.counter = FrameCounter(self.counter.next_seq, id_bits=64)
             count = self.counter.seq(frame_id) if frame_id > 0 else None
             if count is not None and count.missed:
                 what = f"{self.settings.device} missed {count.missed} trigger(s) before seq {count.seq}"
@@ -243,6 +256,7 @@ class GenICamSource:
 
     Attributes:
         reconnects: Cameras reopened so far.
+        triggers: Software line triggers fired so far, by rig (only while the rig streams).
         counts: Frames by outcome (``published`` pairs count once per frame).
 
     """
@@ -258,13 +272,13 @@ class GenICamSource:
         self.start_seq: int = start_seq
         self.reconnects = 0
         self.counts: dict[str, int] = dict.fromkeys(
-            ("published", "incomplete", "missed_trigger", "unpaired", "camera_lost", "overflow"), 0
+            ("published", "incomplete", "missed_trigger", "unpaired", "skewed", "camera_lost", "overflow"), 0
         )
         self.items: queue.Queue[Capture | SourceError] = queue.Queue(maxsize=256)
         self._overflowed = 0  # frames dropped because the queue was full, not yet reported
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._pending: dict[str, dict[int, dict[str, _Frame]]] = {rig.id: {} for rig in self.rigs}
+        self._pairers: dict[str, RigPairer[np.ndarray]] = {rig.id: RigPairer(window=PAIR_WINDOW) for rig in self.rigs}
         self.on_ready = on_ready
         self.ready: dict[str, bool] = {}
         for rig in self.rigs:
@@ -279,6 +293,8 @@ class GenICamSource:
         ]
         self._ticks = 0
         self._ticked = threading.Condition()
+        self._ticks_stopped = threading.Event()
+        self.triggers = dict.fromkeys(self.ready, 0)
         if fps > 0:
             self._threads.append(threading.Thread(target=self._tick, name="genicam-trigger", daemon=True))
             self._threads += [
@@ -300,6 +316,8 @@ class GenICamSource:
             if cam.camera is None:
                 try:
                     cam.open(self._next_seq(rig))
+                    with self._lock:
+                        self._pairers[rig.id].reset(cam.role)
                     wait, reported = self.reconnect_s, False
                     self._set_ready(rig.id, all(c.camera is not None for c in self._cameras[rig.id]))
                 except Exception as exc:  # unplugged, rebooting, or refused: try again after a back-off
@@ -334,7 +352,8 @@ class GenICamSource:
     def _next_seq(self, rig: RigSettings) -> int:
         """The seq a (re)opened camera of ``rig`` starts from: past every seq either camera has used."""
         with self._lock:
-            used = [c.counter.next_seq + c.shift for c in self._cameras[rig.id] if c.counter.last_id is not None]
+            shift = self._pairers[rig.id].shift
+            used = [c.counter.next_seq + shift[c.role] for c in self._cameras[rig.id] if c.counter.last_id is not None]
             return int(max([self.start_seq, *used]))
 
     def _lost(self, rig: RigSettings, cam: _Camera, why: str) -> None:
@@ -346,12 +365,20 @@ class GenICamSource:
         """The line trigger: ``fps`` ticks a second, each fired by every software camera's own thread."""
         period = 1.0 / self.fps
         next_at = time.monotonic()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._ticks_stopped.is_set():
             with self._ticked:
                 self._ticks += 1
+                for rig in self.rigs:
+                    self.triggers[rig.id] += self.ready[rig.id]
                 self._ticked.notify_all()
             next_at += period
+            if next_at < time.monotonic():  # late: a line trigger is never made up in a burst
+                next_at = time.monotonic() + period
             self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def stop_triggers(self) -> None:
+        """Stop firing software triggers (frames already on their way still arrive)."""
+        self._ticks_stopped.set()
 
     def _trigger(self, rig: RigSettings, cam: _Camera) -> None:
         """Fire one camera at every tick while its rig streams (a camera that does not answer blocks only here)."""
@@ -367,11 +394,12 @@ class GenICamSource:
             if tick != seen:
                 seen = tick
                 if self.ready[rig.id]:
-                    self._fire(cam)
+                    self._fire(cam, tick)
 
-    def _fire(self, cam: _Camera) -> None:
+    def _fire(self, cam: _Camera, tick: int) -> None:
         if cam.camera is None:
             return
+        cam.fired.append((self.clock_ns(), tick))
         try:
             cam.camera.software_trigger()
         except Exception as exc:  # GVCP timeout: the camera went away; its receive thread reopens it
@@ -382,6 +410,20 @@ class GenICamSource:
         self.ready[rig_id] = ready
         if self.on_ready is not None:
             self.on_ready(rig_id, ready)
+
+    def trigger_of(self, rig_id: str, role: str, ts_ns: int) -> int | None:
+        """The tick of the last software trigger fired at the ``role`` camera before ``ts_ns`` (diagnostics).
+
+        For checking pairs where the cameras stamp frames on the host's clock, as the simulator does.
+        """
+        cam = next(c for c in self._cameras[rig_id] if c.role == role)
+        fired = list(cam.fired)
+        index = bisect.bisect_right(fired, (ts_ns, 2**62)) - 1
+        return fired[index][1] if index >= 0 else None
+
+    def received(self) -> dict[str, int]:
+        """Buffers each camera has delivered so far (good, incomplete or unreadable), by device."""
+        return {cam.settings.device: cam.received for cams in self._cameras.values() for cam in cams}
 
     def readiness(self) -> tuple[bool, str]:
         """``readyz``: ready while every rig streams; the text names the rigs that do not."""
@@ -399,58 +441,41 @@ class GenICamSource:
         """One software trigger on the ``roles`` cameras of a rig (both: the line trigger)."""
         for cam in self._cameras[rig_id]:
             if cam.role in roles and cam.settings.trigger.mode == "software":
-                self._fire(cam)
+                self._fire(cam, -1)
 
     def _arrived(self, rig: RigSettings, cam: _Camera, frame: _Frame) -> None:
-        """File a frame under its seq; a pair makes a capture, a frame left too far behind is unpaired.
+        """Pair a frame with its partner (:class:`inspector.rig_pairing.RigPairer`); publish what that completes.
 
-        The seq from the frame IDs is checked against the capture times: a camera that did not see a
-        trigger at all sends no frame and its frame IDs go on without a gap, so its next frame would
-        take the seq of the trigger it missed. When the two frames of one seq are more than half a
-        trigger period apart, the later one belongs to a later trigger: its camera's seqs move on by
-        the triggers it missed (reported as ``missed_trigger``), and the pairing is right again.
-        Only a skew of whole periods counts (:func:`whole_periods`), so jitter in when a camera
-        stamps its frame never moves a pairing.
+        The seqs from the frame IDs are checked against the capture times there, with the trigger
+        period: ``1 / fps`` when this source fires the triggers, else the cameras' median interval;
+        free-run cameras are paired by seq alone.
         """
         with self._lock:
-            frame.seq += cam.shift
             self._period(cam, frame.capture_ts_ns)
-            pending = self._pending[rig.id]
             other = next(c for c in self._cameras[rig.id] if c is not cam)
-            partner = pending.get(frame.seq, {}).get(other.role)
             fired = self._fired_period_ns if cam.settings.trigger.mode == "software" else None
             period = fired or min((p for p in (cam.period_ns, other.period_ns) if p), default=None)
-            triggered = "free-run" not in (cam.settings.trigger.mode, other.settings.trigger.mode)
-            if partner is not None and period and triggered:
-                skew = frame.capture_ts_ns - partner.capture_ts_ns
-                missed = whole_periods(skew, period)
-                if missed and skew > 0:  # this camera missed the trigger(s): its frame is a later one
-                    self._realign(rig, cam, missed, frame.seq)
-                    frame.seq += missed
-                elif missed:  # the partner's camera missed: its frame filed here belongs further on
-                    del pending[frame.seq][other.role]
-                    self._realign(rig, other, missed, frame.seq)
-                    partner.seq += missed
-                    pending.setdefault(partner.seq, {})[other.role] = partner
-            pending.setdefault(frame.seq, {})[cam.role] = frame
-            for seq in [s for s, pair in pending.items() if len(pair) == 2]:
-                pair = pending.pop(seq)
-                visible, infrared = pair["visible"], pair["infrared"]
-                capture = Capture(
-                    rig.id, seq, visible.capture_ts_ns, visible.image, infrared.image,
-                    mm_per_px=rig.mm_per_px, infrared_ts_ns=infrared.capture_ts_ns,
-                )  # fmt: skip
-                self.counts["published"] += 2
-                self._put(capture)
-            newest = max(pending, default=frame.seq)
-            for seq in sorted(s for s in pending if s < newest - PAIR_WINDOW):
-                (alone,) = pending.pop(seq)
-                self._put(GenICamError("unpaired", f"rig {rig.id}: seq {seq} has no good {_other(alone)} frame"))
-
-    def _realign(self, rig: RigSettings, cam: _Camera, missed: int, seq: int) -> None:
-        cam.shift += missed
-        what = f"rig {rig.id}: {cam.settings.device} missed {missed} trigger(s) before seq {seq + missed}"
-        self._put(GenICamError("missed_trigger", what))
+            if "free-run" in (cam.settings.trigger.mode, other.settings.trigger.mode):
+                period = None
+            stamped = Stamped(cam.role, frame.seq, frame.capture_ts_ns, frame.image)
+            for event in self._pairers[rig.id].add(stamped, period):
+                if isinstance(event, Paired):
+                    capture = Capture(
+                        rig.id, event.seq, event.visible.ts_ns, event.visible.item, event.infrared.item,
+                        mm_per_px=rig.mm_per_px, infrared_ts_ns=event.infrared.ts_ns,
+                    )  # fmt: skip
+                    self.counts["published"] += 2
+                    self._put(capture)
+                elif isinstance(event, Missed):
+                    device = (rig.visible if event.role == "visible" else rig.infrared).device
+                    what = f"rig {rig.id}: {device} missed {event.triggers} trigger(s) before seq {event.before_seq}"
+                    self._put(GenICamError("missed_trigger", what))
+                elif isinstance(event, Skewed):
+                    what = f"rig {rig.id}: seq {event.seq}'s frames {event.skew_ns / 1e6:.0f} ms apart, not one trigger"
+                    self._put(GenICamError("skewed", what, frames=2))
+                else:
+                    missing = _other(event.role)
+                    self._put(GenICamError("unpaired", f"rig {rig.id}: seq {event.seq} has no good {missing} frame"))
 
     @staticmethod
     def _period(cam: _Camera, ts_ns: int) -> None:
@@ -496,16 +521,6 @@ class GenICamSource:
             self._ticked.notify_all()
         for thread in self._threads:
             thread.join(timeout=5)
-
-
-def whole_periods(skew_ns: int, period_ns: int) -> int:
-    """How many whole trigger periods two frames' capture times are apart (0: the same trigger).
-
-    A skew counts only within a quarter period of a whole number n ≥ 1 of periods; anything else
-    (a camera that stamps its frames late, a scheduler hiccup) is the same trigger.
-    """
-    n = round(abs(skew_ns) / period_ns)
-    return n if n >= 1 and abs(abs(skew_ns) - n * period_ns) <= period_ns / 4 else 0
 
 
 def _other(role: str) -> str:

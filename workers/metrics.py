@@ -35,8 +35,9 @@ Gateway (``GatewayMetrics``):
 * ``inspector_gateway_frames_published_total{modality}``: frames acknowledged by the broker.
 * ``inspector_gateway_frames_dropped_total{reason}``: frames lost (``source_error``,
   ``encode_error``, ``publish_error``, ``overflow``; from GenICam cameras ``incomplete``, a buffer
-  that lost packets, ``missed_trigger``, a gap in a camera's frame IDs, and ``unpaired``, a good frame
-  whose partner was incomplete or missed its trigger).
+  that lost packets, ``missed_trigger``, a camera that missed a trigger, ``unpaired``, a good frame
+  whose partner was incomplete or missed its trigger, and ``skewed``, a pair too far apart in time
+  to be sure it is one trigger's).
 * ``inspector_gateway_publish_seconds``: histogram of send → broker ack, 1 ms to 10 s.
 * ``inspector_gateway_source_reconnects_total``: camera source reconnections.
 * ``inspector_gateway_rig_ready{rig}``: 1 while both cameras of a GenICam rig stream, 0 while one is
@@ -72,7 +73,9 @@ MODALITIES = ("visible", "infrared")
 VERDICTS = ("OK", "NG")
 DEFECT_CLASSES = ("crack",)
 UNPAIRED_REASONS = ("no_partner", "late", "ambiguous", "duplicate", "stale")
-DROP_REASONS = ("source_error", "encode_error", "publish_error", "overflow", "incomplete", "missed_trigger", "unpaired")
+DROP_REASONS = (
+    "source_error", "encode_error", "publish_error", "overflow", "incomplete", "missed_trigger", "unpaired", "skewed"
+)  # fmt: skip
 DLQ_REASONS = tuple(str(reason) for reason in RejectReason)
 
 CRACK_WIDTH_BUCKETS_MM = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0)

@@ -13,14 +13,14 @@ pair against each other.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import json
 import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner
 
 from inspector.config import GatewaySettings, RigSettings, Settings
 from inspector.frame import Frame, decode_image
@@ -29,74 +29,20 @@ from tests.conftest import Stack
 from tests.integration.frames import fresh_settings
 from tests.integration.test_gateway import consume_all
 from tests.integration.test_worker import make_worker, results
+from workers.camera_bench import ramp_id
+from workers.cli import app
+from workers.fake_cameras import FakeCameras
 from workers.gateway import Gateway
-from workers.genicam import GenICamError, GenICamSource, list_devices
+from workers.genicam import GenICamError, GenICamSource
 from workers.metrics import GatewayMetrics
 
 pytestmark = pytest.mark.integration
 
-SIMULATOR = "arv-fake-gv-camera-0.8"
-
-
-def _address(address: str) -> None:
-    """Put ``address`` on the loopback interface (one simulated camera per address; CI runs as root)."""
-    shown = subprocess.run(["ip", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True)
-    if f"inet {address}/" not in shown.stdout:
-        subprocess.run(["ip", "addr", "add", f"{address}/8", "dev", "lo"], check=True)
-
-
-class Simulators:
-    """Simulated cameras by serial: started, killed and restarted by the test."""
-
-    def __init__(self) -> None:
-        self.processes: dict[str, tuple[subprocess.Popen[bytes], list[str]]] = {}
-
-    @property
-    def pids(self) -> dict[str, int]:
-        return {serial: process.pid for serial, (process, _) in self.processes.items()}
-
-    def start(self, serial: str, address: str, *extra: str) -> None:
-        if shutil.which(SIMULATOR) is None:
-            raise AssertionError(
-                f"{SIMULATOR} is not installed: apt install aravis-tools (deploy/local/install-system-deps)"
-            )
-        _address(address)
-        command = [SIMULATOR, "-i", address, "-s", serial, *extra]
-        self.processes[serial] = (
-            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-            command,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if any(d["serial"] == serial for d in list_devices()):
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"simulated camera {serial} on {address} never answered discovery")
-
-    def kill(self, serial: str) -> None:
-        process, _ = self.processes[serial]
-        process.kill()
-        process.wait(timeout=10)
-
-    def restart(self, serial: str) -> None:
-        """Start a killed camera again, as it was started (a rebooted camera: its frame IDs start over)."""
-        _, command = self.processes[serial]
-        address, extra = command[2], command[5:]
-        self.start(serial, address, *extra)
-
-    def stop_all(self) -> None:
-        for process, _ in self.processes.values():
-            process.kill()
-            process.wait(timeout=10)
-
 
 @pytest.fixture
-def simulators() -> Iterator[Simulators]:
-    running = Simulators()
-    try:
+def simulators() -> Iterator[FakeCameras]:
+    with FakeCameras() as running:
         yield running
-    finally:
-        running.stop_all()
 
 
 def rig(rig_id: str, visible: str, infrared: str) -> RigSettings:
@@ -108,15 +54,11 @@ def rig(rig_id: str, visible: str, infrared: str) -> RigSettings:
 
 
 def frame_id(image: np.ndarray) -> int:
-    """The simulator's frame ID behind ``image`` (mod 255 for Mono8, mod 65535 for Mono16), checking
-    that every pixel is the simulator's ramp: the bytes are the camera's, unconverted."""
+    """The simulator's frame ID behind ``image`` (:func:`ramp_id`), checking that every pixel is the
+    simulator's ramp: the bytes are the camera's, unconverted."""
+    found = ramp_id(image)
     y, x = np.mgrid[: image.shape[0], : image.shape[1]]
-    if image.dtype == np.uint8:
-        found = int(image[0, 0])
-        expected = (x + y + found) % 255
-    else:
-        found = int(image[0, 0]) * pow(256, -1, 65535) % 65535  # 256 id = pixel (mod 65535)
-        expected = (256 * (x + y + found)) % 65535
+    expected = (x + y + found) % 255 if image.dtype == np.uint8 else (256 * (x + y + found)) % 65535
     assert np.array_equal(image, expected.astype(image.dtype)), "pixels differ from the camera's ramp"
     return found
 
@@ -132,7 +74,7 @@ def take(source: GenICamSource, captures: int, timeout_s: float = 30) -> tuple[l
     return good, bad
 
 
-def test_one_software_line_trigger_fires_both_cameras_and_their_frames_share_the_seq(simulators: Simulators) -> None:
+def test_one_software_line_trigger_fires_both_cameras_and_their_frames_share_the_seq(simulators: FakeCameras) -> None:
     simulators.start("VIS-A", "127.0.0.1")
     simulators.start("IR-A", "127.0.0.2")
     source = GenICamSource([rig("rig-a", "VIS-A", "IR-A")], fps=4)
@@ -151,7 +93,7 @@ def test_one_software_line_trigger_fires_both_cameras_and_their_frames_share_the
     assert len(offsets) == 1  # every pair: the two cameras' frames of one trigger
 
 
-def test_frames_with_lost_packets_are_counted_and_never_become_captures(simulators: Simulators) -> None:
+def test_frames_with_lost_packets_are_counted_and_never_become_captures(simulators: FakeCameras) -> None:
     simulators.start("VIS-B", "127.0.0.1", "-r", "1")  # 1 GVSP packet in 1,000 lost: about half the 1 MB frames
     simulators.start("IR-B", "127.0.0.2")
     source = GenICamSource([rig("rig-b", "VIS-B", "IR-B")], fps=4)
@@ -168,7 +110,7 @@ def test_frames_with_lost_packets_are_counted_and_never_become_captures(simulato
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # whatever was lost, pairs never shift
 
 
-def test_a_trigger_one_camera_missed_is_reported_and_every_other_capture_still_pairs(simulators: Simulators) -> None:
+def test_a_trigger_one_camera_missed_is_reported_and_every_other_capture_still_pairs(simulators: FakeCameras) -> None:
     simulators.start("VIS-C", "127.0.0.1")
     simulators.start("IR-C", "127.0.0.2")
     source = GenICamSource([rig("rig-c", "VIS-C", "IR-C")], fps=0)  # triggers fired by the test
@@ -193,7 +135,7 @@ def test_a_trigger_one_camera_missed_is_reported_and_every_other_capture_still_p
 
 
 def test_line_triggers_reach_kafka_as_the_cameras_bytes_with_one_seq_and_one_result_per_trigger(
-    simulators: Simulators, stack: Stack
+    simulators: FakeCameras, stack: Stack
 ) -> None:
     simulators.start("VIS-E", "127.0.0.1")
     simulators.start("IR-E", "127.0.0.2")
@@ -226,7 +168,7 @@ def test_line_triggers_reach_kafka_as_the_cameras_bytes_with_one_seq_and_one_res
 
 
 def test_a_camera_killed_and_started_again_is_reopened_while_the_other_rig_keeps_publishing(
-    simulators: Simulators,
+    simulators: FakeCameras,
 ) -> None:
     for serial, address in (
         ("VIS-F", "127.0.0.1"),
@@ -267,3 +209,19 @@ def test_a_camera_killed_and_started_again_is_reopened_while_the_other_rig_keeps
     assert ("rig-f", False) in changes and changes[-1] == ("rig-f", True) and source.reconnects >= 1
     resumed = [c for c in after if c.camera_id == "rig-f"]
     assert resumed and resumed[0].seq > max(c.seq for c in before + during if c.camera_id == "rig-f")
+
+
+def test_inspector_cameras_lists_the_simulated_cameras_and_the_features_of_one(simulators: FakeCameras) -> None:
+    simulators.start("VIS-H", "127.0.0.1")
+    simulators.start("IR-H", "127.0.0.2")
+    listed = CliRunner().invoke(app, ["cameras", "--json"])
+    assert listed.exit_code == 0, listed.output
+    found = {d["serial"]: d for d in json.loads(listed.stdout)}
+    assert found["IR-H"]["address"] == "127.0.0.2" and found["VIS-H"]["protocol"] == "GigEVision"
+    shown = CliRunner().invoke(app, ["cameras", "--device", "IR-H", "--json"])
+    assert shown.exit_code == 0, shown.output
+    features = json.loads(shown.stdout)
+    assert features["serial"] == "IR-H" and {"Mono8", "Mono16"} <= set(features["pixel_formats"])
+    assert "Software" in features["trigger_sources"] and features["payload_bytes"] > 0
+    missing = CliRunner().invoke(app, ["cameras", "--device", "NO-SUCH-CAMERA"])
+    assert missing.exit_code != 0 and "not found" in missing.output and "IR-H" in missing.output

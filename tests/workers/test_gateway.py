@@ -17,6 +17,7 @@ from inspector.frame import Frame
 from inspector.sources import Capture, SourceError
 from workers.cli import app
 from workers.gateway import Gateway
+from workers.genicam import GenICamError
 from workers.metrics import GatewayMetrics
 
 
@@ -118,9 +119,27 @@ def test_source_and_encode_errors_are_counted_and_the_run_goes_on() -> None:
     report = Gateway(settings, items, None, FakeProducer()).run()
     # a uint16 visible image cannot be JPEG: both frames of that capture are dropped
     assert report.dropped == {"source_error": 1, "encode_error": 2} | dict.fromkeys(
-        ("publish_error", "overflow", "incomplete", "missed_trigger", "unpaired"), 0
+        ("publish_error", "overflow", "incomplete", "missed_trigger", "unpaired", "skewed"), 0
     )
     assert report.published == {"visible": 1, "infrared": 1}
+
+
+def test_camera_outcomes_are_dropped_by_reason_and_a_lost_camera_is_not_a_frame() -> None:
+    items: list[Capture | SourceError] = [
+        GenICamError("incomplete", "VIS frame 7 missing packets"),
+        GenICamError("missed_trigger", "IR missed 1 trigger(s) before seq 9"),
+        GenICamError("unpaired", "rig rig-1: seq 8 has no good infrared frame"),
+        GenICamError("overflow", "the gateway fell behind", frames=6),
+        GenICamError("camera_lost", "rig rig-1, infrared camera: IR does not answer"),
+        *captures(1),
+    ]
+    registry = CollectorRegistry()
+    report = Gateway(offline_settings("raw"), items, GatewayMetrics(registry), FakeProducer()).run()
+    assert {k: v for k, v in report.dropped.items() if v} == {
+        "incomplete": 1, "missed_trigger": 1, "unpaired": 1, "overflow": 6
+    }  # fmt: skip
+    assert report.published == {"visible": 1, "infrared": 1}
+    assert registry.get_sample_value("inspector_gateway_frames_dropped_total", {"reason": "overflow"}) == 6
 
 
 class ReconnectingSource:
