@@ -4,8 +4,10 @@
   kafka-python workarounds, the at-least-once checkpoint, delivery metrics, topic creation).
 * ``workers.inspection``, ``workers.medical``, ``workers.vqa``: the workers, each decode → domain →
   model → outcomes for the checkpoint; ``workers.shell`` runs them.
-* ``workers.gateway``: cameras to Kafka. ``workers.clients``, ``workers.kafka_login``: clients from
-  settings. ``workers.stores``: Redis sinks. ``workers.commands``: the CLI.
+* ``workers.gateway``: cameras to Kafka; ``workers.genicam`` and ``workers.genicam_camera``: GenICam
+  (GigE Vision) rigs through Aravis; ``workers.fake_cameras``: Aravis's camera simulator for the tests
+  and ``workers.camera_bench``. ``workers.clients``, ``workers.kafka_login``: clients from settings.
+  ``workers.stores``: Redis sinks. ``workers.commands``: the CLI.
 
 Imports go one way: ``workers`` may import ``inspector`` and ``mla``, never the reverse.
 """
