@@ -71,6 +71,7 @@ __all__ = [
     "decode_image",
     "encode_frame",
     "encode_image",
+    "viewed_bytes",
 ]
 
 SCHEMA = "inspector.frame/1"
@@ -263,7 +264,7 @@ class Frame(BaseModel):
             raise FrameDecodeError(_describe(exc, "frame header")) from exc
 
 
-def _viewed_bytes(array: np.ndarray) -> bytes | None:
+def viewed_bytes(array: np.ndarray) -> bytes | None:
     """The ``bytes`` object ``array`` views from its first to its last byte, in C order, little-endian.
 
     Such an array (``np.frombuffer(buffer)`` of a camera frame, reshaped) *is* its raw encoding;
@@ -299,7 +300,7 @@ def encode_image(image: ImageArray, encoding: Encoding, *, jpeg_quality: int = 9
     dtype = _image_dtype(image)
     array = np.asarray(image, dtype=np.dtype(dtype))  # native byte order for OpenCV
     if encoding == "raw":
-        whole = _viewed_bytes(array)
+        whole = viewed_bytes(array)
         if whole is not None:  # a camera buffer's bytes as they came: sent without another copy
             return whole
         return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()

@@ -68,7 +68,19 @@ _CAMERA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class SourceError(InspectorError):
-    """A capture could not be read (yielded, the source goes on) or the source is gone (raised)."""
+    """A capture could not be read (yielded, the source goes on) or the source is gone (raised).
+
+    Args:
+        message: What went wrong.
+        outcome: The gateway's drop reason for it (``source_error`` unless the source knows better,
+            e.g. a GenICam camera's ``incomplete``; ``camera_lost`` is no frame but a reconnect).
+        frames: Frames it stands for.
+
+    """
+
+    def __init__(self, message: str, *, outcome: str = "source_error", frames: int = 1) -> None:
+        super().__init__(message)
+        self.outcome, self.frames = outcome, frames
 
 
 @dataclass(frozen=True, eq=False)

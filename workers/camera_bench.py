@@ -37,7 +37,7 @@ from kafka import KafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from inspector.config import GatewaySettings, KafkaSettings, RigSettings, Settings, TopicSettings
-from inspector.frame import encode_image
+from inspector.frame import viewed_bytes
 from inspector.sources import Capture, SourceError
 from workers.errors import WorkerError
 from workers.fake_cameras import FakeCameras, cpu_seconds
@@ -90,7 +90,7 @@ class _Counted:
             if isinstance(item, Capture):
                 self.captures += 1
                 images = [i for i in (item.visible, item.infrared) if i is not None]
-                self.single_copy += all(encode_image(i, "raw") is _root(i) for i in images)
+                self.single_copy += all(viewed_bytes(i) is not None for i in images)  # raw-encoded as they are
                 lag = (ramp_id(item.visible) - ramp_id(item.infrared)) % 255  # type: ignore[arg-type]
                 self.lag_changes += item.camera_id in self._lags and self._lags[item.camera_id] != lag
                 self._lags[item.camera_id] = lag
@@ -116,13 +116,6 @@ def ramp_id(image: np.ndarray) -> int:
     if image.dtype == np.uint8:
         return int(image[0, 0])
     return int(image[0, 0]) * pow(256, -1, 65535) % 65535
-
-
-def _root(image: Any) -> Any:
-    base = image.base
-    while getattr(base, "base", None) is not None and not isinstance(base, bytes):
-        base = base.base
-    return base
 
 
 def _rig(index: int, tag: str, bench: CameraBench) -> tuple[RigSettings, list[tuple[str, str]]]:

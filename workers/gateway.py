@@ -411,12 +411,11 @@ class Gateway:
 
     def _handle(self, item: Capture | SourceError) -> None:
         if isinstance(item, SourceError):
-            reason = getattr(item, "outcome", "source_error")  # a GenICam source says which (workers.genicam)
-            if reason == "camera_lost":  # not a frame: the source reopens the camera (counted in reconnects)
+            if item.outcome == "camera_lost":  # not a frame: the source reopens the camera (counted in reconnects)
                 self._count_reconnects()
                 logger.warning("%s", item)
                 return
-            self._drop(reason, getattr(item, "frames", 1), str(item))
+            self._drop(item.outcome, item.frames, str(item))
             return
         try:
             records = capture_to_records(item, self.settings.gateway.encoding)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import bisect
 import logging
 import queue
+import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -296,7 +297,7 @@ class GenICamSource:
         """
         if cam.last_ts_ns is not None and ts_ns > cam.last_ts_ns:
             cam.intervals.append(ts_ns - cam.last_ts_ns)
-            cam.period_ns = int(np.median(cam.intervals))
+            cam.period_ns = int(statistics.median(cam.intervals))
         cam.last_ts_ns = ts_ns
 
     def _put(self, item: Capture | SourceError) -> None:

@@ -54,8 +54,7 @@ class GenICamError(SourceError):
     """A frame or camera of a GenICam rig that could not become a good capture; ``outcome`` says why."""
 
     def __init__(self, outcome: str, message: str, *, frames: int = 1) -> None:
-        super().__init__(message)
-        self.outcome, self.frames = outcome, frames
+        super().__init__(message, outcome=outcome, frames=frames)
 
 
 def aravis() -> Any:
