@@ -208,6 +208,7 @@ class Proc:
         with self.log.open("w") as err, self.out.open("w") as out:
             self.process = subprocess.Popen(command, env=env, stdout=out, stderr=err, cwd=REPO)
         self.report: dict[str, Any] | None = None
+        self.stuck = False  # did not stop within its grace period (its stacks are at the end of its log)
 
     @property
     def pid(self) -> int:
@@ -234,8 +235,11 @@ class Proc:
             self.signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # PYTHONFAULTHANDLER: every thread's stack to the log first
+                self.signal(signal.SIGABRT)
+                time.sleep(2)
                 self.kill()
+                self.stuck = True
         self.report = _report_json("\n" + self.out.read_text())
         return self.report
 
@@ -250,6 +254,11 @@ class Proc:
             return None
         listed = lines[-1].split("partitions assigned:", 1)[1].split(" (gone:", 1)[0]
         return set(ast.literal_eval(listed.strip()))
+
+
+def assert_workers_reported(figures: dict[str, Any], notes: dict[str, Any], expected: int, what: str) -> None:
+    """``expected`` workers stopped within their grace period and printed their report; else ``what`` and their logs."""
+    assert figures["worker_reports"] == expected, f"{what}\n{notes.get('logs', '')}"
 
 
 def abort_unsettled(workers: list[Proc]) -> str:
@@ -461,7 +470,7 @@ class ChaosRun:
         stored, entries = read_results(self.client, self.settings.redis.key_prefix)
         figures = self._figures(contents, stored, entries, reports, end_t)
         write_figures(self.name, figures)
-        self.notes["logs"] = "\n".join(p.tail(25) for p in self.workers + self.gateways)
+        self.notes["logs"] = "\n".join(p.tail(150 if p.stuck else 25) for p in self.workers + self.gateways)
         return figures
 
     def _caught_up(self) -> bool:

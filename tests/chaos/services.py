@@ -482,7 +482,7 @@ class ServiceRun:
         figures = self._figures(found, reports, end_t)
         write_figures(self.name, figures)
         self.figures_written = True
-        self.notes["logs"] = "\n".join(p.tail(25) for p in self.workers)
+        self.notes["logs"] = "\n".join(p.tail(150 if p.stuck else 25) for p in self.workers)
         return figures
 
     def _caught_up(self) -> bool:

@@ -22,6 +22,7 @@ from tests.chaos.harness import (
     ChaosRun,
     PrivateStack,
     assert_no_loss_no_duplicates,
+    assert_workers_reported,
     restart_broker,
     stop_redis,
     wait_for,
@@ -97,7 +98,7 @@ def test_4_a_worker_stalls_past_max_poll_interval(chaos_stack: PrivateStack) -> 
         run.fault_over()
         figures = run.finish()
     assert_no_loss_no_duplicates(figures, run)
-    assert figures["worker_reports"] == 2, "the stalled worker did not come back and stop cleanly"
+    assert_workers_reported(figures, run.notes, 2, "the stalled worker did not come back and stop cleanly")
 
 
 def test_5_restart_the_gateway(chaos_stack: PrivateStack) -> None:

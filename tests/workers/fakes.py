@@ -101,8 +101,10 @@ class FakeKafkaConsumer:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.positions[tp] = offset
 
-    def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+    def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], timeout_ms: int | None = None) -> None:
         from kafka.errors import RebalanceInProgressError
+
+        assert timeout_ms is not None, "commits are bounded (workers.kafka.consumer.COMMIT_TIMEOUT_MS)"
 
         if self.refuse_commits:
             self.refuse_commits -= 1
@@ -127,7 +129,8 @@ class FakeKafkaConsumer:
     def end_offsets(self, tps: list[TopicPartition], timeout_ms: int = 0) -> dict[TopicPartition, int]:
         return {tp: len(self.logs[tp]) for tp in tps}
 
-    def close(self, autocommit: bool = False) -> None:
+    def close(self, autocommit: bool = False, timeout_ms: int | None = None) -> None:
+        assert timeout_ms is not None, "the close is bounded (workers.kafka.consumer.COMMIT_TIMEOUT_MS)"
         self.closed = True
 
 

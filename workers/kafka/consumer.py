@@ -26,6 +26,10 @@ workarounds, for kafka-python 3.0.12 (the newest release the registry serves; do
 5. **The rebalance listener commits nothing**: kafka-python runs it inside its own network loop,
    where a synchronous commit can stall the rejoin. Every turn of a worker commits what is settled,
    so a partition's next owner re-reads at most what was in hand.
+6. **Commits and the close are bounded** by :data:`COMMIT_TIMEOUT_MS`. kafka-python retries a
+   synchronous commit (and the close's LeaveGroup) for ``request_timeout_ms``, 30 s, while its
+   coordinator is rejoining; a commit, a drain's commit and the close in a row could outlast an
+   orchestrator's grace period. A commit that times out is retried next turn, like a refused one.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ logger = logging.getLogger(__name__)
 Partition = tuple[str, int]
 RECONNECT_BACKOFF_MAX_MS = 1_000  # workaround 1: kafka-python's default is 30 s
 HOLD_POLL_MS = 250  # how often a holding worker polls (to stay in its group) without taking records
+COMMIT_TIMEOUT_MS = 5_000  # workaround 6: one commit or close waits at most this long (kafka-python: 30 s)
 
 
 def group_stable(consumer: Any) -> bool | None:
@@ -233,7 +238,7 @@ class GroupConsumer:
             return True
         offsets = {self._tp(p): OffsetAndMetadata(o, "", -1) for p, o in positions.items()}
         try:
-            self.raw.commit(offsets)
+            self.raw.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except KafkaError as exc:  # a rebalance in progress, or the broker away: commit again next turn
             logger.warning("offset commit failed (%s); will retry", exc)
             return False
@@ -289,6 +294,6 @@ class GroupConsumer:
     def close(self) -> None:
         """Close without committing: everything settled was committed as it settled."""
         try:
-            self.raw.close(autocommit=False)
+            self.raw.close(autocommit=False, timeout_ms=COMMIT_TIMEOUT_MS)
         except Exception as exc:  # closing is the last thing done with this client: a failure changes nothing
             logger.warning("closing the Kafka consumer failed: %s", exc)
