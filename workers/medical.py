@@ -17,6 +17,8 @@ Metrics (``MedicalMetrics``, on the registry passed in):
 * ``inspector_medical_studies_total``: reports stored.
 * ``inspector_medical_latency_seconds``: record received → report stored.
 * ``inspector_medical_findings_total{type}``: findings reported, by lesion type.
+* ``inspector_medical_out_of_domain_total``: reports of studies the input gate put outside the validated
+  domain (:mod:`inspector.medical.domain`); they are stored like any other, flagged in the report.
 * ``inspector_medical_model_info{name,version,sha256}``: always 1; which report model serves (file digest).
 * the delivery metrics (:mod:`workers.kafka.metrics`) under ``inspector_medical``: ``dlq_total{reason}``
   (:data:`inspector.medical.request.REASONS`), ``store_errors_total``, ``holding``, ``ready``,
@@ -40,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import mla
 from inspector.config import Settings
 from inspector.medical.dicom import DEFAULT_LIMITS, DicomLimits
+from inspector.medical.domain import DomainProfile
 from inspector.medical.report import draft_report
 from inspector.medical.request import REASONS, RequestError, load_volume, parse_request
 from inspector.medical.vocab import TYPES, ReportTokenizer
@@ -88,6 +91,11 @@ class MedicalMetrics:
         )  # fmt: skip
         self.findings = Counter("inspector_medical_findings_total", "Findings reported, by type.", ["type"], registry=r)
         self.model = Info("inspector_medical_model", "The report model this worker serves.", registry=r)
+        self.out_of_domain = Counter(
+            "inspector_medical_out_of_domain_total",
+            "Reports stored for studies outside the model's validated domain (measured, flagged in the report).",
+            registry=r,
+        )
         self.delivery = DeliveryMetrics(r, "inspector_medical", REASONS)
         for kind in TYPES:
             self.findings.labels(kind)
@@ -102,6 +110,7 @@ class MedicalReport:
     already_stored: int = 0
     dlq: Tally[str] = field(default_factory=Tally)
     store_errors: int = 0
+    out_of_domain: int = 0
     seconds: float = 0.0
 
 
@@ -133,10 +142,11 @@ class MedicalWorker(WorkerShell[MedicalReport]):
         *,
         metrics: MedicalMetrics | None = None,
         info: dict[str, Any] | None = None,
+        profile: DomainProfile | None = None,
         consumer: KafkaConsumer | None = None,
         producer: KafkaProducer | None = None,
     ) -> None:
-        self.settings, self.config = settings, config
+        self.settings, self.config, self.profile = settings, config, profile
         self.model, self.tokenizer, self.store, self.metrics = model, tokenizer, store, metrics
         self.delivery = metrics.delivery if metrics is not None else None
         self.info = dict(info or {})
@@ -195,7 +205,9 @@ class MedicalWorker(WorkerShell[MedicalReport]):
             )  # fmt: skip
             volume = load_volume(request, self.config.dicom_limits)
             try:
-                report = draft_report(self.model, self.tokenizer, volume, volume.patient, info=self.info)
+                report = draft_report(
+                    self.model, self.tokenizer, volume, volume.patient, info=self.info, profile=self.profile
+                )
             except (mla.MLAError, RuntimeError, ValueError) as exc:
                 raise RequestError("model_error", f"{type(exc).__name__}: {exc}") from None
         except RequestError as exc:
@@ -212,11 +224,15 @@ class MedicalWorker(WorkerShell[MedicalReport]):
                 self.report.already_stored += 1
                 return
             self.report.stored += 1
+            outside = bool(report.domain.get("out_of_domain"))
+            self.report.out_of_domain += outside
             took = time.monotonic() - received
             logger.info("study %s: %d findings, %.0f ms", request.tag, len(report.findings), 1e3 * took)
             if self.metrics is not None:
                 self.metrics.studies.inc()
                 self.metrics.latency.observe(took)
+                if outside:
+                    self.metrics.out_of_domain.inc()
                 for finding in report.findings:
                     self.metrics.findings.labels(finding.type).inc()
 

@@ -263,9 +263,13 @@ def model_table(title: str, description: str, expr: str) -> table.Panel:
 def medical_rows() -> Iterator[Row | Panel]:
     """The medical report worker (``inspector medical-worker``, metrics in ``workers/medical.py``)."""
     yield Row("Medical report worker")
-    yield graph("Medical studies reported per minute", "Reports stored in Redis, per worker.", "short",
+    yield graph("Medical studies reported per minute",
+                "Reports stored in Redis, per worker; and those of studies outside the model's validated domain "
+                "(another modality, anatomy, geometry or HU histogram: measured, flagged in the report).", "short",
                 [query(f"sum by (instance) (rate(inspector_medical_studies_total{{{MEDICAL}}}[{RATE}])) * 60",
-                       "{{instance}}")], width=8)  # fmt: skip
+                       "{{instance}}"),
+                 query(f"sum(rate(inspector_medical_out_of_domain_total{{{MEDICAL}}}[{RATE}])) * 60",
+                       "outside the validated domain", "B")], width=8)  # fmt: skip
     yield graph("Medical report latency (p50, p95, p99)", "Study record received to report stored.", "s",
                 quantiles("inspector_medical_latency_seconds", MEDICAL), width=8)  # fmt: skip
     yield graph(

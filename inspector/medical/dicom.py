@@ -158,6 +158,9 @@ class Volume:
         patient: Age, sex and indication (never identifiers).
         description: ``SeriesDescription`` or ``StudyDescription``.
         file_window: The first slice's ``WindowCenter``/``WindowWidth`` if present.
+        body_part: ``BodyPartExamined`` (upper case, "" when absent).
+        contrast: ``ContrastBolusAgent`` ("" when absent: no contrast stated).
+        instances: ``(SOPClassUID, SOPInstanceUID)`` of each slice, in slice order (for report references).
 
     """
 
@@ -172,6 +175,9 @@ class Volume:
     patient: PatientInfo = field(default_factory=PatientInfo)
     description: str = ""
     file_window: tuple[float, float] | None = None
+    body_part: str = ""
+    contrast: str = ""
+    instances: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_ct(self) -> bool:
@@ -188,6 +194,8 @@ class Volume:
             "spacing_mm": list(self.spacing_mm),
             "slice_thickness_mm": self.slice_thickness_mm,
             "slice_spacing_mm": self.slice_spacing_mm,
+            "body_part": self.body_part,
+            "contrast": bool(self.contrast),
         }
 
 
@@ -529,6 +537,12 @@ def series_volume(items: Sequence[tuple[str, Dataset]], *, limits: DicomLimits =
         patient=patient_of(first),
         description=str(first.get("SeriesDescription", "") or first.get("StudyDescription", "") or ""),
         file_window=(centre, width) if centre is not None and width else None,
+        body_part=str(first.get("BodyPartExamined", "") or "").strip().upper(),
+        contrast=str(first.get("ContrastBolusAgent", "") or "").strip(),
+        instances=tuple(
+            (str(items[i][1].get("SOPClassUID", "") or ""), str(items[i][1].get("SOPInstanceUID", "") or ""))
+            for i in order
+        ),
     )
 
 

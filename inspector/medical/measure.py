@@ -132,8 +132,8 @@ def calcium_candidates(
         if exclude is not None and exclude[footprint].any():
             continue
         ring = ndimage.binary_dilation(footprint, iterations=3) & ~footprint  # the maps dip on a lesion itself
-        if organ_max[ring].mean() < ORGAN_PROBABILITY:
-            continue
+        if not ring.any() or organ_max[ring].mean() < ORGAN_PROBABILITY:
+            continue  # no organ around it (or a component filling the image: no ring to judge by)
         organ = int(_organ_mass(organs, footprint).argmax())
         confidence = float(organs[organ][ring].mean())
         found.append(Candidate(footprint, "calcification", LOCATIONS[organ], confidence, ("calcification",)))

@@ -213,6 +213,7 @@ def write_dicom(study: Study, folder: Path) -> list[Path]:
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop_uid
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
         ds.Modality, ds.Manufacturer = "CT", "inspector phantom (synthetic)"
+        ds.BodyPartExamined, ds.ContrastBolusAgent, ds.ContrastBolusRoute = "CHESTABDOMEN", "IV contrast", "IV"
         ds.PatientName, ds.PatientID = f"PHANTOM^{study.seed:05d}", f"PH{study.seed:05d}"
         ds.PatientAge, ds.PatientSex = f"{study.age:03d}Y", study.sex
         ds.ReasonForTheRequestedProcedure = study.indication

@@ -6,23 +6,28 @@
     patient  (B, 12)       age, sex, indication                                          ──tabular──────┤ dma
                                                                                                         ▼
     segmentation head  (B, 10, S, S): 4 lesion-type maps + 6 organ maps  ──measure──▶ findings (mm, HU)
-    sequence head      [BOS] findings prompt [SEP] ──causal decoder, cross-attending the fused memory──▶ narrative
+                                                                       ──organ coverage──▶ domain gate
+    sequence head      [BOS] findings prompt [SEP] candidate ──causal decoder, cross-attending──▶ phrasing
 
 The projections (maximum and minimum intensity over the slices, S = 192) let one 2-D pass see every
 lesion of the slab; sizes and HU are then measured on the original slices (:mod:`.measure`). The
 calcium window (200-1000 HU) shows the 4-8 mm calcifications, which the soft-tissue window clips to the
-same white as the vertebra, as isolated bright dots on black (version-1 models had only the first 3). The
-decoder is prompted with the measured findings and writes the narrative; the indication and the age
-(which changes the nodule advice) reach it only through the fused patient vector.
+same white as the vertebra, as isolated bright dots on black (version-1 models had only the first 3).
+
+The narrative is written from the measured findings (:mod:`.narrative`), so it cannot contradict
+them: the decoder only chooses the phrasing, by scoring each templated candidate given the findings
+prompt (:func:`choose_style`, one batched teacher-forced pass). The input gate (:mod:`.domain`) checks
+the study against the validated domain; one outside it is still measured and its report says so.
 
     model, tokenizer = load_report_model(path)
-    report = draft_report(model, tokenizer, volume)          # StructuredReport
-    report.to_dict()                                          # findings, impression, narrative, …
+    report = draft_report(model, tokenizer, volume, profile=load_profile(path))   # StructuredReport
+    report.to_dict()                                          # findings, impression, narrative, domain, …
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +40,10 @@ from torch import Tensor
 
 import mla
 from inspector.medical.dicom import PatientInfo, Volume, normalise_mr, window
+from inspector.medical.domain import DomainProfile, domain_verdict, profile_path, sample_of
 from inspector.medical.errors import ReportModelError
 from inspector.medical.measure import findings_from_maps
+from inspector.medical.narrative import ReportContext, narratives
 from inspector.medical.vocab import (
     INDICATIONS,
     LOCATIONS,
@@ -48,7 +55,9 @@ from inspector.medical.vocab import (
 )
 from mla.heads.base import HeadInput
 from mla.heads.sequence import SequenceHead
-from mla.text import EOS
+from mla.text import PAD
+
+logger = logging.getLogger(__name__)
 
 INPUT_SIZE = 192
 IN_CHANNELS = 4  # models of version 1 had 3 (no calcium window); the model's own count is used
@@ -153,22 +162,34 @@ def maps(model: mla.MLAModel, inputs: HeadInput) -> Tensor:
 
 
 @torch.no_grad()
-def generate(model: mla.MLAModel, inputs: HeadInput, prompts: list[list[int]], max_new: int = 240) -> list[list[int]]:
-    """Greedy continuation of each ``[BOS] prompt [SEP]`` (one per batch row); the new ids up to ``EOS``."""
+def choose_style(
+    model: mla.MLAModel, inputs: HeadInput, tokenizer: ReportTokenizer, prompt: str, candidates: list[str]
+) -> tuple[int, list[float]]:
+    """The candidate the decoder finds likeliest after ``[BOS] prompt [SEP]``: its index and every mean log-probability.
+
+    One batched teacher-forced pass over the candidates (each cut to the decoder's length); the mean
+    over a candidate's own tokens, so a longer phrasing is not penalised for its length.
+    """
     head = sequence_head(model)
-    memory, padding = head.memory(inputs)  # (B, S, W), (B, S)
-    out: list[list[int]] = []
-    for row, prompt in enumerate(prompts):
-        ids = torch.tensor([prompt], dtype=torch.long, device=memory.device)
-        new: list[int] = []
-        for _ in range(min(max_new, head.max_len - len(prompt))):
-            token = int(head.decode(ids, memory[row : row + 1], padding[row : row + 1])[0, -1].argmax())
-            if token == EOS:
-                break
-            new.append(token)
-            ids = torch.cat([ids, torch.tensor([[token]], device=ids.device)], dim=1)
-        out.append(new)
-    return out
+    rows = [tokenizer.sequence(prompt, text)[0][: head.max_len] for text in candidates]
+    starts = [tokenizer.sequence(prompt)[1] for _ in candidates]  # index of SEP: the first target follows it
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+    memory, padding = head.memory(inputs)  # (1, S, W), (1, S)
+    memory, padding = memory.expand(len(rows), -1, -1), padding.expand(len(rows), -1)
+    logits = head.decode(ids[:, :-1].to(memory.device), memory, padding).float()  # (N, T-1, V)
+    logp = torch.log_softmax(logits, dim=-1).gather(2, ids[:, 1:, None].to(memory.device))[..., 0]  # (N, T-1)
+    scores = []
+    for i, row in enumerate(rows):
+        scores.append(float(logp[i, starts[i] : len(row) - 1].mean()))
+    return int(np.argmax(scores)), [round(x, 4) for x in scores]
+
+
+def organ_coverage(prob: np.ndarray) -> float:
+    """The share of the model input the organ maps (probability > 0.5) cover: the gate's model-based score."""
+    return float((prob[len(TYPES) :].max(axis=0) > 0.5).mean())
 
 
 @dataclass
@@ -184,6 +205,7 @@ class StructuredReport:
     model: dict[str, Any] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    domain: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, without patient identifiers."""
@@ -198,6 +220,7 @@ class StructuredReport:
             "model": self.model,
             "timings_ms": self.timings_ms,
             "warnings": self.warnings,
+            "domain": self.domain,
             "draft": True,
         }
 
@@ -211,18 +234,21 @@ def draft_report(
     info: dict[str, Any] | None = None,
     threshold: float = 0.5,
     calcium_rule: bool = True,
+    profile: DomainProfile | None = None,
 ) -> StructuredReport:
-    """Draft the report of one volume: lesion maps → measured findings → narrative.
+    """Draft the report of one volume: lesion maps → measured findings → domain gate → narrative.
 
     Args:
         model: A report model (:func:`load_report_model`).
         tokenizer: Its tokenizer.
-        volume: The series (CT in HU; other modalities run, but the model was trained on CT only).
+        volume: The series (CT in HU; other modalities are measured and flagged out of domain).
         patient: Overrides the volume's patient information (e.g. from the request's metadata).
         info: Model name/version/sha256 copied into the report.
         threshold: Lesion probability threshold.
         calcium_rule: On CT, add calcium-density components inside an organ as calcifications
             (:func:`~inspector.medical.measure.calcium_candidates`); off only to measure the maps alone.
+        profile: The model's validated domain (:func:`load_profile`); without one the gate checks the
+            modality and body part only.
 
     """
     start = time.perf_counter()
@@ -239,11 +265,13 @@ def draft_report(
         volume.pixels, volume.spacing_mm, prob[: len(TYPES)], prob[len(TYPES) :],
         calibrated=volume.is_ct, threshold=threshold, calcium_rule=calcium_rule,
     )  # fmt: skip
+    verdict = domain_verdict(sample_of(volume, organ_coverage(prob)), profile)
     measured = time.perf_counter()
-    prompt, _ = tokenizer.sequence(findings_prompt(findings))
-    text = tokenizer.decode(generate(model, inputs, [prompt])[0])
+    candidates = narratives(findings, ReportContext.of(volume, who, caveat=verdict.caveat()))
+    style, scores = choose_style(model, inputs, tokenizer, findings_prompt(findings), candidates)
+    text = candidates[style]
     done = time.perf_counter()
-    warnings = [] if volume.is_ct else [f"the model was trained on CT only; {volume.modality} output is not validated"]
+    warnings = [f"outside the validated domain: {verdict.caveat()}"] if verdict.out_of_domain else []
     return StructuredReport(
         study_uid=volume.study_uid,
         modality=volume.modality,
@@ -251,7 +279,7 @@ def draft_report(
         impression=impression_of(text),
         narrative=text,
         geometry=volume.summary(),
-        model=dict(info or {}),
+        model=dict(info or {}) | {"phrasing": style, "phrasing_scores": scores},
         timings_ms={
             "maps": round(1e3 * (mapped - start), 1),
             "measure": round(1e3 * (measured - mapped), 1),
@@ -259,10 +287,20 @@ def draft_report(
             "total": round(1e3 * (done - start), 1),
         },
         warnings=warnings,
+        domain=verdict.to_dict(),
     )
 
 
 # -- files --------------------------------------------------------------------------------------------
+
+
+def load_profile(model_path: str | Path) -> DomainProfile | None:
+    """The domain profile saved beside a report model (``<model>.domain.json``), or None (with a warning)."""
+    path = profile_path(Path(model_path))
+    if not path.is_file():
+        logger.warning("no domain profile at %s: the input gate checks modality and body part only", path)
+        return None
+    return DomainProfile.load(path)
 
 
 def save_report_model(

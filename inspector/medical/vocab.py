@@ -2,8 +2,9 @@
 
 A finding is ``(type, location, size_mm, mean_hu)``. :func:`report_text` writes a report in one of
 :data:`PHRASINGS` styles (several phrasings per finding); the reference set of a study holds one
-report per style. The decoder reads the measured findings as a prompt (:func:`findings_prompt`) and
-writes the narrative.
+report per style: the training targets of the decoder and the BLEU references. The decoder reads the
+measured findings as a prompt (:func:`findings_prompt`); in a drafted report it only chooses which
+phrasing :mod:`.narrative` writes.
 
 :class:`ReportTokenizer` splits text into words, single digits and punctuation, a leading ``▁`` marking
 a preceding space, so ``decode(encode(text)) == text`` for any text of known pieces; ids 0-3 are
@@ -155,36 +156,6 @@ def impression_of(text: str) -> str:
     """The impression section of a narrative ('' when it has none)."""
     _, _, tail = text.partition("Impression:")
     return tail.strip()
-
-
-# -- parsing generated text back into findings ------------------------------------------------------------------
-
-_NOUN_TYPE = {
-    "solid nodule": "nodule",
-    "soft-tissue mass": "mass",
-    "simple cyst": "cyst",
-    "calcification": "calcification",
-}
-_LOC = "|".join(re.escape(loc) for loc in LOCATIONS)
-_NOUN = "|".join(re.escape(n) for n in _NOUN_TYPE)
-_PATTERNS = (
-    re.compile(
-        rf"(?P<size>\d+) mm (?P<noun>{_NOUN}) in the (?P<loc>{_LOC})\s*[,(]\s*(?:mean attenuation )?(?P<hu>-?\d+)"
-    ),
-    re.compile(rf"(?P<loc>{_LOC}): (?P<noun>{_NOUN}) measuring (?P<size>\d+) mm, (?P<hu>-?\d+) HU", re.IGNORECASE),
-)
-
-
-def parse_findings(text: str) -> list[Finding]:
-    """Findings named in a narrative written in any of the phrasings (for text-only finding metrics)."""
-    body = text.partition("Impression:")[0]
-    found: list[tuple[int, Finding]] = []
-    for pattern in _PATTERNS:
-        for m in pattern.finditer(body):
-            found.append(
-                (m.start(), Finding(_NOUN_TYPE[m["noun"]], m["loc"].lower(), float(m["size"]), float(m["hu"])))
-            )
-    return [f for _, f in sorted(found, key=lambda item: item[0])]
 
 
 # -- tokenizer ----------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def medical_worker(
     metrics.bind_address:metrics.port.
     """
     from inspector.cli import settings_or_exit
-    from inspector.medical.report import load_report_model
+    from inspector.medical.report import load_profile, load_report_model
 
     settings = settings_or_exit(config)
     if threads is not None:
@@ -73,9 +73,12 @@ def medical_worker(
     try:
         net, tokenizer, info = load_report_model(model)
         info.pop("metadata", None)
+        profile = load_profile(model)
         ensure_topics(settings, medical, partitions)
         store = ClaimedStore(redis_client(settings.redis), medical.key_prefix, medical.ttl_s)
-        worker = MedicalWorker(settings, medical, net, tokenizer, store, metrics=MedicalMetrics(registry), info=info)
+        worker = MedicalWorker(
+            settings, medical, net, tokenizer, store, metrics=MedicalMetrics(registry), info=info, profile=profile
+        )
     except (InspectorError, WorkerError) as exc:
         fail(exc)
     except Exception as exc:  # the broker unreachable at start: say where
@@ -92,7 +95,8 @@ def medical_worker(
     summary = {
         "records": report.records, "stored": report.stored, "already_stored": report.already_stored,
         "dlq": dict(report.dlq),
-        "store_errors": report.store_errors, "seconds": round(report.seconds, 3),
+        "store_errors": report.store_errors, "out_of_domain": report.out_of_domain,
+        "seconds": round(report.seconds, 3),
     }  # fmt: skip
     if as_json:
         console.print_json(data=summary)
