@@ -306,6 +306,31 @@ class RigSettings(_Section):
     mm_per_px: float | None = Field(None, gt=0, description="visible-image scale, published with each frame")
 
 
+_AE_TITLE = r"^[ -~]{1,16}$"  # DICOM AE titles: 1-16 printable ASCII characters
+
+
+class PacsSettings(_Section):
+    """DICOM networking of the medical pipeline: ``inspector medical-gateway`` (studies in) and the reports out."""
+
+    ae_title: str = Field("INSPECTOR", pattern=_AE_TITLE, description="our AE title, as SCP and as SCU")
+    bind_address: str = Field("127.0.0.1", min_length=1, description="where medical-gateway listens")
+    port: int = Field(11112, ge=0, le=65535, description="medical-gateway's DICOM port (0: a free one)")
+    allowed_calling_aets: tuple[str, ...] = Field(
+        ("ORTHANC",), min_length=1, description="calling AE titles medical-gateway accepts associations from"
+    )
+    quiet_s: float = Field(5.0, gt=0, description="a study is complete once no instance of it came for this long")
+    incoming: Path = Field(Path("data/medical/incoming"), description="where received instances are kept (claims)")
+    max_study_instances: int = Field(2000, ge=1, description="a study with more instances is refused")
+    send: Literal["none", "cstore", "stow"] = Field(
+        "none", description="how the medical worker sends its Structured Reports: C-STORE, STOW-RS, or not at all"
+    )
+    pacs_ae_title: str = Field("ORTHANC", pattern=_AE_TITLE, description="the PACS's AE title (C-STORE)")
+    pacs_host: str = Field("127.0.0.1", min_length=1)
+    pacs_port: int = Field(4242, ge=1, le=65535, description="the PACS's DICOM port (C-STORE)")
+    stow_url: str = Field("http://127.0.0.1:8042/dicom-web", description="DICOMweb root of the PACS (STOW-RS)")
+    timeout_s: float = Field(10.0, gt=0, description="connection and answer timeout towards the PACS")
+
+
 class Settings(BaseSettings):
     """All settings; sections are added by the pieces that need them."""
 
@@ -327,6 +352,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     gateway: GatewaySettings = GatewaySettings()
     cameras: tuple[RigSettings, ...] = Field((), description="GenICam rigs for `inspector gateway --source genicam`")
+    pacs: PacsSettings = PacsSettings()
 
     @classmethod
     def settings_customise_sources(

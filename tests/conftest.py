@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -83,3 +84,24 @@ def stack(stack_module: ModuleType) -> Iterator[Stack]:
     )
     if started:
         subprocess.run([sys.executable, str(STACK_SCRIPT), "down"], capture_output=True, text=True, check=False)
+
+
+def free_port() -> int:
+    """A loopback TCP port free now (another process may take it before it is used)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_env(tmp_path: Path) -> dict[str, str]:
+    """deploy/local/stack's environment for a stack of its own: no INSPECTOR_* from outside, free ports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INSPECTOR_")}
+    env.update(
+        INSPECTOR_STACK_DIR=str(tmp_path / "state"),
+        INSPECTOR_KAFKA_CACHE=str(tmp_path / "cache"),
+        INSPECTOR_KAFKA_PORT=str(free_port()),
+        INSPECTOR_KAFKA_CONTROLLER_PORT=str(free_port()),
+        INSPECTOR_REDIS_PORT=str(free_port()),
+        INSPECTOR_PROMETHEUS_PORT=str(free_port()),
+    )
+    return env

@@ -17,6 +17,7 @@ SERVICE_COMMANDS: tuple[str, ...] = (
     "bench_soak",
     "vqa_worker",
     "medical_worker",
+    "medical_gateway",
     "cameras",
     "bench_cameras",
 )

@@ -43,12 +43,15 @@ import mla
 from inspector.config import Settings
 from inspector.medical.dicom import DEFAULT_LIMITS, DicomLimits
 from inspector.medical.domain import DomainProfile
-from inspector.medical.report import draft_report
+from inspector.medical.report import StructuredReport, draft_report
 from inspector.medical.request import REASONS, RequestError, load_volume, parse_request
+from inspector.medical.sr import measurement_report, narrative_report, report_uids
 from inspector.medical.vocab import TYPES, ReportTokenizer
 from workers.clients import kafka_consumer, kafka_producer
 from workers.kafka.checkpoint import Checkpoint, Outcome
+from workers.kafka.consumer import Partition
 from workers.kafka.metrics import DeliveryMetrics
+from workers.pacs import PacsSender, ReportSink
 from workers.shell import WorkerShell
 from workers.stores import Claim, ClaimedStore
 
@@ -143,6 +146,7 @@ class MedicalWorker(WorkerShell[MedicalReport]):
         metrics: MedicalMetrics | None = None,
         info: dict[str, Any] | None = None,
         profile: DomainProfile | None = None,
+        sender: PacsSender | None = None,
         consumer: KafkaConsumer | None = None,
         producer: KafkaProducer | None = None,
     ) -> None:
@@ -159,9 +163,11 @@ class MedicalWorker(WorkerShell[MedicalReport]):
         self.producer = producer or kafka_producer(
             settings.kafka, acks="all", retries=5, max_request_size=max(1_048_576, 2 * config.max_inline_bytes)
         )
+        self.sink = ReportSink(store, sender)
         self.checkpoint = Checkpoint(
-            self.consumer, self.producer, store, dlq=config.dlq, retry_s=config.store_retry_s, metrics=self.delivery
-        )
+            self.consumer, self.producer, self.sink, dlq=config.dlq, retry_s=config.store_retry_s,
+            metrics=self.delivery,
+        )  # fmt: skip
         self.report = MedicalReport(dlq=self.checkpoint.dead_letters)
 
     def _new_consumer(self) -> KafkaConsumer:
@@ -172,6 +178,14 @@ class MedicalWorker(WorkerShell[MedicalReport]):
             fetch_max_bytes=max(52_428_800, 2 * config.max_inline_bytes),
             max_partition_fetch_bytes=max(1_048_576, 2 * config.max_inline_bytes),
         )  # fmt: skip
+
+    def forget(self, partitions: set[Partition]) -> None:
+        """Drop the reports held for records of partitions that moved away."""
+        self.sink.forget(partitions)
+
+    def forget_all(self) -> None:
+        """Drop every report held (the consumer was replaced)."""
+        self.sink.forget()
 
     def settled(self) -> int:
         """Studies stored (now or before) or dead-lettered."""
@@ -210,11 +224,13 @@ class MedicalWorker(WorkerShell[MedicalReport]):
                 )
             except (mla.MLAError, RuntimeError, ValueError) as exc:
                 raise RequestError("model_error", f"{type(exc).__name__}: {exc}") from None
+            reports = self._structured_reports(report, volume) if self.sink.sender is not None else []
         except RequestError as exc:
             where = "/".join(map(str, position))
             logger.info("record %s to %s: %s", where, self.config.dlq, exc.reason)
             return self.checkpoint.letter(position, message.value, message.key, headers, exc.reason, exc.detail)
         record = "/".join(map(str, position))
+        self.sink.hold(record, reports)
         claim = Claim(
             record, self.config.report_key(request.study_uid), request.study_uid, json.dumps(report.to_dict())
         )
@@ -237,6 +253,20 @@ class MedicalWorker(WorkerShell[MedicalReport]):
                     self.metrics.findings.labels(finding.type).inc()
 
         return Outcome((position,), item=claim, written=written)
+
+    def _structured_reports(self, report: StructuredReport, volume: Any) -> list[Any]:
+        """The report as DICOM SRs (TID 1500 measurements + narrative), UIDs fixed by the study and the model.
+
+        Raises:
+            RequestError: ``sr_error``: the source headers do not make a valid SR (highdicom refused them).
+
+        """
+        uids = report_uids(volume.study_uid, str(self.info.get("sha256", "")))
+        evidence = list(volume.headers)
+        try:
+            return [measurement_report(report, evidence, uids), narrative_report(report, evidence, uids)]
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise RequestError("sr_error", f"no Structured Report: {type(exc).__name__}: {exc}") from None
 
 
 def study_headers(study_uid: str, content: str = "dicom", **patient: str | float | None) -> list[tuple[str, bytes]]:

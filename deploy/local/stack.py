@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""The real local stack: Apache Kafka (KRaft), Redis and Prometheus on loopback.
+"""The real local stack: Apache Kafka (KRaft), Redis and Prometheus on loopback, and optionally Orthanc.
 
 Standard library only, so it runs before the project's virtual environment exists.
 
     deploy/local/stack up        # fetch Kafka jars once, start what is not running, wait until it answers
-    deploy/local/stack down      # stop only the processes this stack started (recorded PIDs)
+    deploy/local/stack down      # stop only the processes this stack started (recorded PIDs), Orthanc too
     deploy/local/stack status    # what runs, where, and whether it answers
     deploy/local/stack stop kafka      # stop some services (Redis saves its data first: a start reloads it)
     deploy/local/stack start kafka     # the same as `up kafka`
     deploy/local/stack restart kafka   # stop, then start and wait until it answers (fault-injection tests)
+    deploy/local/stack up orthanc      # the optional Orthanc PACS (Debian's `orthanc`): only when named
     deploy/local/stack fetch     # only fetch the Kafka broker jars into the cache
+
+The default services are kafka, redis and prometheus: ``up`` with no names starts them, and ``status``
+exits 3 unless all of them run. ``orthanc`` is optional: it starts only when named, ``down`` stops it if
+this stack started it, and ``status`` lists it (state ``off`` when it does not run) without counting it.
 
 Everything is configured by environment variables (defaults in brackets):
 
@@ -22,12 +27,26 @@ Everything is configured by environment variables (defaults in brackets):
     INSPECTOR_REDIS_PORT           Redis                           [6379]
     INSPECTOR_PROMETHEUS_PORT      Prometheus web/API              [9090]
     INSPECTOR_PROMETHEUS_SCRAPE_INTERVAL  scrape interval          [2s]
+    INSPECTOR_ORTHANC_DICOM_PORT   Orthanc DICOM (C-STORE SCP)     [4242]
+    INSPECTOR_ORTHANC_HTTP_PORT    Orthanc REST API and DICOMweb   [8042]
+    INSPECTOR_ORTHANC_AET          Orthanc's AE title              [ORTHANC]
+    INSPECTOR_MEDICAL_GATEWAY_AET  our DICOM gateway's AE title    [INSPECTOR]
+    INSPECTOR_MEDICAL_GATEWAY_PORT our DICOM gateway's port        [11112]
     INSPECTOR_STACK_TIMEOUT        seconds to wait per service     [90]
 
 Prometheus discovers scrape targets from ``$INSPECTOR_STACK_DIR/prometheus/targets/*.json``
 (file-based service discovery): a worker writes a file there and is scraped within seconds. It loads
 the alert and recording rules of ``deploy/prometheus/rules/`` (alerts at /alerts; no Alertmanager): a
 rule file that does not parse stops it from starting (``promtool check rules`` first).
+
+Orthanc runs as ``Orthanc $INSPECTOR_STACK_DIR/orthanc/config.json`` (written at each start) and keeps
+its studies in ``orthanc/db``, so a stop and a start find the same studies; its log is
+``orthanc/orthanc.log``. It accepts C-STORE from any caller (``DicomAlwaysAllowStore``) and knows our
+gateway as the modality ``inspector`` (127.0.0.1, ``INSPECTOR_MEDICAL_GATEWAY_AET``/``_PORT``), so
+``POST /modalities/inspector/store`` sends studies to it. REST at ``http://127.0.0.1:<http port>/``;
+DICOMweb at ``/dicom-web/`` when Debian's ``orthanc-dicomweb`` plugin is installed. Orthanc 1.10 has
+no bind-address option: both its ports listen on all interfaces, and ``RemoteAccessAllowed: false``
+refuses REST requests that do not come from loopback.
 """
 
 from __future__ import annotations
@@ -54,15 +73,29 @@ REPO = Path(__file__).resolve().parents[2]
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 RULES = REPO / "deploy" / "prometheus" / "rules"
 HOST = "127.0.0.1"
+# The default services: `up` with no names starts these, and `status` exits 3 unless all of them run.
 SERVICES = ("kafka", "redis", "prometheus")
+# Optional services: started only when named; `down` stops them too; `status` lists but does not count them.
+OPTIONAL_SERVICES = ("orthanc",)
+# Every service, in start order (stop goes in reverse).
+ALL_SERVICES = SERVICES + OPTIONAL_SERVICES
+# Debian's orthanc-dicomweb puts the plugin here; Orthanc loads it when the file exists.
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+DICOMWEB_ROOT = "/dicom-web/"
 
 INSTALL_HINTS = {
     "java": "apt-get install -y --no-install-recommends openjdk-17-jre-headless",
     "mvn": "apt-get install -y --no-install-recommends maven",
     "redis-server": "apt-get install -y --no-install-recommends redis-server",
     "prometheus": "apt-get install -y --no-install-recommends prometheus",
+    "Orthanc": "apt-get install -y --no-install-recommends orthanc orthanc-dicomweb dcmtk",
 }
-NEEDS = {"kafka": ("java", "mvn"), "redis": ("redis-server",), "prometheus": ("prometheus",)}
+NEEDS = {
+    "kafka": ("java", "mvn"),
+    "redis": ("redis-server",),
+    "prometheus": ("prometheus",),
+    "orthanc": ("Orthanc",),
+}
 
 
 class StackError(RuntimeError):
@@ -83,6 +116,11 @@ class Settings:
     prometheus_port: int
     scrape_interval: str
     timeout: float
+    orthanc_dicom_port: int
+    orthanc_http_port: int
+    orthanc_aet: str
+    gateway_aet: str
+    gateway_port: int
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -93,6 +131,19 @@ class Settings:
             if not raw.isdigit() or not 0 < int(raw) < 65536:
                 raise StackError(f"{name}={raw!r} is not a TCP port: use a number from 1 to 65535")
             return int(raw)
+
+        def aet(name: str, default: str) -> str:
+            # DICOM PS3.5 AE value representation: 1-16 characters, printable ASCII, no backslash,
+            # not only spaces (leading and trailing spaces are not significant, so refused here too)
+            raw = env.get(name, default)
+            if not (
+                0 < len(raw) <= 16 and raw.isascii() and raw.isprintable() and "\\" not in raw and raw == raw.strip()
+            ):
+                raise StackError(
+                    f"{name}={raw!r} is not a DICOM AE title: use 1 to 16 printable ASCII characters, "
+                    "without backslash or leading/trailing spaces"
+                )
+            return raw
 
         version = env.get("INSPECTOR_KAFKA_VERSION", "4.1.1")
         cache_root = Path(env.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "inspector" / "kafka"
@@ -107,6 +158,11 @@ class Settings:
             prometheus_port=port("INSPECTOR_PROMETHEUS_PORT", 9090),
             scrape_interval=env.get("INSPECTOR_PROMETHEUS_SCRAPE_INTERVAL", "2s"),
             timeout=float(env.get("INSPECTOR_STACK_TIMEOUT", "90")),
+            orthanc_dicom_port=port("INSPECTOR_ORTHANC_DICOM_PORT", 4242),
+            orthanc_http_port=port("INSPECTOR_ORTHANC_HTTP_PORT", 8042),
+            orthanc_aet=aet("INSPECTOR_ORTHANC_AET", "ORTHANC"),
+            gateway_aet=aet("INSPECTOR_MEDICAL_GATEWAY_AET", "INSPECTOR"),
+            gateway_port=port("INSPECTOR_MEDICAL_GATEWAY_PORT", 11112),
         )
 
     def address(self, service: str) -> str:
@@ -114,10 +170,29 @@ class Settings:
             "kafka": f"{HOST}:{self.kafka_port}",
             "redis": f"redis://{HOST}:{self.redis_port}/0",
             "prometheus": f"http://{HOST}:{self.prometheus_port}",
+            "orthanc": f"http://{HOST}:{self.orthanc_http_port}",
         }[service]
 
     def port(self, service: str) -> int:
-        return {"kafka": self.kafka_port, "redis": self.redis_port, "prometheus": self.prometheus_port}[service]
+        """The service's main port: the one its address names (Orthanc: HTTP)."""
+        return {
+            "kafka": self.kafka_port,
+            "redis": self.redis_port,
+            "prometheus": self.prometheus_port,
+            "orthanc": self.orthanc_http_port,
+        }[service]
+
+    def listen_ports(self, service: str) -> dict[str, int]:
+        """The ports a start of the service needs free, by the environment variable that sets each."""
+        return {
+            "kafka": {"INSPECTOR_KAFKA_PORT": self.kafka_port},
+            "redis": {"INSPECTOR_REDIS_PORT": self.redis_port},
+            "prometheus": {"INSPECTOR_PROMETHEUS_PORT": self.prometheus_port},
+            "orthanc": {
+                "INSPECTOR_ORTHANC_HTTP_PORT": self.orthanc_http_port,
+                "INSPECTOR_ORTHANC_DICOM_PORT": self.orthanc_dicom_port,
+            },
+        }[service]
 
 
 # --------------------------------------------------------------------------- probes
@@ -183,11 +258,25 @@ def prometheus_answers(s: Settings) -> bool:
         return False
 
 
+def orthanc_answers(s: Settings) -> bool:
+    """Orthanc's REST API answers ``GET /system`` with 200 and a JSON object (it serves DICOM by then)."""
+    # loopback never goes through an HTTP proxy, whatever http_proxy says
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{HOST}:{s.orthanc_http_port}/system", timeout=2.0) as r:
+            return r.status == 200 and isinstance(json.load(r), dict)
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+# The default services' probes only: tests/conftest.py's `stack` fixture checks exactly these.
 PROBES: dict[str, Callable[[Settings], bool]] = {
     "kafka": kafka_answers,
     "redis": redis_answers,
     "prometheus": prometheus_answers,
 }
+# Every service's probe, the optional ones included.
+ALL_PROBES: dict[str, Callable[[Settings], bool]] = {**PROBES, "orthanc": orthanc_answers}
 
 
 def port_in_use(port: int) -> bool:
@@ -247,7 +336,7 @@ def wait_until(s: Settings, service: str, pid: int, log: Path) -> float:
     """Wait until the service answers; return the seconds it took."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < s.timeout:
-        if PROBES[service](s):
+        if ALL_PROBES[service](s):
             return time.monotonic() - t0
         if recorded_pid(s, service) != pid:
             tail = _tail(log)
@@ -413,15 +502,60 @@ def start_prometheus(s: Settings) -> int:
     return spawn(s, "prometheus", argv, home / "prometheus.log")
 
 
+# --------------------------------------------------------------------------- Orthanc (optional)
+
+
+def orthanc_config(s: Settings) -> Path:
+    """Write ``orthanc/config.json`` for this stack's settings and return its path.
+
+    Storage and index live in ``orthanc/db``, which is never removed here: a restart finds the same
+    studies. The DICOMweb plugin is configured only when its file exists.
+    """
+    home = s.state / "orthanc"
+    (home / "db").mkdir(parents=True, exist_ok=True)
+    config: dict[str, object] = {
+        "Name": "inspector-local",
+        "StorageDirectory": str(home / "db"),
+        "IndexDirectory": str(home / "db"),
+        "HttpServerEnabled": True,
+        "HttpPort": s.orthanc_http_port,
+        "DicomServerEnabled": True,
+        "DicomPort": s.orthanc_dicom_port,
+        "DicomAet": s.orthanc_aet,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomAlwaysAllowStore": True,
+        "DicomCheckCalledAet": False,
+        "StableAge": 5,
+        # our DICOM gateway, the target of POST /modalities/inspector/store
+        "DicomModalities": {"inspector": [s.gateway_aet, HOST, s.gateway_port]},
+    }
+    if DICOMWEB_PLUGIN.exists():
+        config["Plugins"] = [str(DICOMWEB_PLUGIN)]
+        config["DicomWeb"] = {"Enable": True, "Root": DICOMWEB_ROOT}
+    path = home / "config.json"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def start_orthanc(s: Settings) -> int:
+    require(NEEDS["orthanc"])
+    config = orthanc_config(s)
+    # Orthanc logs to stderr, which spawn sends to orthanc.log
+    return spawn(s, "orthanc", ["Orthanc", str(config)], s.state / "orthanc" / "orthanc.log")
+
+
 STARTERS: dict[str, Callable[[Settings], int]] = {
     "kafka": start_kafka,
     "redis": start_redis,
     "prometheus": start_prometheus,
+    "orthanc": start_orthanc,
 }
 LOGS = {
     "kafka": Path("kafka/logs/kafka.out"),
     "redis": Path("redis/redis.log"),
     "prometheus": Path("prometheus/prometheus.log"),
+    "orthanc": Path("orthanc/orthanc.log"),
 }
 
 
@@ -436,18 +570,16 @@ def up(s: Settings, services: tuple[str, ...] = SERVICES) -> dict[str, float]:
     for service in services:
         pid = recorded_pid(s, service)
         if pid is not None:
-            if not PROBES[service](s):
+            if not ALL_PROBES[service](s):
                 wait_until(s, service, pid, s.state / LOGS[service])
             print(f"{service:<11} already running  pid {pid:<7} {s.address(service)}")
             continue
-        if port_in_use(s.port(service)):
-            env = {"kafka": "INSPECTOR_KAFKA_PORT", "redis": "INSPECTOR_REDIS_PORT"}.get(
-                service, "INSPECTOR_PROMETHEUS_PORT"
-            )
-            raise StackError(
-                f"port {s.port(service)} for {service} is taken by a process this stack did not start: "
-                f"stop it, or choose another port with {env}=..."
-            )
+        for env, number in s.listen_ports(service).items():
+            if port_in_use(number):
+                raise StackError(
+                    f"port {number} for {service} is taken by a process this stack did not start: "
+                    f"stop it, or choose another port with {env}=..."
+                )
         t0 = time.monotonic()
         pid = STARTERS[service](s)
         wait_until(s, service, pid, s.state / LOGS[service])
@@ -459,8 +591,8 @@ def up(s: Settings, services: tuple[str, ...] = SERVICES) -> dict[str, float]:
 
 
 def down(s: Settings, grace: float = 30.0) -> None:
-    """Stop the processes this stack recorded; leave anything else alone."""
-    stop(s, SERVICES, grace=grace, keep_data=False)
+    """Stop the processes this stack recorded, the optional ones included; leave anything else alone."""
+    stop(s, ALL_SERVICES, grace=grace, keep_data=False)
 
 
 def stop(s: Settings, services: tuple[str, ...], grace: float = 30.0, keep_data: bool = True) -> dict[str, float]:
@@ -468,10 +600,11 @@ def stop(s: Settings, services: tuple[str, ...], grace: float = 30.0, keep_data:
 
     With ``keep_data``, Redis is asked to ``SHUTDOWN SAVE`` first: it writes its data set to
     ``redis/dump.rdb``, which the next start loads (the local Redis keeps no data otherwise), so a
-    stop and a start look like the outage of a Redis with persistence. Kafka keeps its log anyway.
+    stop and a start look like the outage of a Redis with persistence. Kafka keeps its log and Orthanc
+    its storage (``orthanc/db``) anyway.
     """
     timings: dict[str, float] = {}
-    for service in reversed(SERVICES):
+    for service in reversed(ALL_SERVICES):
         if service not in services:
             continue
         pid = recorded_pid(s, service)
@@ -526,32 +659,50 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 def status(s: Settings) -> dict[str, dict[str, object]]:
+    """Each service's state, recorded PID, address and whether it answers.
+
+    States: ``running`` (ours, answers), ``starting`` (ours, does not answer yet), ``foreign`` (answers,
+    not started by this stack), ``stopped`` (a default service that does not run) and ``off`` (an
+    optional service that does not run).
+    """
     report: dict[str, dict[str, object]] = {}
-    for service in SERVICES:
+    for service in ALL_SERVICES:
         pid = recorded_pid(s, service)
-        answers = PROBES[service](s)
-        state = "running" if pid and answers else "starting" if pid else "foreign" if answers else "stopped"
+        answers = ALL_PROBES[service](s)
+        down_state = "off" if service in OPTIONAL_SERVICES else "stopped"
+        state = "running" if pid and answers else "starting" if pid else "foreign" if answers else down_state
         report[service] = {"state": state, "pid": pid, "address": s.address(service), "answers": answers}
     return report
+
+
+def status_code(report: dict[str, dict[str, object]]) -> int:
+    """``stack status``'s exit code: 0 when every default service runs, else 3; optional ones never count."""
+    return 0 if all(report[name]["state"] == "running" for name in SERVICES) else 3
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="deploy/local/stack",
-        description="Start, stop and inspect the local Kafka (KRaft), Redis and Prometheus on loopback.",
+        description="Start, stop and inspect the local Kafka (KRaft), Redis and Prometheus on loopback, "
+        "and the optional Orthanc PACS.",
         epilog="Ports and folders come from INSPECTOR_* environment variables; see the top of deploy/local/stack.py.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start what is not running and wait until it answers")
-    p_up.add_argument("services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(SERVICES)} (default: all)")
-    sub.add_parser("down", help="stop the processes this stack started")
+    p_up.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help=f"any of {', '.join(ALL_SERVICES)} (default: {', '.join(SERVICES)})",
+    )
+    sub.add_parser("down", help="stop the processes this stack started, optional ones included")
     for name, text in (
         ("start", "start the named services (like up)"),
         ("stop", "stop the named services; Redis saves its data first so that a start reloads it"),
         ("restart", "stop the named services, start them again and wait until they answer"),
     ):
         p_some = sub.add_parser(name, help=text)
-        p_some.add_argument("services", nargs="+", metavar="SERVICE", help=f"any of {', '.join(SERVICES)}")
+        p_some.add_argument("services", nargs="+", metavar="SERVICE", help=f"any of {', '.join(ALL_SERVICES)}")
     p_status = sub.add_parser("status", help="what runs and where")
     p_status.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("fetch", help="fetch the Kafka broker jars into the cache")
@@ -559,10 +710,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s = Settings.from_env()
         if args.command in ("up", "start", "stop", "restart"):
-            unknown = sorted(set(args.services) - set(SERVICES))
+            unknown = sorted(set(args.services) - set(ALL_SERVICES))
             if unknown:
-                raise StackError(f"unknown service {', '.join(unknown)}: choose from {', '.join(SERVICES)}")
-            chosen = tuple(name for name in SERVICES if name in args.services) or SERVICES
+                raise StackError(f"unknown service {', '.join(unknown)}: choose from {', '.join(ALL_SERVICES)}")
+            chosen = tuple(name for name in ALL_SERVICES if name in args.services) or SERVICES
             if args.command == "stop":
                 stop(s, chosen)
             elif args.command == "restart":
@@ -583,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, row in report.items():
                     pid = row["pid"] or "-"
                     print(f"{name:<11} {row['state']:<8} pid {pid!s:<7} {row['address']}")
-            return 0 if all(r["state"] == "running" for r in report.values()) else 3
+            return status_code(report)
     except StackError as exc:
         print(f"stack: {exc}", file=sys.stderr)
         return 1

@@ -161,6 +161,8 @@ class Volume:
         body_part: ``BodyPartExamined`` (upper case, "" when absent).
         contrast: ``ContrastBolusAgent`` ("" when absent: no contrast stated).
         instances: ``(SOPClassUID, SOPInstanceUID)`` of each slice, in slice order (for report references).
+        headers: Each slice's dataset without its pixel data, in slice order: the evidence a DICOM
+            Structured Report of the series references (patient, study and series modules).
 
     """
 
@@ -178,6 +180,7 @@ class Volume:
     body_part: str = ""
     contrast: str = ""
     instances: tuple[tuple[str, str], ...] = ()
+    headers: tuple[Dataset, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def is_ct(self) -> bool:
@@ -543,7 +546,15 @@ def series_volume(items: Sequence[tuple[str, Dataset]], *, limits: DicomLimits =
             (str(items[i][1].get("SOPClassUID", "") or ""), str(items[i][1].get("SOPInstanceUID", "") or ""))
             for i in order
         ),
+        headers=tuple(header_of(items[i][1]) for i in order),
     )
+
+
+def header_of(ds: Dataset) -> Dataset:
+    """A dataset's elements without its pixel data (and file meta), sharing the element objects."""
+    header = Dataset()
+    header.update({tag: element for tag, element in ds.items() if tag.group != 0x7FE0})
+    return header
 
 
 def _planes(items: list[tuple[str, Dataset]]) -> list[list[tuple[str, Dataset]]]:

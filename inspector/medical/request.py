@@ -48,6 +48,7 @@ REASONS = (
     "unsupported_transfer_syntax",
     "bad_geometry",
     "model_error",
+    "sr_error",
 )
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 

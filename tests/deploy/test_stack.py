@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,26 +15,7 @@ from types import ModuleType
 import pytest
 import yaml
 
-from tests.conftest import REPO, STACK_SCRIPT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def isolated_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INSPECTOR_")}
-    env.update(
-        INSPECTOR_STACK_DIR=str(tmp_path / "state"),
-        INSPECTOR_KAFKA_CACHE=str(tmp_path / "cache"),
-        INSPECTOR_KAFKA_PORT=str(free_port()),
-        INSPECTOR_KAFKA_CONTROLLER_PORT=str(free_port()),
-        INSPECTOR_REDIS_PORT=str(free_port()),
-        INSPECTOR_PROMETHEUS_PORT=str(free_port()),
-    )
-    return env
+from tests.conftest import REPO, STACK_SCRIPT, isolated_env
 
 
 def test_ports_and_folders_come_from_the_environment(stack_module: ModuleType, tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ def test_reports_are_stored_and_bad_records_dead_lettered(
         (study_headers(other), (TEST_FILES / "rtplan.dcm").read_bytes(), "no_pixel_data"),
         (
             study_headers(other),
-            (TEST_FILES / "MR_small_jpeg_ls_lossless.dcm").read_bytes(),
+            (TEST_FILES / "SC_rgb_jpeg_gdcm.dcm").read_bytes(),  # JPEG lossless: no decoder installed
             "unsupported_transfer_syntax",
         ),
         (study_headers(other), b"\0" * 700_000, "too_large"),

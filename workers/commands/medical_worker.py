@@ -19,6 +19,7 @@ from workers.errors import WorkerError
 from workers.kafka.topics import TopicSpec, with_admin
 from workers.kafka.topics import ensure_topics as create
 from workers.medical import MedicalConfig, MedicalMetrics, MedicalWorker
+from workers.pacs import PacsSender
 from workers.stores import ClaimedStore
 
 
@@ -76,9 +77,11 @@ def medical_worker(
         profile = load_profile(model)
         ensure_topics(settings, medical, partitions)
         store = ClaimedStore(redis_client(settings.redis), medical.key_prefix, medical.ttl_s)
+        sender = PacsSender.from_settings(settings.pacs)
         worker = MedicalWorker(
-            settings, medical, net, tokenizer, store, metrics=MedicalMetrics(registry), info=info, profile=profile
-        )
+            settings, medical, net, tokenizer, store, metrics=MedicalMetrics(registry), info=info, profile=profile,
+            sender=sender,
+        )  # fmt: skip
     except (InspectorError, WorkerError) as exc:
         fail(exc)
     except Exception as exc:  # the broker unreachable at start: say where
@@ -87,7 +90,8 @@ def medical_worker(
         )
 
     server = start_service(worker, settings, registry, "stopping")
-    console.print(f"medical worker on {topic} (group {group_id}), metrics on port {server.port}")
+    reports = f"; reports as DICOM SR to {sender.target}" if sender is not None else ""
+    console.print(f"medical worker on {topic} (group {group_id}), metrics on port {server.port}{reports}")
     try:
         report = worker.run(timeout=duration, count=count)
     finally:

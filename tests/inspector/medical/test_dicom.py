@@ -82,8 +82,8 @@ def test_no_pixel_data_is_a_clear_error(testdata: Path) -> None:
 
 
 def test_unsupported_transfer_syntax_names_the_package(testdata: Path) -> None:
-    with pytest.raises(UnsupportedTransferSyntaxError, match=r"JPEG-LS.*pip install pyjpegls"):
-        read_study(testdata / "MR_small_jpeg_ls_lossless.dcm")
+    with pytest.raises(UnsupportedTransferSyntaxError, match=r"JPEG Lossless.*pip install pylibjpeg pylibjpeg-libjpeg"):
+        read_study(testdata / "SC_rgb_jpeg_gdcm.dcm")  # JPEG lossless (pyjpegls, a highdicom dependency, reads JPEG-LS)
 
 
 def test_random_bytes_are_not_dicom() -> None:
