@@ -47,11 +47,12 @@ def rest_bytes(env: dict[str, str], path: str) -> bytes:
         return bytes(response.read())
 
 
-def rest_post(env: dict[str, str], path: str, body: object) -> Any:
-    """POST JSON to the private Orthanc's REST API and return the parsed answer."""
+def rest_post(env: dict[str, str], path: str, body: object, method: str = "POST") -> Any:
+    """POST (or PUT) JSON to the private Orthanc's REST API and return the parsed answer (None when empty)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     request = urllib.request.Request(
-        f"http://127.0.0.1:{env['INSPECTOR_ORTHANC_HTTP_PORT']}{path}", data=json.dumps(body).encode(), method="POST"
+        f"http://127.0.0.1:{env['INSPECTOR_ORTHANC_HTTP_PORT']}{path}", data=json.dumps(body).encode(), method=method
     )
     with opener.open(request, timeout=30) as response:
-        return json.load(response)
+        text = response.read()
+    return json.loads(text) if text.strip() else None

@@ -505,6 +505,9 @@ def start_prometheus(s: Settings) -> int:
 # --------------------------------------------------------------------------- Orthanc (optional)
 
 
+ROUTE_CT = Path(__file__).resolve().parent / "orthanc" / "route-ct.lua"
+
+
 def orthanc_config(s: Settings) -> Path:
     """Write ``orthanc/config.json`` for this stack's settings and return its path.
 
@@ -529,6 +532,8 @@ def orthanc_config(s: Settings) -> Path:
         "StableAge": 5,
         # our DICOM gateway, the target of POST /modalities/inspector/store
         "DicomModalities": {"inspector": [s.gateway_aet, HOST, s.gateway_port]},
+        # every stable study with a CT series is sent there (docs/MEDICAL.md, "Connecting to a PACS")
+        "LuaScripts": [str(ROUTE_CT)],
     }
     if DICOMWEB_PLUGIN.exists():
         config["Plugins"] = [str(DICOMWEB_PLUGIN)]

@@ -39,7 +39,8 @@ from inspector.medical.sr import findings_of
 from inspector.medical.vocab import Finding
 from tests.conftest import REPO, Stack
 from tests.inspector.medical.conftest import TEST_FILES
-from tests.orthanc import INSTALL, orthanc_env, rest, rest_bytes, rest_post, stack
+from tests.orthanc import INSTALL, orthanc_env, rest, rest_bytes, rest_post
+from tests.orthanc import stack as stack_script
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +88,7 @@ class Pipeline:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def orthanc(self, command: str) -> None:
-        done = stack(self.env, command, "orthanc")
+        done = stack_script(self.env, command, "orthanc")
         assert done.returncode == 0, done.stdout + done.stderr
 
     def start(self, name: str, args: list[str]) -> None:
@@ -132,7 +133,7 @@ class Pipeline:
                 except subprocess.TimeoutExpired:
                     proc.kill()
             logs[name] = self.log(name)
-        stack(self.env, "stop", "orthanc")
+        stack_script(self.env, "stop", "orthanc")
         return logs
 
 
@@ -150,6 +151,8 @@ def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
         "the gateway to listen", lambda: re.search(r"on 127\.0\.0\.1:(\d+) for", line.log("gateway")), 60
     )
     line.gateway_port = int(listening[1])
+    modality = {"AET": GATEWAY_AET, "Host": "127.0.0.1", "Port": line.gateway_port}
+    rest_post(line.env, "/modalities/inspector", modality, method="PUT")  # Orthanc routes to where it listens
     wait_for("the worker to start", lambda: "medical worker on" in line.log("worker"), 90)
     try:
         yield line
@@ -253,3 +256,48 @@ def test_studies_from_storescu_come_back_to_orthanc_as_one_structured_report_eac
         for identifier in ("PHANTOM^", "PH710001", "PH710002", *[i for i in ct_patient if len(i) >= 4]):
             assert identifier not in text, f"{identifier!r} in the {name} log"
         assert phantom.study_uid not in text and ct_uid not in text, f"a Study Instance UID in the {name} log"
+
+
+def test_orthanc_routes_a_ct_study_to_the_gateway_and_receives_its_report(pipeline: Pipeline, tmp_path: Path) -> None:
+    """The PACS path as a site runs it: a study stored in Orthanc, routed by its Lua script (route-ct.lua)."""
+    line = pipeline
+    study = make_study(710003)
+    write_dicom(study, tmp_path / "study")
+    stored = subprocess.run(
+        ["storescu", "-aec", "TESTPACS", "127.0.0.1", line.env["INSPECTOR_ORTHANC_DICOM_PORT"],
+         *map(str, sorted((tmp_path / "study").glob("*.dcm")))],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    # Orthanc's StableAge (5 s) → route to the gateway (calling AE TESTPACS) → quiet 2 s → worker → SR back
+    reported = wait_for("the routed study's SRs", lambda: len(line.srs().get(study.study_uid, [])) == 2, 120)
+    assert reported
+    assert line.stored(study.study_uid) is not None
+    assert len(rest(line.env, "/studies")) == 1  # the SRs joined the study in Orthanc
+
+
+def test_stow_rs_stores_a_report_in_orthancs_dicomweb(stack: Stack, tmp_path: Path) -> None:
+    from inspector.config import PacsSettings
+    from inspector.medical.dicom import read_series
+    from inspector.medical.report import StructuredReport
+    from inspector.medical.sr import measurement_report, report_uids
+    from workers.pacs import PacsSender
+
+    env = orthanc_env(tmp_path)
+    done = stack_script(env, "start", "orthanc")
+    try:
+        study = make_study(710004)
+        write_dicom(study, tmp_path / "study")
+        volume = read_series(tmp_path / "study")
+        report = StructuredReport(volume.study_uid, "CT", [Finding("cyst", "liver", 10.0, 5.0)], "Hepatic cyst.",
+                                  "Indication: not given. CT. Findings: … Impression: Hepatic cyst.")  # fmt: skip
+        sr = measurement_report(report, volume.headers, report_uids(volume.study_uid, "ab" * 32))
+        url = f"http://127.0.0.1:{env['INSPECTOR_ORTHANC_HTTP_PORT']}/dicom-web"
+        PacsSender(PacsSettings(send="stow", stow_url=url)).send([sr])
+        instances = rest(env, "/instances")
+        assert len(instances) == 1
+        tags = rest(env, f"/instances/{instances[0]}/simplified-tags")
+        assert tags["SOPInstanceUID"] == sr.SOPInstanceUID and tags["Modality"] == "SR"
+    finally:
+        stack_script(env, "stop", "orthanc")
+    assert done.returncode == 0, done.stdout + done.stderr
