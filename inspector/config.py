@@ -319,6 +319,11 @@ class PacsSettings(_Section):
         ("ORTHANC",), min_length=1, description="calling AE titles medical-gateway accepts associations from"
     )
     quiet_s: float = Field(5.0, gt=0, description="a study is complete once no instance of it came for this long")
+    complete_on_release: bool = Field(
+        False,
+        description="also complete a study when the association that sent it is released (senders that "
+        "send a whole study in one association, as Orthanc's routing does; not modalities that send series apart)",
+    )
     incoming: Path = Field(Path("data/medical/incoming"), description="where received instances are kept (claims)")
     max_study_instances: int = Field(2000, ge=1, description="a study with more instances is refused")
     send: Literal["none", "cstore", "stow"] = Field(

@@ -21,12 +21,15 @@ topic (``dlq_reason``, ``dlq_detail``, ``calling_ae``; the value is the instance
 up to 1 MiB). An accepted one is written to ``pacs.incoming/<study tag>/<instance tag>.dcm`` (tags
 are hashes: no UID or patient data in paths or logs) and answered ``0x0000``.
 
-A study is complete when no instance of it has come for ``pacs.quiet_s`` (:class:`StudyAssembler`);
-it is then published to the study topic as today's claim-check request (``content: claim``, the
-folder as value), keyed by its Study Instance UID. A study sent again is published again; the
-worker's reports of it carry the same SR UIDs, so the PACS keeps one. A publish that fails (Kafka
-away) leaves the study pending and is tried again; a study received before a restart (a folder
-without ``published``) is published after the quiet period once the gateway is back.
+A study is complete when no instance of it has come for ``pacs.quiet_s`` (:class:`StudyAssembler`),
+or, with ``pacs.complete_on_release``, as soon as the association that sent it is released (the
+study-level trigger for senders that send a whole study per association, as Orthanc's routing does;
+an aborted association completes nothing). It is then published to the study topic as today's
+claim-check request (``content: claim``, the folder as value), keyed by its Study Instance UID. A
+study sent again is published again; the worker's reports of it carry the same SR UIDs, so the PACS
+keeps one. A publish that fails (Kafka away) leaves the study pending and is tried again; a study
+received before a restart (a folder without ``published``) is published after the quiet period once
+the gateway is back.
 """
 
 from __future__ import annotations
@@ -91,6 +94,12 @@ class StudyAssembler:
         """The studies complete at ``now`` (still held until :meth:`done`)."""
         return [s for s in self.studies.values() if now - s.last_s >= self.quiet_s]
 
+    def complete(self, study_uid: str) -> None:
+        """A study-level trigger: the study is due now, whatever its quiet period."""
+        study = self.studies.get(study_uid)
+        if study is not None:
+            study.last_s = float("-inf")
+
     def done(self, study_uid: str) -> None:
         """A study was published: forget it (an instance that comes later starts it again)."""
         self.studies.pop(study_uid, None)
@@ -152,6 +161,7 @@ class MedicalGateway:
         self.published = self.received = 0
         self.refused: dict[str, int] = {}
         self._stopping = threading.Event()
+        self._by_association: dict[int, set[str]] = {}
         self._recover()
 
     # -- the SCP -----------------------------------------------------------------------------------
@@ -167,10 +177,18 @@ class MedicalGateway:
         ae.add_supported_context("1.2.840.10008.1.1")  # Verification (C-ECHO)
         ae.require_calling_aet = list(self.pacs.allowed_calling_aets)  # settings: at least one
         handlers: list[Any] = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected)]
+        if self.pacs.complete_on_release:
+            handlers.append((evt.EVT_RELEASED, self._on_released))
         self.server = ae.start_server((self.pacs.bind_address, self.pacs.port), block=False, evt_handlers=handlers)
         port = int(self.server.server_address[1])
         logger.info("DICOM C-STORE SCP %s listening on %s:%d", self.pacs.ae_title, self.pacs.bind_address, port)
         return port
+
+    def _on_released(self, event: Any) -> None:
+        """The study-level trigger (``pacs.complete_on_release``): the association's studies are complete."""
+        with self.lock:
+            for study_uid in self._by_association.pop(id(event.assoc), set()):
+                self.assembler.complete(study_uid)
 
     def _on_rejected(self, event: Any) -> None:
         logger.warning("association from calling AE %r refused: not in pacs.allowed_calling_aets",
@@ -211,6 +229,8 @@ class MedicalGateway:
         with self.lock:
             self.assembler.add(study, folder, self.clock(), self._pixels(ds))
             self.received += 1
+            if self.pacs.complete_on_release:
+                self._by_association.setdefault(id(event.assoc), set()).add(study)
         self._count("stored")
         return 0x0000
 

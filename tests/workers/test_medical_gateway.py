@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,10 +39,11 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[tuple[MedicalGateway, FakeProducer, Clock]]:
-    settings = Settings(pacs=PacsSettings(port=0, allowed_calling_aets=("MODALITY",), quiet_s=5.0,
-                                          incoming=tmp_path / "incoming"))  # fmt: skip
+@pytest.fixture(params=[False], ids=["quiet-period"])
+def gateway(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[MedicalGateway, FakeProducer, Clock]]:
+    pacs = PacsSettings(port=0, allowed_calling_aets=("MODALITY",), quiet_s=5.0, incoming=tmp_path / "incoming",
+                        complete_on_release=request.param)  # fmt: skip
+    settings = Settings(pacs=pacs)
     producer, clock = FakeProducer(), Clock()
     gateway = MedicalGateway(settings, producer, topic="studies", dlq="dlq", clock=clock,
                              limits=DicomLimits(max_pixels=192 * 192 * 40))  # fmt: skip
@@ -119,3 +121,17 @@ def test_a_study_not_published_before_a_restart_is_published_after_it(tmp_path: 
     assert scp.publish_due() == 0  # Kafka refused: still pending
     assert scp.publish_due() == 1 and len(producer.to("studies")) == 1
     assert MedicalGateway(settings, FakeProducer(), topic="studies", clock=clock).assembler.studies == {}
+
+
+@pytest.mark.parametrize("gateway", [True], ids=["on-release"], indirect=True)
+def test_with_complete_on_release_a_study_is_published_when_its_association_ends(
+    gateway: tuple[MedicalGateway, FakeProducer, Clock], tmp_path: Path
+) -> None:
+    scp, producer, clock = gateway
+    write_dicom(make_study(7), tmp_path / "study")
+    files = sorted((tmp_path / "study").glob("*.dcm"))
+    assert send(scp.port, [pydicom.dcmread(f) for f in files]) == [0] * len(files)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    while scp.publish_due() == 0 and time.monotonic() < deadline:  # the release event runs on the server's thread
+        time.sleep(0.05)
+    assert clock.now == 0.0 and len(producer.to("studies")) == 1
