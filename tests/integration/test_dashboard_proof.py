@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
 import redis
 import yaml
@@ -49,11 +50,12 @@ from inspector.commands.medical import DEFAULT_MODEL as MEDICAL_MODEL
 from inspector.config import Settings
 from inspector.frame import encode_frame
 from inspector.medical.phantom import make_study, write_dicom
-from inspector.medical.report import load_report_model
+from inspector.medical.report import load_profile, load_report_model
 from inspector.sources import SyntheticSource
 from inspector.vqa.data import build_set, encode_png
 from tests.conftest import REPO, Stack
 from tests.deploy.test_grafana_dashboards import load_dashboards
+from tests.inspector.medical.conftest import TEST_FILES
 from tests.integration.frames import create_topics, fresh_settings, part
 from workers.commands.vqa_worker import SHIPPED as VQA_MODEL
 from workers.commands.vqa_worker import build_worker as build_vqa_worker
@@ -164,8 +166,11 @@ def phantom_studies(folder: Path) -> list[tuple[str, bytes]]:
 
 
 def feed_medical(settings: Settings, topic: str, studies: list[tuple[str, bytes]], stop: threading.Event) -> None:
-    """A study every 4 s, and every third turn also random bytes (dead letter ``not_dicom``)."""
+    """A study every 4 s; every third turn also random bytes (dead letter ``not_dicom``) and pydicom's real
+    ``MR_small.dcm`` (reported, and counted outside the validated domain)."""
     producer = KafkaProducer(bootstrap_servers=settings.kafka.servers, acks="all", max_request_size=2**20)
+    mr = (TEST_FILES / "MR_small.dcm").read_bytes()
+    mr_uid = str(pydicom.dcmread(TEST_FILES / "MR_small.dcm", stop_before_pixels=True).StudyInstanceUID)
     try:
         turn = 0
         while not stop.is_set():
@@ -174,6 +179,7 @@ def feed_medical(settings: Settings, topic: str, studies: list[tuple[str, bytes]
             if turn % 3 == 0:
                 junk = np.random.default_rng(turn).bytes(2000)
                 producer.send(topic, value=junk, key=b"junk", headers=study_headers("1.2.826.0.1.3680043.8.498.1"))
+                producer.send(topic, value=mr, key=mr_uid.encode(), headers=study_headers(mr_uid, "dicom"))
             producer.flush()
             turn += 1
             stop.wait(4.0)
@@ -217,7 +223,10 @@ def medical_worker(settings: Settings, tag: str, registry: CollectorRegistry) ->
     model, tokenizer, info = load_report_model(MEDICAL_MODEL)
     info.pop("metadata", None)
     store = ClaimedStore(redis.Redis.from_url(settings.redis.url), config.key_prefix, config.ttl_s)
-    return MedicalWorker(settings, config, model, tokenizer, store, metrics=MedicalMetrics(registry), info=info)
+    return MedicalWorker(
+        settings, config, model, tokenizer, store, metrics=MedicalMetrics(registry), info=info,
+        profile=load_profile(MEDICAL_MODEL),
+    )  # fmt: skip
 
 
 def vqa_worker(settings: Settings, tag: str, registry: CollectorRegistry) -> VQAWorker:

@@ -272,7 +272,7 @@ def test_orthanc_routes_a_ct_study_to_the_gateway_and_receives_its_report(pipeli
     # Orthanc's StableAge (5 s) → route to the gateway (calling AE TESTPACS) → quiet 2 s → worker → SR back
     reported = wait_for("the routed study's SRs", lambda: len(line.srs().get(study.study_uid, [])) == 2, 120)
     assert reported
-    assert line.stored(study.study_uid) is not None
+    assert wait_for("its Redis copy (written after the SRs)", partial(line.stored, study.study_uid), 30)
     assert len(rest(line.env, "/studies")) == 1  # the SRs joined the study in Orthanc
 
 
