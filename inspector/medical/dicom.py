@@ -160,7 +160,6 @@ class Volume:
         file_window: The first slice's ``WindowCenter``/``WindowWidth`` if present.
         body_part: ``BodyPartExamined`` (upper case, "" when absent).
         contrast: ``ContrastBolusAgent`` ("" when absent: no contrast stated).
-        instances: ``(SOPClassUID, SOPInstanceUID)`` of each slice, in slice order (for report references).
         headers: Each slice's dataset without its pixel data, in slice order: the evidence a DICOM
             Structured Report of the series references (patient, study and series modules).
 
@@ -179,8 +178,12 @@ class Volume:
     file_window: tuple[float, float] | None = None
     body_part: str = ""
     contrast: str = ""
-    instances: tuple[tuple[str, str], ...] = ()
     headers: tuple[Dataset, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def instances(self) -> tuple[tuple[str, str], ...]:
+        """``(SOPClassUID, SOPInstanceUID)`` of each slice, in slice order, from :attr:`headers`."""
+        return tuple((str(h.get("SOPClassUID") or ""), str(h.get("SOPInstanceUID") or "")) for h in self.headers)
 
     @property
     def is_ct(self) -> bool:
@@ -542,10 +545,6 @@ def series_volume(items: Sequence[tuple[str, Dataset]], *, limits: DicomLimits =
         file_window=(centre, width) if centre is not None and width else None,
         body_part=str(first.get("BodyPartExamined", "") or "").strip().upper(),
         contrast=str(first.get("ContrastBolusAgent", "") or "").strip(),
-        instances=tuple(
-            (str(items[i][1].get("SOPClassUID", "") or ""), str(items[i][1].get("SOPInstanceUID", "") or ""))
-            for i in order
-        ),
         headers=tuple(header_of(items[i][1]) for i in order),
     )
 
