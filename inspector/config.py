@@ -336,6 +336,44 @@ class PacsSettings(_Section):
     timeout_s: float = Field(10.0, gt=0, description="connection and answer timeout towards the PACS")
 
 
+class EvidenceSettings(_Section):
+    """What the inspection worker keeps of a part for review (docs/REVIEW.md): where, which parts, for how long."""
+
+    enabled: bool = Field(True, description="keep evidence of every NG part and of a sample of OK parts")
+    root: Path = Field(Path("data/evidence"), description="evidence folder (a shared volume); never written outside")
+    ok_fraction: float = Field(0.02, ge=0, le=1, description="share of OK parts kept too (picked by capture)")
+    max_age_days: float = Field(14.0, gt=0, description="older evidence is deleted")
+    max_bytes: int = Field(20 * 2**30, ge=2**20, description="size cap of the folder: the oldest evidence goes first")
+    jpeg_quality: int = Field(90, ge=50, le=100, description="quality of the visible and registered IR JPEGs")
+    prune_every_s: float = Field(60.0, gt=0, description="how often a worker applies the age and size limits")
+
+
+class ReviewSettings(_Section):
+    """The operator review station, ``inspector review`` (docs/REVIEW.md)."""
+
+    bind_address: str = Field("127.0.0.1", min_length=1, description="0.0.0.0 to serve other hosts (behind TLS)")
+    port: int = Field(8800, ge=0, le=65535, description="0 picks a free port")
+    users_file: Path = Field(
+        Path("data/review/users.yaml"), description="users, roles and argon2 password hashes (`inspector review user`)"
+    )
+    labels: Path = Field(Path("data/review/labels"), description="decided parts as inspector.sample/1 training samples")
+    audit_log: Path = Field(Path("data/review/audit.jsonl"), description="every decision: who, when, before -> after")
+    session_secret: SecretStr | None = Field(
+        None, description="signs session cookies; unset: a random one per start (everyone signs in again)"
+    )
+    session_max_age_s: int = Field(12 * 3600, ge=60, description="a session cookie expires after this long")
+    secure_cookies: bool = Field(False, description="cookies only over HTTPS (set when served behind TLS)")
+    queue_size: int = Field(200, ge=1, description="newest results scanned for the review queue")
+
+
+class RegistrySettings(_Section):
+    """The model registry that ``inspector promote`` writes and running workers watch (docs/REVIEW.md)."""
+
+    models_dir: Path = Field(Path("data/models"), description="shared folder the promoted model files are copied to")
+    watch: bool = Field(True, description="workers follow promotions without a restart")
+    poll_s: float = Field(2.0, gt=0, description="how often a worker reads the registry key")
+
+
 class Settings(BaseSettings):
     """All settings; sections are added by the pieces that need them."""
 
@@ -358,6 +396,9 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     cameras: tuple[RigSettings, ...] = Field((), description="GenICam rigs for `inspector gateway --source genicam`")
     pacs: PacsSettings = PacsSettings()
+    evidence: EvidenceSettings = EvidenceSettings()
+    review: ReviewSettings = ReviewSettings()
+    registry: RegistrySettings = RegistrySettings()
 
     @classmethod
     def settings_customise_sources(
