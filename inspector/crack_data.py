@@ -16,7 +16,7 @@ Pure numpy; the caller turns batches into tensors.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,3 +161,34 @@ class CrackTileSet:
         rng = np.random.default_rng(seed)
         while True:
             yield self.batch(rng, size, tile, crack_fraction, augment, distractor_fraction, capture)
+
+
+def mixed_batches(
+    sets: Sequence[tuple[CrackTileSet, float]],
+    seed: int,
+    size: int,
+    tile: int,
+    crack_fraction: float = 0.6,
+    augment: bool = True,
+    distractor_fraction: float = 0.0,
+    capture: CaptureRanges | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """An endless, seeded stream of batches whose tiles come from several sets in the given shares.
+
+    Each batch draws its tile counts per set from a multinomial of the shares, so a small set (a few
+    reviewed parts) gets its share of every batch however small it is, and a replay set (synthetic
+    training data) keeps what the model knew. One set with share 1 is :meth:`CrackTileSet.batches`.
+    """
+    shares = np.asarray([share for _, share in sets], dtype=np.float64)
+    if not len(sets) or (shares < 0).any() or shares.sum() <= 0:
+        raise ValueError(f"mixed_batches needs sets with non-negative shares summing above 0, got {shares.tolist()}")
+    shares = shares / shares.sum()
+    rng = np.random.default_rng(seed)
+    while True:
+        counts = rng.multinomial(size, shares)
+        parts = [
+            tiles.batch(rng, int(n), tile, crack_fraction, augment, distractor_fraction, capture)
+            for (tiles, _), n in zip(sets, counts, strict=True)
+            if n
+        ]
+        yield {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}

@@ -177,22 +177,100 @@ def pod_contrast_table(reports: dict[str, EvaluationReport]) -> Table:
     return table
 
 
+def compare_models(
+    models: list[str], folders: list[Path], out: Path, limit: int | None, show_progress: bool
+) -> dict[str, dict[str, EvaluationReport]]:
+    """Predict and score every model on every data folder: ``{folder: {model: report}}``.
+
+    Predictions go to ``out/{model stem}/{folder name}``; each model decides with its own verdict
+    rules (its operating point), as the worker does.
+    """
+    from inspector.commands.predict import predict_folder
+    from inspector.model import create_model
+
+    reports: dict[str, dict[str, EvaluationReport]] = {}
+    for name in models:
+        model = create_model(name)
+        label = Path(name).stem
+        for folder in folders:
+            predictions = out / label / folder.name
+            predict_folder(folder, predictions, model, limit, show_progress=show_progress)
+            evaluation = evaluate_folder(folder, predictions, show_progress=False)
+            if not evaluation.evaluations:
+                raise DataError(f"{folder}: no sample could be evaluated, e.g. {evaluation.failures[:1]}")
+            reports.setdefault(str(folder), {})[label] = evaluation.report()
+    return reports
+
+
+def comparison_table(reports: dict[str, dict[str, EvaluationReport]]) -> Table:
+    """One row per data folder and model: the figures a promotion is decided on."""
+    table = Table(
+        "data", "model", "parts", "pixel F1", "crack recall >=0.2 mm", "escape rate", "false-reject rate",
+        "POD a90/95 (mm)", title="models side by side (each with its own verdict rules)",
+    )  # fmt: skip
+    for folder, by_model in reports.items():
+        for model, r in by_model.items():
+            a90_95 = pod_cell(r.pod, "a90_95_mm")
+            table.add_row(
+                Path(folder).name, model, str(r.samples), f"{r.pixel['f1']:.3f}",
+                f"{r.defect_crack_recall['recall']:.3f}", f"{r.parts['escape_rate']:.3f}",
+                f"{r.parts['false_reject_rate']:.3f}", a90_95 if isinstance(a90_95, str) else f"{a90_95:.3f}",
+            )  # fmt: skip
+    return table
+
+
 def evaluate_command(
-    data: Annotated[Path, typer.Option("--data", help="Data folder with ground truth ({id}.json, {id}.mask.png).")],
-    predictions: Annotated[Path, typer.Option("--predictions", help="Folder written by predict-dir.")],
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Where to write eval.json and the PNGs (default: PREDICTIONS/eval).")
+    data: Annotated[
+        list[Path],
+        typer.Option("--data", help="Data folder with ground truth ({id}.json, {id}.mask.png); repeat with --model."),
+    ],
+    predictions: Annotated[
+        Path | None, typer.Option("--predictions", help="Folder written by predict-dir (one --data).")
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Predict with this model and score it (repeatable: e.g. the current model, then a candidate).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Where to write eval.json and the PNGs (default: PREDICTIONS/eval, or runs/eval with --model).",
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="With --model: only the first N samples per folder.")] = None,
     min_width_mm: Annotated[float, typer.Option(help="Verdict rule: NG from this max width.")] = 0.2,
     min_length_mm: Annotated[float, typer.Option(help="Verdict rule: NG from this length.")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Pixel P/R/F1 (2 px tolerance), crack recall per width bin, measurement errors, part verdict rates."""
+    r"""Pixel P/R/F1 (2 px tolerance), crack recall per width bin, measurement errors, part verdict rates.
+
+    Two ways: score a predictions folder (--predictions, from `inspector predict-dir`) against one
+    --data folder; or compare models (--model, repeatable) on data folders (--data, repeatable) in
+    one table, e.g. the serving model and a fine-tuned candidate on the reviewed parts and on the
+    synthetic held-out set:
+
+        inspector eval --model crack-concat --model runs/candidate.pt \\
+            --data data/review/labels --data data/heldout-default
+    """
+    if model:
+        if predictions is not None:
+            fail("give --model (predict and score) or --predictions (score a folder), not both")
+        compare_command(model, data, out or Path("runs/eval"), limit, as_json)
+        return
+    if predictions is None:
+        fail("give --predictions FOLDER (from `inspector predict-dir`) or --model NAME to predict here")
+    if len(data) != 1:
+        fail(f"--predictions scores one --data folder; {len(data)} given (use --model to compare on several)")
     if not predictions.is_dir():
         fail(f"predictions folder {predictions} does not exist: run `inspector predict-dir` first")
     rules = VerdictRules(min_width_mm=min_width_mm, min_length_mm=min_length_mm)
     try:
-        folder = evaluate_folder(data, predictions, rules, show_progress=not as_json)
+        folder = evaluate_folder(data[0], predictions, rules, show_progress=not as_json)
     except DataError as exc:
         fail(exc)
     if not folder.evaluations:
@@ -202,7 +280,7 @@ def evaluate_command(
     out.mkdir(parents=True, exist_ok=True)
     document = json_safe(report.to_dict() | {"failed": [{"id": i, "error": e} for i, e in folder.failures]})
     (out / "eval.json").write_text(json.dumps(document, indent=1) + "\n")
-    figures = write_figures(data, predictions, report, out, predictions.name)
+    figures = write_figures(data[0], predictions, report, out, predictions.name)
     if as_json:
         console.print_json(json.dumps(document))
     else:
@@ -213,6 +291,24 @@ def evaluate_command(
         err_console.print(f"[yellow]not evaluated[/] {sample_id}: {error}", highlight=False)
     if folder.failures:
         raise typer.Exit(1)
+
+
+def compare_command(models: list[str], data: list[Path], out: Path, limit: int | None, as_json: bool) -> None:
+    """``inspector eval --model A --model B --data ...``: one table, and ``out/compare.json``."""
+    try:
+        reports = compare_models(models, data, out, limit, show_progress=not as_json)
+    except (DataError, InspectorError) as exc:
+        fail(exc)
+    out.mkdir(parents=True, exist_ok=True)
+    document = json_safe(
+        {folder: {name: r.to_dict() for name, r in by_model.items()} for folder, by_model in reports.items()}
+    )
+    (out / "compare.json").write_text(json.dumps(document, indent=1) + "\n")
+    if as_json:
+        console.print_json(json.dumps(document))
+    else:
+        console.print(comparison_table(reports))
+        console.print(f"wrote {out / 'compare.json'}")
 
 
 def register(app: typer.Typer) -> None:

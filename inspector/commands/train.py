@@ -16,7 +16,7 @@ import typer
 
 from inspector.capture import CaptureRanges
 from inspector.commands.common import console, fail
-from inspector.crack_data import CrackTileSet
+from inspector.crack_data import CrackTileSet, mixed_batches
 from inspector.dataset import DataError, list_ids, read_meta
 from inspector.errors import InspectorError
 from inspector.training import (
@@ -97,13 +97,39 @@ def initial_model(
 
 
 def inherited_metadata(init: Path | None) -> dict[str, Any]:
-    """What a model fine-tuned from ``init`` keeps of it: its width share and pruning record, if pruned."""
+    """What a model fine-tuned from ``init`` keeps of it: its width share and pruning record, and its operating point.
+
+    The pixel threshold and verdict rules were chosen for ``init`` on validation parts; the fine-tuned
+    model keeps them (marked as inherited) until ``inspector threshold`` chooses its own, so that a
+    comparison of the two measures what training changed, not a change of rules.
+    """
     if init is None:
         return {}
     import mla
 
     metadata = mla.load_metadata(init)
-    return {key: metadata[key] for key in ("width", "pruning") if key in metadata}
+    kept: dict[str, Any] = {k: metadata[k] for k in ("width", "pruning", "threshold", "verdict_rules") if k in metadata}
+    if "verdict_rules" in kept:
+        kept["verdict_rules_choice"] = f"inherited from --init {init.name} (version {metadata.get('version', '?')})"
+    return kept
+
+
+def architecture_of(init: Path | None, fusion: str | None, width: int | None, arch: str | None) -> tuple[str, int, str]:
+    """``(fusion, width, arch)``: the options given, else ``init``'s, else hffn, 32, unshuffle."""
+    if init is None:
+        return fusion or "hffn", width or 32, arch or "unshuffle"
+    import mla
+
+    try:
+        metadata = mla.load_metadata(init)
+        config = mla.load_model(init, map_location="cpu").config
+    except (mla.MLAError, OSError, RuntimeError) as exc:
+        fail(f"--init {init}: not a readable model file ({exc})")
+    return (
+        fusion or str(metadata.get("variant", config.fusion_type)),
+        width or config.width,
+        arch or str(metadata.get("arch", "unshuffle")),
+    )
 
 
 def progressive_pretraining(
@@ -160,7 +186,9 @@ def train(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Model file to write (.pt); a .md model card goes beside it.")
     ],
-    fusion: Annotated[str, typer.Option(help=f"Model variant: {', '.join(VARIANTS)}.")] = "hffn",
+    fusion: Annotated[
+        str | None, typer.Option(help=f"Model variant: {', '.join(VARIANTS)} (default: --init's, else hffn).")
+    ] = None,
     steps: Annotated[
         int, typer.Option(min=0, help="Supervised optimizer steps (0 with --pretrain-steps: a pre-trained model only).")
     ] = 1500,
@@ -168,14 +196,18 @@ def train(
     tile: Annotated[int, typer.Option(help="Training tile side in visible pixels (a multiple of 16).")] = 256,
     accum_steps: Annotated[int, typer.Option(min=1, help="Micro-batches per optimizer step.")] = 1,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = 3e-3,
-    width: Annotated[int, typer.Option(min=8, help="Base width of the visible encoder and the fusion.")] = 32,
+    width: Annotated[
+        int | None,
+        typer.Option(min=8, help="Base width of the visible encoder and the fusion (default: --init's, else 32)."),
+    ] = None,
     arch: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Network shape: unshuffle (space-to-depth stem and pixel-shuffle decoder, nothing convolved above "
-            "stride 4: the fast one) or pyramid (the first-round network, about 3x slower on a CPU)."
+            "stride 4: the fast one) or pyramid (the first-round network, about 3x slower on a CPU); "
+            "default: --init's, else unshuffle."
         ),
-    ] = "unshuffle",
+    ] = None,
     amp: Annotated[bool, typer.Option(help="Mixed precision: bf16 on CPU, fp16 on CUDA.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of the weights and the tile sampler.")] = 0,
@@ -191,8 +223,21 @@ def train(
     ] = 0.3,
     init: Annotated[
         Path | None,
-        typer.Option(help="Start from the weights of this model file (same variant and width), e.g. pre-trained."),
+        typer.Option(
+            help="Start from this model file: fine-tune the serving model, or a pre-trained one. Its variant, width "
+            "and architecture are used unless given; its verdict rules are kept."
+        ),
     ] = None,
+    mix: Annotated[
+        Path | None,
+        typer.Option(
+            help="Replay data mixed into every batch (e.g. the synthetic training set) so that a fine-tune on a few "
+            "reviewed parts (--data) forgets nothing."
+        ),
+    ] = None,
+    mix_fraction: Annotated[
+        float, typer.Option(min=0, max=0.95, help="Share of each batch's tiles drawn from --mix.")
+    ] = 0.5,
     unlabelled: Annotated[
         Path | None,
         typer.Option(help="Folder whose images (masks unused) feed --pretrain-steps (default: all of --data)."),
@@ -229,6 +274,7 @@ def train(
     import mla
     from mla.train import TrainConfig, Trainer, plot_metrics
 
+    fusion, width, arch = architecture_of(init, fusion, width, arch)
     check_options(fusion, arch, tile, crack_fraction + distractor_fraction, steps, pretrain_steps)
     torch.set_num_threads(threads or max(os.cpu_count() or 1, 1))
     try:
@@ -237,6 +283,7 @@ def train(
         val_tiles = CrackTileSet.load(val)
         origin, val_origin = data_origin(data), data_origin(val)
         origin["labelled_samples"] = len(train_tiles)
+        mix_tiles = CrackTileSet.load(mix) if mix is not None else None
         unlabelled_tiles = CrackTileSet.load(unlabelled) if unlabelled else None
         if unlabelled_tiles is None and limit is not None and pretrain_steps:
             unlabelled_tiles = CrackTileSet.load(data)
@@ -269,8 +316,11 @@ def train(
     micro_steps = steps * accum_steps
 
     def batches(epoch: int):  # type: ignore[no-untyped-def]
-        stream = train_tiles.batches(
-            seed=seed * 1000 + epoch, size=batch, tile=tile, crack_fraction=crack_fraction,
+        sets = (
+            [(train_tiles, 1.0)] if mix_tiles is None else [(train_tiles, 1 - mix_fraction), (mix_tiles, mix_fraction)]
+        )
+        stream = mixed_batches(
+            sets, seed=seed * 1000 + epoch, size=batch, tile=tile, crack_fraction=crack_fraction,
             distractor_fraction=distractor_fraction, capture=CaptureRanges() if optics else None,
         )  # fmt: skip
         return (to_batch(b) for b in itertools.islice(stream, micro_steps))
@@ -310,6 +360,7 @@ def train(
         "optics_augmentation": asdict(CaptureRanges()) if optics else None,
         "modality_dropout": model.config.modality_dropout,
         "init": str(init) if init else None,
+        "mix_data": data_origin(mix) | {"fraction": mix_fraction} if mix is not None else None,
         "unlabelled_data": data_origin(unlabelled) if unlabelled else None,
         "batch": batch * accum_steps,
         "tile": tile,

@@ -183,3 +183,30 @@ def test_bench_models_on_several_folders_gives_one_row_per_model(small_line: Pat
 def test_bench_models_missing_folder(tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench", "models", "--data", str(tmp_path / "nope"), "--models", "baseline"])
     assert result.exit_code != 0 and "inspector synth" in result.output
+
+
+def test_eval_compares_models_on_several_folders_in_one_table(small_line: Path, tmp_path: Path) -> None:
+    second = tmp_path / "second"
+    shutil.copytree(small_line, second)
+    result = runner.invoke(
+        app,
+        ["eval", "--model", "baseline", "--model", "crack-concat", "--data", str(small_line), "--data", str(second),
+         "--limit", "3", "--out", str(tmp_path / "cmp")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    compared = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert set(compared) == {str(small_line), str(second)}
+    for by_model in compared.values():
+        assert set(by_model) == {"baseline", "crack-concat"}
+        assert all(report["samples"] == 3 for report in by_model.values())
+    # the same parts give the same figures in both folders
+    assert compared[str(small_line)]["crack-concat"]["pixel"] == compared[str(second)]["crack-concat"]["pixel"]
+    assert "models side by side" in result.output and "compare.json" in result.output
+
+
+def test_eval_refuses_predictions_with_several_folders(small_line: Path, predictions: Path) -> None:
+    result = runner.invoke(
+        app, ["eval", "--data", str(small_line), "--data", str(small_line), "--predictions", str(predictions)]
+    )
+    assert result.exit_code == 2
+    assert "one --data folder" in result.output

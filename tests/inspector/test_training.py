@@ -191,3 +191,45 @@ def test_a_pruned_model_is_fine_tuned_in_its_own_shape(tmp_path: Path) -> None:
     assert sum(p.numel() for p in start.parameters()) == sum(p.numel() for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), model.state_dict().values(), strict=True))
     assert inherited_metadata(path) == {"width": 0.5, "pruning": {"ratio": 0.5}} and inherited_metadata(None) == {}
+
+
+def test_fine_tuning_the_shipped_model_takes_its_shape_and_rules_and_mixes_replay_data(
+    small_line: Path, tmp_path: Path
+) -> None:
+    from inspector.synth import generate_set
+
+    shipped = Path("inspector/models/crack-concat.pt")
+    generate_set(tmp_path / "val", 1, seed=128, preset="default", size=256)
+    generate_set(tmp_path / "reviewed", 2, seed=129, preset="default", size=256)
+    tuned = tmp_path / "tuned.pt"
+    args = ["train", "--init", str(shipped), "--data", str(tmp_path / "reviewed"), "--mix", str(small_line),
+            "--mix-fraction", "0.5", "--val", str(tmp_path / "val"), "--out", str(tuned), "--steps", "1",
+            "--batch", "2", "--tile", "64", "--no-progress", "--workdir", str(tmp_path / "run")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    meta, base = mla.load_metadata(tuned), mla.load_metadata(shipped)
+    assert (meta["variant"], meta["arch"]) == (base["variant"], base["arch"]) == ("concat", "unshuffle")
+    assert mla.load_model(tuned).config.width == mla.load_model(shipped).config.width
+    assert meta["verdict_rules"] == base["verdict_rules"] and "inherited" in meta["verdict_rules_choice"]
+    assert meta["mix_data"]["fraction"] == 0.5 and meta["mix_data"]["samples"] == len(list_ids(small_line))
+
+
+def test_mixed_batches_draw_each_set_in_its_share() -> None:
+    from inspector.crack_data import CrackTileSet, mixed_batches
+
+    def flat(value: int) -> CrackTileSet:
+        tiles = CrackTileSet()
+        tiles.visible.append(np.full((64, 64), value, np.uint8))
+        tiles.infrared.append(np.zeros((16, 16), np.float16))
+        tiles.masks.append(np.zeros((64, 64), np.uint8))
+        tiles.crack_pixels.append(np.zeros((0, 2), np.int64))
+        tiles.distractor_boxes.append(np.zeros((0, 4)))
+        return tiles
+
+    stream = mixed_batches([(flat(10), 0.75), (flat(240), 0.25)], seed=0, size=8, tile=32, augment=False)
+    batches = [next(stream) for _ in range(200)]
+    assert all(b["visible"].shape == (8, 1, 32, 32) for b in batches)
+    bright = np.mean([(b["visible"][:, 0, 0, 0] > 0).mean() for b in batches])  # 240 is above mid-grey, 10 below
+    assert 0.2 < bright < 0.3
+    with pytest.raises(ValueError, match="shares"):
+        next(mixed_batches([(flat(1), 0.0)], seed=0, size=2, tile=32))
