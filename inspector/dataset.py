@@ -28,7 +28,15 @@ from inspector.frame import DEFAULT_MAX_PIXELS, FrameDecodeError, check_image_he
 
 SCHEMA: Final = "inspector.sample/1"
 DistractorKind = Literal[
-    "scratch", "machining_mark", "stain", "oil", "dust", "printed_mark", "ir_emissivity", "ir_reflection"
+    "scratch",
+    "machining_mark",
+    "stain",
+    "oil",
+    "dust",
+    "printed_mark",
+    "ir_emissivity",
+    "ir_reflection",
+    "false_call",  # a region a model called a crack and a reviewer rejected (review labels: inspector.labels)
 ]
 
 

@@ -35,9 +35,10 @@ import cv2
 import numpy as np
 
 from inspector.errors import InspectorError
+from inspector.evidence import EvidenceBundle, build_evidence, kept_as, ok_sample_draw
 from inspector.frame import DEFAULT_MAX_PIXELS, Frame, FrameDecodeError, Modality, decode_image
 from inspector.model import CrackModel
-from inspector.pipeline import inspect_pair, to_grey
+from inspector.pipeline import InspectionResult, inspect_pair, to_grey
 from inspector.report import overlay
 from inspector.results import result_document
 from inspector.sync import DEFAULT_MAX_WAIT_NS, SyncState, UnpairedReason, pair_frames
@@ -54,6 +55,7 @@ __all__ = [
     "Record",
     "RejectReason",
     "Rejection",
+    "ShadowModel",
     "Step",
     "StreamCore",
     "StreamPolicy",
@@ -132,7 +134,11 @@ class UnpairedFrame:
 
 @dataclass(frozen=True)
 class StreamPolicy:
-    """Limits and choices of the streaming core (see ``WorkerSettings`` for their meaning)."""
+    """Limits and choices of the streaming core (see ``WorkerSettings`` and ``EvidenceSettings`` for their meaning).
+
+    ``evidence`` off (the default) keeps no evidence; on, every NG part and a share ``evidence_ok_fraction``
+    of OK parts get an :class:`~inspector.evidence.EvidenceBundle` (docs/REVIEW.md, section 1).
+    """
 
     batch_pairs: int = 4
     batch_wait_ns: int = 20_000_000
@@ -146,11 +152,20 @@ class StreamPolicy:
     default_mm_per_px: float | None = None
     overlay_size: int = 1024
     lanes: int = 1
+    evidence: bool = False
+    evidence_ok_fraction: float = 0.0
+    evidence_jpeg_quality: int = 90
 
     @classmethod
-    def from_settings(cls, worker: Any, lanes: int = 1) -> StreamPolicy:
-        """Build the policy from ``Settings.worker`` (milliseconds become nanoseconds) and ``inference.lanes``."""
+    def from_settings(cls, worker: Any, lanes: int = 1, evidence: Any = None) -> StreamPolicy:
+        """Build the policy from ``Settings.worker`` (milliseconds become nanoseconds) and ``inference.lanes``.
+
+        ``evidence`` is ``Settings.evidence`` for a runner that writes evidence (``None``: keep none).
+        """
         return cls(
+            evidence=bool(evidence is not None and evidence.enabled),
+            evidence_ok_fraction=evidence.ok_fraction if evidence is not None else 0.0,
+            evidence_jpeg_quality=evidence.jpeg_quality if evidence is not None else 90,
             lanes=lanes,
             batch_pairs=worker.batch_pairs,
             batch_wait_ns=int(worker.batch_wait_ms * 1e6),
@@ -177,12 +192,34 @@ class Step:
 
 @dataclass(frozen=True)
 class InspectedJob:
-    """One inspected capture: the document to store, its overlay, and the source positions it settles."""
+    """One inspected capture: the document to store, its overlay, and the source positions it settles.
+
+    ``evidence`` is the capture's evidence folder when the policy keeps one (``document["evidence"]`` is
+    then its path); the runner writes it before it stores the document.
+    """
 
     document: dict[str, Any]
     overlay_jpeg: bytes | None
     positions: tuple[Hashable, ...]
     inference_s: float
+    evidence: EvidenceBundle | None = None
+    shadow: dict[str, Any] | None = None  # the shadow model's comparison (StreamCore.compare_shadow), never the verdict
+
+
+@dataclass(frozen=True)
+class ShadowModel:
+    """A candidate run beside the serving model on a share of captures (``inspector promote --shadow``).
+
+    Attributes:
+        model: The candidate.
+        fraction: Share of captures it runs on, picked by a stable hash of ``camera_id:seq``.
+        sha256: Its file's digest, reported with each comparison.
+
+    """
+
+    model: CrackModel
+    fraction: float
+    sha256: str
 
 
 @dataclass
@@ -284,6 +321,7 @@ class StreamCore:
         self._queue: list[_Job] = []
         lanes = self.policy.lanes
         self._pool = ThreadPoolExecutor(lanes, thread_name_prefix="lane") if lanes > 1 else None
+        self.shadow: ShadowModel | None = None  # set between batches by the runner (workers.model_watch)
 
     def close(self) -> None:
         """Stop the lanes' threads (a core that is thrown away; one that lives with its process needs no call)."""
@@ -433,11 +471,74 @@ class StreamCore:
             # JPEG: 3 ms and ~0.3 MB for a 1024 px overlay where PNG took 26 ms and ~1.8 MB (textured surfaces)
             ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
             overlay_jpeg = data.tobytes() if ok else None
+        shadow = self.compare_shadow(job, result)
+        evidence = self._evidence(job, result, probability, disputed=shadow is not None and not shadow["agree"])
         document = result_document(
             result, camera_id=camera_id, seq=seq, capture_ts_ns=visible.capture_ts_ns, stored_ns=wall_ns(),
             model_width=self.model_width,
         )  # fmt: skip
         if job.infrared is None:
             document["infrared"] = "missing"
+        if evidence is not None:
+            document["evidence"] = evidence.path
         positions = tuple(a.position for a in (job.visible, job.infrared) if a is not None)
-        return InspectedJob(document, overlay_jpeg, positions, result.timings_ms.get("model", 0.0) / 1e3)
+        model_s = result.timings_ms.get("model", 0.0) / 1e3
+        return InspectedJob(document, overlay_jpeg, positions, model_s, evidence, shadow)
+
+    def _evidence(
+        self, job: _Job, result: InspectionResult, probability: np.ndarray, *, disputed: bool = False
+    ) -> EvidenceBundle | None:
+        """The capture's evidence when the policy keeps it, else ``None``.
+
+        Kept: every NG part, a share of OK ones, and the OK parts a shadow model disputed (``disputed``).
+
+        Runs in the lanes with the inspection, so the encoding is parallel. A capture whose evidence
+        cannot be made (a camera id that cannot name a folder) is logged and stored without it.
+        """
+        if not self.policy.evidence:
+            return None
+        visible = job.visible.frame
+        camera_id, seq = capture_key(visible)
+        kept = kept_as(camera_id, seq, result.verdict, self.policy.evidence_ok_fraction, disputed=disputed)
+        if kept is None:
+            return None
+        infrared = job.infrared
+        received = infrared.record.value if infrared is not None and infrared.frame.encoding == "png" else None
+        try:
+            return build_evidence(
+                result, probability, job.visible.image, infrared.image if infrared is not None else None,
+                ir_to_visible=self.homographies.get(camera_id), camera_id=camera_id, seq=seq,
+                capture_ts_ns=visible.capture_ts_ns, kept=kept, jpeg_quality=self.policy.evidence_jpeg_quality,
+                infrared_png=received,  # the PNG as received: no second encoding
+            )  # fmt: skip
+        except (InspectorError, cv2.error) as exc:
+            logger.warning("capture %s keeps no evidence: %s", (camera_id, seq), exc)
+            return None
+
+    def compare_shadow(self, job: _Job, result: InspectionResult) -> dict[str, Any] | None:
+        """Run the shadow model on a sampled capture's inputs; ``{"verdict", "sha256", "agree"}`` or ``None``.
+
+        A capture is sampled when its draw (:func:`inspector.evidence.ok_sample_draw` of ``camera_id:seq``)
+        is below ``shadow.fraction``: a re-delivered capture is compared again or not at all, alike. A
+        disputed OK part keeps its evidence (``kept: "shadow"``), so the review queue can show it. The
+        comparison is returned beside the result and never changes it; a shadow model that fails is
+        logged and compares nothing.
+        """
+        shadow = self.shadow
+        if shadow is None:
+            return None
+        visible = job.visible.frame
+        camera_id, seq = capture_key(visible)
+        if ok_sample_draw(camera_id, seq) >= shadow.fraction:
+            return None
+        mm_per_px = visible.mm_per_px or self.scales.get(camera_id) or self.policy.default_mm_per_px
+        try:
+            theirs, _ = inspect_pair(
+                job.visible.image, job.infrared.image if job.infrared is not None else None,
+                self.homographies.get(camera_id), float(mm_per_px or 0.0),
+                shadow.model, rules=self.rules, sample_id=f"{camera_id}:{seq}", part_id=visible.part_id,
+            )  # fmt: skip
+        except Exception as exc:  # the candidate must never cost a result
+            logger.warning("shadow model %s failed on capture %s: %s", shadow.sha256[:16], (camera_id, seq), exc)
+            return None
+        return {"verdict": theirs.verdict, "sha256": shadow.sha256, "agree": theirs.verdict == result.verdict}

@@ -20,6 +20,9 @@ SERVICE_COMMANDS: tuple[str, ...] = (
     "medical_gateway",
     "cameras",
     "bench_cameras",
+    "bench_evidence",
+    "promote",
+    "review",
 )
 
 for _name in SERVICE_COMMANDS:

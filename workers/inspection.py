@@ -34,14 +34,16 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from inspector.calibration import Calibration
 from inspector.config import Settings
 from inspector.model import CrackModel
-from inspector.results import ResultStore
-from inspector.stream import InspectedJob, Record, Rejection, Step, StreamCore, StreamPolicy
+from inspector.results import RedisLayout, ResultStore
+from inspector.stream import InspectedJob, Record, Rejection, ShadowModel, Step, StreamCore, StreamPolicy
 from workers.alignment import PairingClock, StreamAlignment, within_budget
 from workers.clients import kafka_consumer, kafka_producer
 from workers.errors import WorkerError
+from workers.evidence import EvidenceKeeper, EvidenceStore
 from workers.kafka.checkpoint import Checkpoint, Outcome, Position
 from workers.kafka.consumer import GroupConsumer, Partition
 from workers.metrics import WorkerMetrics
+from workers.model_watch import LoadedModel, ModelWatcher
 from workers.shell import WorkerShell
 from workers.widths import LoadMeter, WidthFamily
 
@@ -97,13 +99,19 @@ def _where(position: Hashable) -> Position:
 
 
 class _ResultSink:
-    """The result store as the checkpoint's sink: one idempotent ``put`` per inspected capture."""
+    """The result store as the checkpoint's sink: one idempotent ``put`` per inspected capture.
 
-    def __init__(self, store: ResultStore) -> None:
-        self.store = store
+    A capture's evidence is written first; a result whose evidence could not be written is stored
+    without its ``evidence`` key (:class:`~workers.evidence.EvidenceKeeper`).
+    """
+
+    def __init__(self, store: ResultStore, evidence: EvidenceKeeper | None = None) -> None:
+        self.store, self.evidence = store, evidence
 
     def write(self, jobs: Sequence[InspectedJob]) -> Iterator[bool]:
         for job in jobs:
+            if self.evidence is not None:
+                self.evidence.keep(job.document, job.evidence)
             yield self.store.put(job.document, job.overlay_jpeg)
 
 
@@ -122,6 +130,12 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         widths: A width family (``worker.widths``): the worker switches variants by load; ``model``
             should be its active one.
         calibrations: Per ``camera_id``, the rig's calibration (IR mapping and scale).
+        watcher: Follows the model registry (``registry.watch``): promoted models are swapped in
+            between batches (:meth:`serve`), shadow models run beside the served one. Once a registry
+            model serves, it runs alone: the width family stops stepping (a promoted model was chosen
+            on purpose; stepping would replace it with a variant of the configured one).
+        evidence: The evidence folder (``evidence.enabled``): every NG part and a share of OK parts keep
+            their images there (docs/REVIEW.md); ``None`` keeps none.
 
     """
 
@@ -137,6 +151,8 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         model_info: dict[str, Any] | None = None,
         widths: WidthFamily | None = None,
         calibrations: Mapping[str, Calibration] | None = None,
+        watcher: ModelWatcher | None = None,
+        evidence: EvidenceStore | None = None,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -145,7 +161,9 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         info = dict(model_info or {})
         cals = dict(calibrations or {})
         self.core = StreamCore(
-            model, StreamPolicy.from_settings(settings.worker, lanes=settings.inference.lanes),
+            model, StreamPolicy.from_settings(
+                settings.worker, lanes=settings.inference.lanes, evidence=settings.evidence if evidence else None
+            ),
             model_width=info.get("width", 1.0),
             homographies={c: cal.homography for c, cal in cals.items()},
             scales={c: cal.mm_per_px for c, cal in cals.items()},
@@ -158,6 +176,10 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         self.alignment = StreamAlignment(settings.topics.visible, settings.topics.infrared, max_skew_ms)
         self.pairing_clock = PairingClock(max_waiting=max(512, 16 * settings.worker.max_poll_records))
         self.widths, self.load_meter = widths, LoadMeter()
+        self.watcher = watcher
+        self.evidence = (
+            EvidenceKeeper(evidence, metrics, prune_every_s=settings.evidence.prune_every_s) if evidence else None
+        )
         self.report = WorkerReport()
         self._last_lag = 0.0
         make = self._new_consumer if consumer is None else None
@@ -167,7 +189,7 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         self._partitions = check_topics(self.consumer, settings.topics.visible, settings.topics.infrared)
         self.producer = producer or kafka_producer(settings.kafka, acks="all", linger_ms=5, retries=5)
         self.checkpoint = Checkpoint(
-            self.consumer, self.producer, _ResultSink(store), dlq=settings.topics.dlq,
+            self.consumer, self.producer, _ResultSink(store, self.evidence), dlq=settings.topics.dlq,
             retry_s=settings.worker.store_retry_s, metrics=self.delivery,
         )  # fmt: skip
         self.report.dlq = self.checkpoint.dead_letters
@@ -198,7 +220,10 @@ class InspectionWorker(WorkerShell[WorkerReport]):
     # -- one turn of the loop ----------------------------------------------------------------------
 
     def step(self) -> None:
-        """Write what waits, poll both topics in step, pair, inspect due batches, write, commit."""
+        """Apply a ready model swap, write what waits, poll both topics in step, pair, inspect due batches, commit."""
+        self._follow_registry()
+        if self.evidence is not None:
+            self.evidence.prune_if_due(self.monotonic_ns() / 1e9)  # a clock check; the prune runs off the loop
         if not self.checkpoint.flush():
             self._hold()
             return
@@ -275,6 +300,7 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         self.report.stored += 1
         if self.metrics is not None:
             self.metrics.observe_document(job.document)
+        self._shadow_outcome(job)
         if self.settings.topics.results:
             key = str(job.document["camera_id"]).encode()
             self.producer.send(self.settings.topics.results, value=json.dumps(job.document).encode(), key=key)
@@ -352,6 +378,62 @@ class InspectionWorker(WorkerShell[WorkerReport]):
         )
         if self.metrics is not None:
             self.metrics.set_model(info["name"], info["version"], info["width"], info["backend"], info["sha256"])
+
+    # -- the model registry (workers.model_watch) ---------------------------------------------------
+
+    def _follow_registry(self) -> None:
+        """Between batches: apply what the registry watcher has ready (a new model, a shadow, its end)."""
+        if self.watcher is None:
+            return
+        change = self.watcher.poll(self.monotonic_ns() / 1e9)
+        if change.active is not None:
+            self.serve(change.active)
+        if change.shadow is not None:
+            entry = change.shadow.entry
+            self.core.shadow = ShadowModel(change.shadow.model, entry.fraction or 0.0, entry.sha256)
+            logger.info("shadow model %s (sha256 %s) on %.0f%% of captures", entry.path, entry.sha256,
+                        100 * (entry.fraction or 0.0))  # fmt: skip
+        elif change.shadow_cleared:
+            self.core.shadow = None
+            logger.info("shadow run ended")
+
+    def serve(self, loaded: LoadedModel) -> None:
+        """Serve a registry model from the next batch on; results already inspected keep the SHA they came from.
+
+        Called between batches only (the lanes are idle), so no capture is inspected by half a swap.
+        """
+        old = str((getattr(self.core.model, "metadata", None) or {}).get("sha256", "")) or self.core.model.name
+        info = loaded.info()
+        self.core.model, self.core.model_width = loaded.model, loaded.width
+        if self.widths is not None:
+            logger.info("a registry model serves: the width family stops stepping")
+            self.widths = None
+        logger.info("model swapped: %s -> %s (%s, promoted by %s at %s)", old, loaded.entry.sha256,
+                    loaded.entry.path, loaded.entry.who, loaded.entry.when)  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.set_model(info["name"], info["version"], info["width"], info["backend"], info["sha256"])
+            self.metrics.model_swaps.inc()
+
+    def _shadow_outcome(self, job: InspectedJob) -> None:
+        """Count a fresh result's shadow comparison; a disagreement goes to ``{prefix}:review:shadow``.
+
+        A refused XADD is logged and the result stands: the review queue is not the line's record.
+        """
+        if job.shadow is None:
+            return
+        agree = bool(job.shadow["agree"])
+        if self.metrics is not None:
+            self.metrics.shadow_comparisons.labels(agree=str(agree).lower()).inc()
+        if agree or self.watcher is None:
+            return
+        document = job.document
+        key = RedisLayout(prefix=self.settings.redis.key_prefix).result_key(document["camera_id"], document["seq"])
+        try:
+            self.watcher.registry.review_disagreement(
+                key, str(document["verdict"]), str(job.shadow["verdict"]), str(job.shadow["sha256"])
+            )
+        except Exception as exc:  # Redis refused: the result is stored, only the review entry is lost
+            logger.error("cannot queue the shadow disagreement on %s for review: %s", key, exc)
 
     # -- rebalances and shutdown -------------------------------------------------------------------
 

@@ -25,6 +25,17 @@ Worker (``WorkerMetrics``):
 * ``inspector_consumer_lag_records{topic,partition}``: records behind the partition end; revoked
   partitions drop out.
 * ``inspector_model_info{name,version,width,backend,sha256}``: always 1; which model serves.
+* ``inspector_worker_model_swaps_total``: promoted (or rolled back) models swapped in without a restart.
+* ``inspector_worker_model_load_failures_total{role}``: registry models (``active``, ``shadow``) that
+  failed to verify or to load; the old model kept serving (:mod:`workers.model_watch`).
+* ``inspector_worker_shadow_comparisons_total{agree}``: captures the shadow model also inspected, by
+  whether its verdict agreed (``true``, ``false``); the agreement rate is ``true`` over both.
+* ``inspector_worker_evidence_written_total{kept}``: evidence folders written (``ng``, ``ok-sample``;
+  docs/REVIEW.md), and ``inspector_worker_evidence_written_bytes_total`` their bytes.
+* ``inspector_worker_evidence_failures_total``: evidence that could not be written (the result was
+  stored without it).
+* ``inspector_worker_evidence_pruned_total{reason}``: capture folders deleted by retention (``age``,
+  ``size``); ``inspector_worker_evidence_bytes``: the folder's size after the last prune.
 * the delivery metrics (:mod:`workers.kafka.metrics`) under ``inspector``: ``inspector_dlq_total{reason}``
   (:class:`inspector.stream.RejectReason` and ``write_failed``), ``inspector_store_errors_total``,
   ``inspector_holding``, ``inspector_ready``, ``inspector_last_poll_timestamp_seconds``,
@@ -77,6 +88,7 @@ DROP_REASONS = (
     "source_error", "encode_error", "publish_error", "overflow", "incomplete", "missed_trigger", "unpaired", "skewed"
 )  # fmt: skip
 DLQ_REASONS = tuple(str(reason) for reason in RejectReason)
+EVIDENCE_KEPT = ("ng", "ok-sample")
 
 CRACK_WIDTH_BUCKETS_MM = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0)
 INFERENCE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -131,6 +143,32 @@ class WorkerMetrics:
             "inspector_consumer_lag_records", "Records behind the partition end.", ["topic", "partition"], registry=r
         )
         self.model_info = Info("inspector_model", "The model this worker serves.", registry=r)
+        self.model_swaps = Counter(
+            "inspector_worker_model_swaps_total", "Registry models swapped in without a restart.", registry=r
+        )
+        self.model_load_failures = Counter(
+            "inspector_worker_model_load_failures_total", "Registry models that failed to verify or load.", ["role"],
+            registry=r,
+        )  # fmt: skip
+        self.shadow_comparisons = Counter(
+            "inspector_worker_shadow_comparisons_total", "Shadow model runs, by verdict agreement.", ["agree"],
+            registry=r,
+        )  # fmt: skip
+        self.evidence_written = Counter(
+            "inspector_worker_evidence_written_total", "Evidence folders written.", ["kept"], registry=r
+        )
+        self.evidence_bytes_written = Counter(
+            "inspector_worker_evidence_written_bytes_total", "Bytes of the evidence folders written.", registry=r
+        )
+        self.evidence_failures = Counter(
+            "inspector_worker_evidence_failures_total", "Evidence not written (result stored without).", registry=r
+        )
+        self.evidence_pruned = Counter(
+            "inspector_worker_evidence_pruned_total", "Evidence folders deleted by retention.", ["reason"], registry=r
+        )
+        self.evidence_bytes = Gauge(
+            "inspector_worker_evidence_bytes", "Size of the evidence folder after the last prune.", registry=r
+        )
         self.delivery = DeliveryMetrics(r, "inspector", DLQ_REASONS)
         self._lag_keys: set[tuple[str, str]] = set()
 
@@ -138,6 +176,10 @@ class WorkerMetrics:
         _zero(self.unpaired, UNPAIRED_REASONS)
         _zero(self.parts, VERDICTS)
         _zero(self.defects, DEFECT_CLASSES)
+        _zero(self.evidence_written, EVIDENCE_KEPT)
+        _zero(self.evidence_pruned, ("age", "size"))
+        _zero(self.model_load_failures, ("active", "shadow"))
+        _zero(self.shadow_comparisons, ("true", "false"))
 
     def observe_document(self, document: Mapping[str, Any]) -> None:
         """Count one stored result document (see ``inspector.results.result_document``).

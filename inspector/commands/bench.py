@@ -290,6 +290,12 @@ def bench_synth(
 
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` group to the CLI (``bench labels`` lives in its own module)."""
-    from inspector.commands import bench_labels, bench_model, bench_optics, bench_step  # noqa: F401  (sub-commands)
+    from inspector.commands import (  # noqa: F401  (sub-commands)
+        bench_labels,
+        bench_model,
+        bench_optics,
+        bench_review,
+        bench_step,
+    )
 
     app.add_typer(bench_app, name="bench")

@@ -20,6 +20,7 @@ import json
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,14 +35,22 @@ from inspector.commands.evaluate import json_safe
 from inspector.errors import InspectorError
 from inspector.model import CrackModel, ModelInput, create_model, lane_threads
 from inspector.sources import Capture, SyntheticSource, capture_to_records
-from inspector.stream import Record, StreamCore, StreamPolicy
+from inspector.stream import InspectedJob, Record, StreamCore, StreamPolicy
+from inspector.synth.presets import get_preset
 
 BATCH_PAIRS = 4  # pairs per inspect_batch, as configs/default.yaml's worker.batch_pairs
 
 
-def encoded_captures(count: int, size: int, seed: int) -> tuple[list[Capture], list[Record]]:
-    """``count`` synthetic captures and their frame records (PNG, as the gateway sends them), visible first."""
-    source = SyntheticSource(["bench-rig"], "default", seed, size, pool=min(count, 8), start_seq=1)
+def encoded_captures(
+    count: int, size: int, seed: int, *, clean_fraction: float | None = None, pool: int | None = None
+) -> tuple[list[Capture], list[Record]]:
+    """``count`` synthetic captures and their frame records (PNG, as the gateway sends them), visible first.
+
+    ``clean_fraction`` sets the share of parts without a crack (default: the ``default`` preset's, 0.3);
+    ``pool`` the parts rendered and cycled over (default: ``min(count, 8)``).
+    """
+    preset = get_preset("default", clean_fraction=clean_fraction) if clean_fraction is not None else "default"
+    source = SyntheticSource(["bench-rig"], preset, seed, size, pool=pool or min(count, 8), start_seq=1)
     captures: list[Capture] = []
     records: list[Record] = []
     for capture in source:
@@ -55,8 +64,14 @@ def encoded_captures(count: int, size: int, seed: int) -> tuple[list[Capture], l
     return captures, records
 
 
-def one_pass(core: StreamCore, records: list[Record]) -> tuple[float, list[dict[str, Any]]]:
-    """Feed every record a poll at a time and inspect every pair: (seconds, documents). Closes ``core``."""
+def one_pass(
+    core: StreamCore, records: list[Record], keep: Callable[[InspectedJob], object] | None = None
+) -> tuple[float, list[dict[str, Any]]]:
+    """Feed every record a poll at a time and inspect every pair: (seconds, documents). Closes ``core``.
+
+    ``keep`` is called with each inspected job in the timed loop, where a worker's sink writes it
+    (e.g. its evidence, ``inspector bench evidence``).
+    """
     documents: list[dict[str, Any]] = []
     start = time.perf_counter()
     try:
@@ -66,7 +81,10 @@ def one_pass(core: StreamCore, records: list[Record]) -> tuple[float, list[dict[
                 jobs, rejected = core.inspect_batch(wall_ns=time.time_ns)
                 if rejected:
                     raise InspectorError(f"the bench's own captures were rejected: {rejected[0].detail}")
-                documents.extend(job.document for job in jobs)
+                for job in jobs:
+                    if keep is not None:
+                        keep(job)
+                    documents.append(job.document)
         return time.perf_counter() - start, documents
     finally:
         core.close()

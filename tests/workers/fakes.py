@@ -12,7 +12,10 @@ from typing import Any
 
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-__all__ = ["FakeKafkaConsumer", "FakeProducer", "FakeRedis", "FakeResultStore", "Record"]
+__all__ = [
+    "FakeKafkaConsumer", "FakeModelRegistry", "FakeProducer", "FakeRedis", "FakeResultStore", "FullDiskEvidenceStore",
+    "LabelledModel", "PlainRedis", "Record",
+]  # fmt: skip
 
 
 @dataclass
@@ -267,3 +270,159 @@ class FakeResultStore:
         self.results[key] = document
         self.entries.append(key)
         return True
+
+
+class LabelledModel:
+    """A crack model with a file identity (``metadata.sha256``, ``width``) that predicts like another, or sees nothing.
+
+    Args:
+        name: Its name.
+        sha256: The digest its results name (``document["model"]["sha256"]``).
+        like: A model to predict like (e.g. ``create_model("baseline")``); ``None`` sees no crack anywhere.
+        width: Share of channels, as a pruned model's metadata has it.
+
+    """
+
+    version = "1"
+
+    def __init__(self, name: str, sha256: str, like: Any = None, width: float = 1.0) -> None:
+        self.name, self.like = name, like
+        self.metadata = {"sha256": sha256, "backend": "fake", "width": width}
+        self.calls = 0
+
+    def predict(self, inputs: Any) -> Any:
+        import numpy as np
+
+        from inspector.model import ModelOutput
+
+        self.calls += 1
+        if self.like is not None:
+            return self.like.predict(inputs)
+        return ModelOutput(np.zeros(inputs.visible.shape[:2], np.float32))
+
+
+@dataclass
+class FakeModelRegistry:
+    """What a worker reads of :class:`workers.registry.ModelRegistry`, in memory.
+
+    Attributes:
+        entry: The active entry (``active()``).
+        shadow: The shadow entry (``shadow_entry()``).
+        reads: Calls to ``active()``.
+        fail_reads: Reads still to refuse with a ``ConnectionError``.
+        reviews: Disagreements queued (``review_disagreement`` fields).
+        refuse_reviews: Refuse every ``review_disagreement`` with a ``ConnectionError``.
+
+    """
+
+    entry: Any = None
+    shadow: Any = None
+    reads: int = 0
+    fail_reads: int = 0
+    reviews: list[dict[str, str]] = field(default_factory=list)
+    refuse_reviews: bool = False
+
+    def active(self) -> Any:
+        self.reads += 1
+        if self.fail_reads:
+            self.fail_reads -= 1
+            raise ConnectionError("redis down (injected)")
+        return self.entry
+
+    def shadow_entry(self) -> Any:
+        return self.shadow
+
+    def review_disagreement(self, key: str, verdict: str, shadow_verdict: str, shadow_sha: str) -> None:
+        if self.refuse_reviews:
+            raise ConnectionError("redis down (injected)")
+        fields = {"key": key, "verdict": verdict, "shadow_verdict": shadow_verdict, "shadow_sha": shadow_sha}
+        self.reviews.append(fields)
+
+
+@dataclass
+class PlainRedis:
+    """The plain Redis commands the review station uses, in memory, answering bytes as ``redis.Redis`` does.
+
+    Strings (``get``, ``set``, ``mget``, ``delete``) and streams (``xadd``, ``xrevrange``, ``xlen``); ``type``
+    and ``ping``. TTLs are recorded, never applied. ``down`` makes every command raise ``ConnectionError``.
+    """
+
+    strings: dict[str, bytes] = field(default_factory=dict)
+    ttls: dict[str, int | None] = field(default_factory=dict)
+    streams: dict[str, list[tuple[bytes, dict[bytes, bytes]]]] = field(default_factory=dict)
+    down: bool = False
+
+    @staticmethod
+    def _bytes(value: Any) -> bytes:
+        return value if isinstance(value, bytes) else str(value).encode()
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionError("redis down (injected)")
+
+    def ping(self) -> bool:
+        self._check()
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        self._check()
+        return self.strings.get(key)
+
+    def mget(self, keys: list[str]) -> list[bytes | None]:
+        self._check()
+        return [self.strings.get(k) for k in keys]
+
+    def set(self, key: str, value: Any, ex: int | None = None) -> bool:
+        self._check()
+        self.strings[key], self.ttls[key] = self._bytes(value), ex
+        return True
+
+    def delete(self, *keys: str) -> int:
+        self._check()
+        return sum(self.strings.pop(k, None) is not None or self.streams.pop(k, None) is not None for k in keys)
+
+    def type(self, key: str) -> bytes:
+        self._check()
+        return b"string" if key in self.strings else b"stream" if key in self.streams else b"none"
+
+    def xadd(self, stream: str, fields: dict[str, Any], **_options: Any) -> bytes:
+        self._check()
+        entries = self.streams.setdefault(stream, [])
+        entry_id = f"{len(entries) + 1}-0".encode()
+        entries.append((entry_id, {self._bytes(k): self._bytes(v) for k, v in fields.items()}))
+        return entry_id
+
+    def xrevrange(self, stream: str, max: str = "+", min: str = "-", count: int | None = None) -> list[Any]:
+        self._check()
+        newest = list(reversed(self.streams.get(stream, [])))
+        return newest[:count] if count is not None else newest
+
+    def xlen(self, stream: str) -> int:
+        self._check()
+        return len(self.streams.get(stream, []))
+
+    def close(self) -> None:
+        return None
+
+
+class FullDiskEvidenceStore:
+    """An evidence folder on a full disk: ``write`` raises ``OSError(ENOSPC)`` for the first ``failures`` bundles.
+
+    Wraps a real :class:`workers.evidence.EvidenceStore` (which writes once the disk "has room").
+    """
+
+    def __init__(self, store: Any, failures: int = 1_000_000) -> None:
+        self.store, self.failures, self.refused = store, failures, 0
+        self.root = store.root
+
+    def write(self, bundle: Any) -> bool:
+        import errno
+
+        if self.failures:
+            self.failures -= 1
+            self.refused += 1
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        return bool(self.store.write(bundle))
+
+    def prune(self, now_s: float) -> Any:
+        return self.store.prune(now_s)

@@ -19,8 +19,10 @@ from inspector.results import RedisLayout, RedisResultStore
 from workers.clients import redis_client
 from workers.commands.service import start_service
 from workers.errors import WorkerError
+from workers.evidence import EvidenceStore
 from workers.inspection import InspectionWorker, WorkerReport
 from workers.metrics import WorkerMetrics
+from workers.model_watch import watcher_from_settings
 from workers.widths import WidthFamily
 
 logger = logging.getLogger(__name__)
@@ -56,17 +58,33 @@ def width_family(settings: Settings) -> WidthFamily | None:
 
 
 def build_worker(settings: Settings, registry: CollectorRegistry) -> InspectionWorker:
-    """The model, the Redis store, the metrics and the worker, all from settings."""
-    family = width_family(settings)
-    model = family.active if family else create_model(settings.worker.model, inference=settings.inference.model_dump())
+    """The model, the Redis store, the metrics and the worker, all from settings.
+
+    With ``registry.watch``, a model promoted in the registry (``inspector promote``) serves instead of
+    ``worker.model`` and its width family; if it fails to load, ``worker.model`` serves (logged). With
+    ``evidence.enabled`` the worker keeps evidence under ``evidence.root`` (created if missing).
+    """
     client = redis_client(settings.redis)
-    store = RedisResultStore(client, RedisLayout(prefix=settings.redis.key_prefix, ttl_s=settings.redis.result_ttl_s))
     metrics = WorkerMetrics(registry)
-    info = family.info() if family else model_info(model, settings)
+    watcher = watcher_from_settings(settings, client, metrics)
+    promoted = watcher.load_active_now() if watcher is not None else None
+    if promoted is not None:
+        logger.info("serving the registry's active model %s (sha256 %s) instead of worker.model %s",
+                    promoted.entry.path, promoted.entry.sha256, settings.worker.model)  # fmt: skip
+    family = width_family(settings) if promoted is None else None
+    if promoted is not None:
+        model: CrackModel = promoted.model
+    elif family is not None:
+        model = family.active
+    else:
+        model = create_model(settings.worker.model, inference=settings.inference.model_dump())
+    store = RedisResultStore(client, RedisLayout(prefix=settings.redis.key_prefix, ttl_s=settings.redis.result_ttl_s))
+    info = promoted.info() if promoted else family.info() if family else model_info(model, settings)
     calibrations = read_calibrations(settings.worker.calibration_dir) if settings.worker.calibration_dir else {}
     return InspectionWorker(
-        settings, model, store, metrics=metrics, model_info=info, widths=family, calibrations=calibrations
-    )
+        settings, model, store, metrics=metrics, model_info=info, widths=family, calibrations=calibrations,
+        watcher=watcher, evidence=EvidenceStore.from_settings(settings.evidence) if settings.evidence.enabled else None,
+    )  # fmt: skip
 
 
 def read_calibrations(folder: Path) -> dict[str, Calibration]:
