@@ -8,7 +8,8 @@ evidence (docs/REVIEW.md, section 1)::
         bundle = build_evidence(result, probability, visible, infrared, ir_to_visible=h,
                                 camera_id=camera_id, seq=seq, capture_ts_ns=ts, kept=kept)
         bundle.path          # "2025-12-06/rig-1/42", relative to evidence.root
-        bundle.files         # {"visible.jpg": b"...", "infrared.png": ..., "evidence.json": ...}
+        bundle.files         # {"visible.png": b"...", "infrared.png": ..., "evidence.json": ...}
+        evidence_files(json.loads(bundle.files["evidence.json"]))   # {"visible": "visible.png", ...}
 
 Pure: images in, encoded bytes out; no file, clock or randomness. Writing the folder (atomically,
 inside its root, with retention) is the worker's job (``workers.evidence.EvidenceStore``).
@@ -40,6 +41,7 @@ __all__ = [
     "Kept",
     "build_evidence",
     "crack_outlines",
+    "evidence_files",
     "evidence_path",
     "kept_as",
     "ok_sample_draw",
@@ -47,8 +49,16 @@ __all__ = [
 ]
 
 EVIDENCE_SCHEMA = "inspector.evidence/1"
-EVIDENCE_FILES = ("visible.jpg", "infrared.png", "registered.jpg", "probability.png", "evidence.json")
-"""Every file an evidence folder can hold; a capture without IR has no ``infrared.png`` / ``registered.jpg``."""
+EVIDENCE_FILES = (
+    "visible.png", "visible.jpg", "infrared.png", "registered.jpg", "probability.png", "evidence.json"
+)  # fmt: skip
+"""Every file an evidence folder can hold: one of the two visible files (as the camera's frame came: PNG
+or JPEG); a capture without IR has no ``infrared.png`` / ``registered.jpg``."""
+LAYERS = {"visible": "visible.jpg", "infrared": "infrared.png", "registered": "registered.jpg",
+          "probability": "probability.png"}  # fmt: skip
+DISPLAY_SCALE = 0.5
+"""The registered IR and the crack map are kept at half the visible resolution (the IR camera has a quarter
+of it; the map is max-pooled, so a one-pixel crack stays visible): a quarter of the encoding time."""
 
 Kept = Literal["ng", "ok-sample", "shadow"]
 
@@ -200,6 +210,26 @@ def _sees_everything(ir_shape: tuple[int, int], ir_to_visible: np.ndarray, visib
     return bool((xy >= low).all() and (xy <= high).all())
 
 
+def evidence_files(metadata: dict[str, Any]) -> dict[str, str]:
+    """File name of each layer (``visible``, ``infrared``, ``registered``, ``probability``) of an ``evidence.json``."""
+    named = metadata.get("files") or {}
+    return {layer: str(named.get(layer, default)) for layer, default in LAYERS.items()}
+
+
+def half_scale(ir_to_visible: np.ndarray) -> np.ndarray:
+    """IR pixel → pixel of a grid with half the visible resolution (pixel centres at integers on both)."""
+    to_half = np.array([[0.5, 0, -0.25], [0, 0.5, -0.25], [0, 0, 1]], np.float64)
+    return to_half @ np.asarray(ir_to_visible, np.float64)
+
+
+def max_pool_half(probability: np.ndarray) -> np.ndarray:
+    """(H, W) → (ceil(H/2), ceil(W/2)): the largest of each 2×2 block, so thin cracks survive."""
+    height, width = probability.shape
+    padded = np.zeros((height + height % 2, width + width % 2), np.float32)
+    padded[:height, :width] = probability
+    return np.asarray(padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2).max(axis=(1, 3)))
+
+
 def registered_8bit(infrared: np.ndarray, ir_to_visible: np.ndarray, visible_shape: tuple[int, int]) -> np.ndarray:
     """The IR image min-max scaled to ``uint8`` and warped onto the visible grid; pixels it does not see are 0.
 
@@ -251,13 +281,16 @@ def build_evidence(
     kept: Kept,
     jpeg_quality: int = 90,
     infrared_png: bytes | None = None,
+    visible_encoded: tuple[str, bytes] | None = None,
 ) -> EvidenceBundle:
     """Encode one capture's evidence folder (docs/REVIEW.md, section 1).
 
-    Files: ``visible.jpg`` (8-bit grey, ``jpeg_quality``), ``infrared.png`` (the IR image as received,
-    16-bit counts at its native resolution, lossless), ``registered.jpg`` (the IR warped onto the visible
-    grid with ``ir_to_visible``, min-max to 8 bit), ``probability.png`` (``p × 255``, 8 bit) and
-    ``evidence.json``. A capture without IR has neither IR file; its JSON says ``"infrared": "missing"``
+    Files: ``visible.png`` or ``visible.jpg`` (the frame as the camera's gateway sent it, else 8-bit grey
+    JPEG at ``jpeg_quality``), ``infrared.png`` (the IR image as received, 16-bit counts at its native
+    resolution, lossless), ``registered.jpg`` (the IR warped onto the visible grid at half its resolution
+    with ``ir_to_visible``, min-max to 8 bit), ``probability.png`` (``p × 255``, 8 bit, max-pooled to half
+    the visible resolution) and ``evidence.json`` (``files`` names each layer's file). A capture without
+    IR has neither IR file; its JSON says ``"infrared": "missing"``
     and has ``null`` for ``ir_to_visible`` and ``infrared_shape``.
 
     Args:
@@ -274,6 +307,9 @@ def build_evidence(
         jpeg_quality: Quality of both JPEGs (``evidence.jpeg_quality``).
         infrared_png: The IR frame's PNG bytes as received (a gateway sending ``png``), stored as they are:
             the image as received at no encoding cost. ``None``: ``infrared`` is encoded.
+        visible_encoded: ``(encoding, bytes)`` of the visible frame as received when it came as ``png`` or
+            ``jpeg``: kept as it is (``visible.png`` / ``visible.jpg``) at no encoding cost. ``None``: the
+            grey image is encoded as JPEG.
 
     Raises:
         EvidenceBuildError: ``camera_id`` cannot name a folder (:func:`evidence_path`), or an image cannot be encoded.
@@ -285,15 +321,19 @@ def build_evidence(
         raise EvidenceBuildError(msg)
     grey = to_grey(visible)
     jpeg = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
-    files = {
-        "visible.jpg": _encode(".jpg", grey, jpeg, "visible"),
-        "probability.png": _encode(".png", probability_to_png(probability), _MAP_PNG, "probability"),
-    }
+    half = ((grey.shape[0] + 1) // 2, (grey.shape[1] + 1) // 2)
+    names = dict(LAYERS)
+    if visible_encoded is not None:
+        names["visible"] = f"visible.{'png' if visible_encoded[0] == 'png' else 'jpg'}"
+        files = {names["visible"]: visible_encoded[1]}
+    else:
+        files = {names["visible"]: _encode(".jpg", grey, jpeg, "visible")}
+    files["probability.png"] = _encode(".png", probability_to_png(max_pool_half(probability)), _MAP_PNG, "probability")
     homography = None
     if infrared is not None:
         homography = ir_to_visible if ir_to_visible is not None else nominal_homography(infrared.shape, grey.shape)
         files["infrared.png"] = infrared_png or _encode(".png", infrared, [cv2.IMWRITE_PNG_COMPRESSION, 1], "infrared")
-        registered = registered_8bit(infrared, homography, grey.shape[:2])
+        registered = registered_8bit(infrared, half_scale(homography), half)
         files["registered.jpg"] = _encode(".jpg", registered, jpeg, "registered infrared")
     defects = set(result.defects)
     outlines = crack_outlines(probability, result.cracks)
@@ -308,6 +348,8 @@ def build_evidence(
         "mm_per_px": result.mm_per_px,
         "ir_to_visible": np.asarray(homography, dtype=float).tolist() if homography is not None else None,
         "visible_shape": list(grey.shape[:2]),
+        "files": {layer: name for layer, name in names.items() if name in files},
+        "display_shape": list(half),  # of registered.jpg and probability.png (DISPLAY_SCALE)
         "infrared_shape": list(infrared.shape[:2]) if infrared is not None else None,
         "cracks": [
             {"index": i, **_rounded(crack), "defect": crack in defects, "outline": outline}

@@ -504,12 +504,14 @@ class StreamCore:
             return None
         infrared = job.infrared
         received = infrared.record.value if infrared is not None and infrared.frame.encoding == "png" else None
+        encoding = visible.encoding
+        as_sent = (encoding, job.visible.record.value) if encoding in ("png", "jpeg") else None
         try:
             return build_evidence(
                 result, probability, job.visible.image, infrared.image if infrared is not None else None,
                 ir_to_visible=self.homographies.get(camera_id), camera_id=camera_id, seq=seq,
                 capture_ts_ns=visible.capture_ts_ns, kept=kept, jpeg_quality=self.policy.evidence_jpeg_quality,
-                infrared_png=received,  # the PNG as received: no second encoding
+                infrared_png=received, visible_encoded=as_sent,  # the frames as received: no second encoding
             )  # fmt: skip
         except (InspectorError, cv2.error) as exc:
             logger.warning("capture %s keeps no evidence: %s", (camera_id, seq), exc)

@@ -38,14 +38,14 @@ from inspector.commands.bench import JsonOption, bench_app, emit, machine
 from inspector.commands.common import err_console, fail, progress_bar
 from inspector.commands.evaluate import compare_models
 from inspector.dataset import list_ids, read_sample
-from inspector.evidence import build_evidence
+from inspector.evidence import build_evidence, evidence_files
 from inspector.labels import Decision, decode_infrared, decode_visible, label_sample, review_record, write_label
 from inspector.model import create_model
 from inspector.pipeline import inspect_pair
 from inspector.synth import generate_set, get_preset
 from inspector.synth.config import DISTRACTOR_KINDS
 
-LINE_SEED, HELDOUT_SEED = 78_001, 78_002
+LINE_SEED = 78_001  # the held-out parts use the next seed
 
 
 def operator_marks(evidence: dict[str, Any], truth: np.ndarray, overlap: float = 0.3) -> dict[int, str]:
@@ -101,8 +101,8 @@ def review_line(line: Path, labels: Path, model: Any, reviewed: int) -> dict[str
             if decision.kind == "false_call":
                 false_call_kinds.update({d.kind for d in meta.distractors})
             visible, infrared = (
-                decode_visible(bundle.files["visible.jpg"]),
-                decode_infrared(bundle.files["infrared.png"]),
+                decode_visible(bundle.files[evidence_files(evidence)["visible"]]),
+                decode_infrared(bundle.files[evidence_files(evidence)["infrared"]]),
             )
             record = review_record(decision, evidence, who="ground-truth operator", when="synthetic")
             write_label(labels, label_sample(decision, evidence, visible, infrared), record)
@@ -110,11 +110,14 @@ def review_line(line: Path, labels: Path, model: Any, reviewed: int) -> dict[str
     return {"inspected": inspected, "ng": ng, "decisions": dict(decisions), "false_call_kinds": dict(false_call_kinds)}
 
 
-def fine_tune(init: Path, labels: Path, mix: Path, val: Path, out: Path, steps: int, lr: float, threads: int) -> float:
-    """``inspector train --init ... --data LABELS --mix MIX``; returns its wall seconds."""
+def fine_tune(
+    init: Path, labels: Path, mix: tuple[Path, float], val: Path, out: Path, steps: int, lr: float, threads: int
+) -> float:
+    """``inspector train --init ... --data LABELS --mix MIX --mix-fraction F``; returns its wall seconds."""
     command = [str(Path(sys.executable).with_name("inspector")), "train", "--init", str(init), "--data", str(labels),
-               "--mix", str(mix), "--val", str(val), "--out", str(out), "--steps", str(steps), "--lr", str(lr),
-               "--threads", str(threads), "--workdir", str(out.with_suffix("")) + "-run", "--no-progress"]  # fmt: skip
+               "--mix", str(mix[0]), "--mix-fraction", str(mix[1]), "--val", str(val), "--out", str(out),
+               "--steps", str(steps), "--lr", str(lr), "--threads", str(threads),
+               "--workdir", str(out.with_suffix("")) + "-run", "--no-progress"]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -140,12 +143,16 @@ def review_loop(
     heldout_parts: Annotated[
         int, typer.Option(min=10, help="Held-out parts with the distractor, and of --heldout.")
     ] = 100,
+    mix_fraction: Annotated[
+        float, typer.Option(min=0, max=0.95, help="Share of each fine-tuning batch drawn from --mix.")
+    ] = 0.5,
     steps: Annotated[int, typer.Option(min=1, help="Fine-tuning steps.")] = 600,
     lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 5e-4,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for training.")] = 2,
     out: Annotated[Path, typer.Option(help="Working folder (line, labels, candidate, predictions).")] = Path(
         "runs/review-loop"
     ),
+    seed: Annotated[int, typer.Option(help="Seed of the line; its held-out parts use seed + 1.")] = (LINE_SEED),
     as_json: JsonOption = False,
 ) -> None:
     """Review the first NG parts of a synthetic line with one distractor kind, fine-tune on them, compare.
@@ -160,8 +167,8 @@ def review_loop(
         shutil.rmtree(out)
     line, labels, held_kind = out / "line", out / "labels", out / f"heldout-{kind}"
     err_console.print(f"synthetic line and held-out parts with {kind} distractors ({preset}) ...")
-    generate_set(line, 4 * reviewed, seed=LINE_SEED, preset=config, clean_fraction=0.5)
-    generate_set(held_kind, heldout_parts, seed=HELDOUT_SEED, preset=config, clean_fraction=0.5)
+    generate_set(line, 4 * reviewed, seed=seed, preset=config, clean_fraction=0.5)
+    generate_set(held_kind, heldout_parts, seed=seed + 1, preset=config, clean_fraction=0.5)
     heldout_copy = out / heldout.name
     heldout_copy.mkdir(parents=True)
     for sample_id in list_ids(heldout)[:heldout_parts]:
@@ -172,7 +179,7 @@ def review_loop(
     if sum(review["decisions"].values()) < reviewed:
         fail(f"the line had only {review['ng']} NG parts; raise the line size or pick another --kind", code=1)
     candidate = out / "candidate.pt"
-    train_s = fine_tune(model, labels, mix, val, candidate, steps, lr, threads)
+    train_s = fine_tune(model, labels, (mix, mix_fraction), val, candidate, steps, lr, threads)
     reports = compare_models([str(model), str(candidate)], [held_kind, heldout_copy], out / "eval", None, False)
     figures = {
         Path(folder).name: {
@@ -193,11 +200,17 @@ def review_loop(
         "machine": machine(),
         "kind": kind,
         "preset": preset,
-        "line_seed": LINE_SEED,
-        "heldout_seed": HELDOUT_SEED,
+        "line_seed": seed,
+        "heldout_seed": seed + 1,
         "model": str(model),
         "review": review,
-        "fine_tune": {"steps": steps, "lr": lr, "mix": str(mix), "seconds": round(train_s, 1)},
+        "fine_tune": {
+            "steps": steps,
+            "lr": lr,
+            "mix": str(mix),
+            "mix_fraction": mix_fraction,
+            "seconds": round(train_s, 1),
+        },
         "figures": figures,
     }
     table = Table("held-out set", "model", "parts", "false-reject rate", "escape rate", "pixel F1", title=(

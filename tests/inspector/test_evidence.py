@@ -15,7 +15,9 @@ from inspector.evidence import (
     EvidenceBuildError,
     build_evidence,
     crack_outlines,
+    evidence_files,
     evidence_path,
+    half_scale,
     kept_as,
     registered_8bit,
 )
@@ -93,7 +95,7 @@ def test_the_bundle_decodes_back_to_the_capture() -> None:
         result, probability, visible, ir, ir_to_visible=None, camera_id="rig-1", seq=42,
         capture_ts_ns=TS, kept="ng", jpeg_quality=90,
     )  # fmt: skip
-    assert bundle.path == "2025-12-06/rig-1/42" and set(bundle.files) == set(EVIDENCE_FILES)
+    assert bundle.path == "2025-12-06/rig-1/42" and set(bundle.files) == set(EVIDENCE_FILES) - {"visible.png"}
     assert bundle.nbytes == sum(len(v) for v in bundle.files.values())
 
     def decode(name: str) -> np.ndarray:
@@ -106,14 +108,17 @@ def test_the_bundle_decodes_back_to_the_capture() -> None:
     assert (
         ir is not None and infrared.dtype == np.uint16 and np.array_equal(infrared, ir)
     )  # lossless, native resolution
-    registered = decode("registered.jpg")
-    assert registered.shape == visible.shape and registered.dtype == np.uint8
-    assert np.array_equal(decode("probability.png"), probability_to_png(probability))
+    registered = decode("registered.jpg")  # display layers: half the visible resolution
+    assert registered.shape == (64, 80) and registered.dtype == np.uint8
+    pooled = decode("probability.png")
+    assert np.array_equal(pooled, probability_to_png(probability.reshape(64, 2, 80, 2).max(axis=(1, 3))))
+    assert pooled.max() == probability_to_png(probability).max()  # max-pooled: the strongest crack pixel survives
 
     meta = json.loads(bundle.files["evidence.json"])
     assert meta["schema"] == EVIDENCE_SCHEMA and meta["kept"] == "ng" and meta["verdict"] == "NG"
     assert (meta["camera_id"], meta["seq"], meta["part_id"], meta["capture_ts_ns"]) == ("rig-1", 42, "P-7", TS)
     assert meta["visible_shape"] == [128, 160] and meta["infrared_shape"] == [32, 40]
+    assert meta["display_shape"] == [64, 80] and evidence_files(meta)["visible"] == "visible.jpg"
     assert np.allclose(meta["ir_to_visible"], nominal_homography((32, 40), (128, 160)))
     assert meta["mm_per_px"] == 0.05 and meta["modal_weights"] == {"visible": 0.7, "infrared": 0.3}
     assert meta["model"] == {"name": "fixed", "version": "1"} and "infrared" not in meta
@@ -126,6 +131,25 @@ def test_the_bundle_decodes_back_to_the_capture() -> None:
         assert (outline[:, 0] >= x0).all() and (outline[:, 0] <= x1).all()  # inside its box, so inside the image
         assert (outline[:, 1] >= y0).all() and (outline[:, 1] <= y1).all()
         assert outline[:, 0].min() == x0 and outline[:, 0].max() == x1  # the outer contour spans the region
+
+
+def test_a_frame_sent_as_png_is_kept_as_it_came() -> None:
+    result, probability, visible, ir = inspected()
+    sent = cv2.imencode(".png", visible)[1].tobytes()
+    bundle = build_evidence(
+        result, probability, visible, ir, ir_to_visible=None, camera_id="rig-1", seq=42,
+        capture_ts_ns=TS, kept="ng", visible_encoded=("png", sent),
+    )  # fmt: skip
+    meta = json.loads(bundle.files["evidence.json"])
+    assert evidence_files(meta)["visible"] == "visible.png" and "visible.jpg" not in bundle.files
+    assert bundle.files["visible.png"] is sent  # the very bytes: no second encoding
+
+
+def test_the_half_scale_homography_lands_pixel_centres_on_the_half_grid() -> None:
+    h = nominal_homography((32, 40), (128, 160))
+    corner = half_scale(h) @ np.array([0.0, 0.0, 1.0])
+    visible_corner = h @ np.array([0.0, 0.0, 1.0])  # IR pixel 0 covers visible 0..3, centre 1.5
+    assert np.isclose(visible_corner[0], 1.5) and np.isclose(corner[0], (1.5 + 0.5) / 2 - 0.5)
 
 
 def test_outlines_follow_the_region_and_stay_small() -> None:

@@ -251,7 +251,7 @@ def test_the_worker_keeps_evidence_of_ng_parts_and_points_the_result_at_it(tmp_p
         assert doc["evidence"].endswith(f"/rig-a/{seq}") and folder.is_dir()
         meta = json.loads((folder / "evidence.json").read_text())
         assert (meta["camera_id"], meta["seq"], meta["verdict"], meta["kept"]) == ("rig-a", seq, "NG", "ng")
-        assert {p.name for p in folder.iterdir()} >= {"visible.jpg", "infrared.png", "registered.jpg"}
+        assert {p.name for p in folder.iterdir()} >= {"visible.png", "infrared.png", "registered.jpg"}  # PNG frames
     assert registry.get_sample_value("inspector_worker_evidence_written_total", {"kept": "ng"}) == 2
     assert registry.get_sample_value("inspector_worker_evidence_written_total", {"kept": "ok-sample"}) == 0
     assert (registry.get_sample_value("inspector_worker_evidence_written_bytes_total") or 0) > 1000

@@ -49,11 +49,12 @@ from starlette.datastructures import FormData
 from starlette.middleware.sessions import SessionMiddleware
 
 from inspector.config import Settings
+from inspector.evidence import evidence_files
 from inspector.labels import Decision, LabelError
 from workers.review import security
 from workers.review.decisions import DecisionError
 from workers.review.metrics import ReviewMetrics
-from workers.review.station import IMAGE_FILES, EvidenceFiles, PartNotFoundError, ReviewStation
+from workers.review.station import EvidenceFiles, PartNotFoundError, ReviewStation
 from workers.review.users import User, UserStore
 
 logger = logging.getLogger(__name__)
@@ -276,7 +277,8 @@ def _add_pages(app: FastAPI, ctx: _Context) -> None:
             part = ctx.station.part(camera_id, _seq(seq))
         except PartNotFoundError as exc:
             raise HTTPException(404, str(exc)) from None
-        layers = {name: f"/evidence/{part.evidence_path}/{name}" for name in IMAGE_FILES} if part.evidence else {}
+        files = evidence_files(part.evidence) if part.evidence else {}
+        layers = {layer: f"/evidence/{part.evidence_path}/{name}" for layer, name in files.items()}
         return ctx.page(request, "part.html", user=user, part=part, camera_id=camera_id, seq=seq, layers=layers)
 
     @app.get("/evidence/{relative:path}")

@@ -25,6 +25,7 @@ from typing import Any, Final, Protocol
 
 from inspector.config import Settings
 from inspector.errors import InspectorError
+from inspector.evidence import evidence_files
 from inspector.labels import (
     Decision,
     LabelError,
@@ -43,7 +44,7 @@ from workers.review.users import User
 
 logger = logging.getLogger(__name__)
 
-IMAGE_FILES: Final = ("visible.jpg", "registered.jpg", "probability.png", "infrared.png")
+IMAGE_FILES: Final = ("visible.png", "visible.jpg", "registered.jpg", "probability.png", "infrared.png")
 """Evidence files the station serves to browsers (``evidence.json`` is read server-side only)."""
 MAX_EVIDENCE_JSON: Final = 4 * 2**20
 
@@ -211,8 +212,9 @@ class ReviewStation:
             raise LabelError(part.evidence_problem or "no evidence")
         if part.evidence.get("infrared") == "missing":
             raise LabelError("the capture had no infrared image: a training sample needs both")
-        visible = decode_visible(self.evidence.resolve(part.evidence_path, "visible.jpg").read_bytes())
-        infrared = decode_infrared(self.evidence.resolve(part.evidence_path, "infrared.png").read_bytes())
+        names = evidence_files(part.evidence)
+        visible = decode_visible(self.evidence.resolve(part.evidence_path, names["visible"]).read_bytes())
+        infrared = decode_infrared(self.evidence.resolve(part.evidence_path, names["infrared"]).read_bytes())
         sample = label_sample(record.decision, part.evidence, visible, infrared)
         review = review_record(record.decision, part.evidence, who=record.who, when=record.when, before=record.before)
         write_label(self.labels, sample, review)
