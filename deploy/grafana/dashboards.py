@@ -6,10 +6,11 @@
     python deploy/grafana/dashboards.py --check      # exit 1 when the committed JSON is stale
 
 Every query uses the metric names documented in ``workers/metrics.py`` (inspection workers, gateways),
-``workers/medical.py`` and ``workers/vqa.py``. What a label can tell:
+``workers/medical.py``, ``workers/vqa.py`` and ``workers/review/metrics.py`` (the review station). What a
+label can tell:
 
 * ``job`` (``inspector-worker``, ``inspector-gateway``, ``inspector-medical-worker``,
-  ``inspector-vqa-worker``), ``instance`` (one process) and ``line`` (one
+  ``inspector-vqa-worker``, ``inspector-review``), ``instance`` (one process) and ``line`` (one
   production line: one pair of frame topics and one consumer group) are *target* labels, set where
   Prometheus discovers the processes (``deploy/prometheus/prometheus.yml``, file-based discovery).
 * No worker metric carries a camera label: ``inspector_parts_total`` has only ``verdict``. A worker owns
@@ -20,10 +21,10 @@ Every query uses the metric names documented in ``workers/metrics.py`` (inspecti
   with a ``camera`` target label) to read its publish rate as that camera's frame rate.
 
 * The "Worker" selector (``$instance``) lists inspection workers; the medical and VQA rows follow only
-  ``$line`` and show every worker of their kind.
+  ``$line`` and show every worker of their kind, and the review station's panels every station of the line.
 
 ``tests/integration/test_dashboard_proof.py`` evaluates every panel query against real workers of all
-four kinds on the local stack.
+four kinds and a real review station on the local stack.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 
 SDK = "grafana-foundation-sdk==1769699379!11.6.0"  # the Grafana 11.6 build, as pinned in pyproject.toml [dev]
 try:
-    from grafana_foundation_sdk.builders import heatmap, prometheus, stat, table, timeseries
+    from grafana_foundation_sdk.builders import bargauge, heatmap, prometheus, stat, table, timeseries
     from grafana_foundation_sdk.builders.common import ReduceDataOptions, VizLegendOptions
     from grafana_foundation_sdk.builders.dashboard import Dashboard, QueryVariable, Row, TimePicker
     from grafana_foundation_sdk.builders.heatmap import YAxisConfig
@@ -65,9 +66,11 @@ WORKER = 'job="inspector-worker", line=~"$line", instance=~"$instance"'
 GATEWAY = 'job="inspector-gateway", line=~"$line"'
 MEDICAL = 'job="inspector-medical-worker", line=~"$line"'
 VQA = 'job="inspector-vqa-worker", line=~"$line"'
+REVIEW = 'job="inspector-review", line=~"$line"'
+LOAD_WINDOW = "15m"  # model swaps and load failures: the window of the InspectorWorkerModelLoadFailing alert
 
 
-Panel = timeseries.Panel | stat.Panel | heatmap.Panel | table.Panel
+Panel = timeseries.Panel | stat.Panel | heatmap.Panel | table.Panel | bargauge.Panel
 
 
 def query(expr: str, legend: str = "__auto", ref: str = "A") -> prometheus.Dataquery:
@@ -247,6 +250,64 @@ def operations_rows() -> Iterator[Row | Panel]:
                 quantiles("inspector_gateway_publish_seconds", GATEWAY), width=8)  # fmt: skip
 
 
+def review_rows() -> Iterator[Row | Panel]:
+    """The review-and-retrain loop (docs/REVIEW.md): review decisions, the model registry, evidence."""
+    yield Row("Review and models")
+    false_calls = f"sum by (model_sha) (increase(inspector_review_false_calls_total{{{REVIEW}}}[$__range]))"
+    decided = f"sum by (model_sha) (increase(inspector_review_decided_total{{{REVIEW}}}[$__range]))"
+    yield (
+        bargauge.Panel()
+        .title("False-call rate by model version")
+        .description(
+            "Share of the reviewed NG calls that operators overruled (decision: false call), by the SHA-256 of the "
+            "model that made the call, over the dashboard's time range. Compare a promoted model with the one before "
+            "it; a model with few decisions in the range says little (see Review decisions per minute by kind)."
+        )
+        .datasource(DATASOURCE)
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .span(8)
+        .height(8)
+        .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]))
+        .with_target(query(f"{false_calls} / {decided}", "{{model_sha}}").instant())
+    )
+    yield graph("Review decisions per minute by kind", "Decisions saved at the review station: confirm (NG stands), "
+                "false_call (overruled to OK), relabel (cracks corrected).", "short",
+                [query(f"sum by (kind) (rate(inspector_review_decisions_total{{{REVIEW}}}[{RATE}])) * 60", "{{kind}}")],
+                width=8)  # fmt: skip
+    yield graph("Review backlog", "Undecided parts in the review queue: NG calls among the newest review.queue_size "
+                "results, and shadow disagreements (alert InspectorReviewBacklogHigh above 50 for 30 min).", "short",
+                [query(f"max by (line) (inspector_review_backlog{{{REVIEW}}})", "{{line}}")], width=8)  # fmt: skip
+    shadow = f"inspector_worker_shadow_comparisons_total{{{WORKER}"
+    yield graph("Shadow agreement rate", "Share of the captures a shadow model also inspected where its verdict agreed "
+                "with the served model's (inspector promote --shadow); disagreements go to the review queue.",
+                "percentunit", [query(ratio(f'{shadow}, agree="true"}}', f"{shadow}}}", "line"), "{{line}}")],
+                width=8)  # fmt: skip
+    yield graph(f"Model swaps and load failures ({LOAD_WINDOW})",
+                f"Registry models swapped in without a restart, and those that failed to verify or load (the old one "
+                f"kept serving; alert InspectorWorkerModelLoadFailing), per worker, over the last {LOAD_WINDOW}.",
+                "short",
+                [query(f"sum by (instance) (increase(inspector_worker_model_swaps_total{{{WORKER}}}[{LOAD_WINDOW}]))",
+                       "{{instance}} swaps"),
+                 query(f"sum by (instance, role) (increase(inspector_worker_model_load_failures_total{{{WORKER}}}"
+                       f"[{LOAD_WINDOW}]))", "{{instance}} {{role}} load failures", "B")], width=8)  # fmt: skip
+    yield graph("Evidence written per minute", "Evidence folders written by the workers: every NG part (ng), a "
+                "sample of OK parts (ok-sample), OK parts a shadow model disputed (shadow).", "short",
+                [query(f"sum by (kept) (rate(inspector_worker_evidence_written_total{{{WORKER}}}[{RATE}])) * 60",
+                       "{{kept}}")], width=8)  # fmt: skip
+    yield graph("Evidence failures and deletions per minute", "Evidence not written (the result was stored without "
+                "it; alert InspectorEvidenceFailing), and capture folders deleted by retention, by reason.", "short",
+                [query(f"sum by (instance) (rate(inspector_worker_evidence_failures_total{{{WORKER}}}[{RATE}])) * 60",
+                       "{{instance}} not written"),
+                 query(f"sum by (reason) (rate(inspector_worker_evidence_pruned_total{{{WORKER}}}[{RATE}])) * 60",
+                       "deleted: {{reason}}", "B")], width=12)  # fmt: skip
+    yield graph("Evidence folder size", "Bytes in evidence.root after the last prune. Every worker measures the whole "
+                "shared folder, hence the maximum, not the sum; the workers keep it under evidence.max_bytes.", "bytes",
+                [query(f"max by (line) (inspector_worker_evidence_bytes{{{WORKER}}})", "{{line}}")],
+                width=12)  # fmt: skip
+
+
 def model_table(title: str, description: str, expr: str) -> table.Panel:
     """A full-width table of one instant query (which model each worker serves)."""
     return (
@@ -341,7 +402,7 @@ def variable(name: str, label: str, source: str) -> QueryVariable:
 
 
 def inspection() -> Dashboard:
-    """The inspection-line dashboard: defects, cracks, throughput, latency, Kafka, model, gateway."""
+    """The inspection-line dashboard: defects, cracks, throughput, latency, Kafka, model, gateway, review."""
     board = (
         Dashboard("Inspector: inspection line")
         .uid("inspector-inspection")
@@ -355,7 +416,7 @@ def inspection() -> Dashboard:
         .with_variable(variable("line", "Line", 'up{job=~"inspector-.*"}'))
         .with_variable(variable("instance", "Worker", 'up{job="inspector-worker", line=~"$line"}'))
     )
-    for item in (*line_rows(), *operations_rows(), *medical_rows(), *vqa_rows()):
+    for item in (*line_rows(), *operations_rows(), *review_rows(), *medical_rows(), *vqa_rows()):
         board = board.with_row(item) if isinstance(item, Row) else board.with_panel(item)
     return board
 

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -39,7 +40,8 @@ DOCKERFILES = {
     "jetson": REPO / "deploy" / "jetson" / "Dockerfile",
 }
 RECORD_OVERHEAD = 64 * 1024  # workers.gateway: room for key, headers and batch framing above the pixel bytes
-PUBLISHED = {"kafka": 9094, "prometheus": 9090, "grafana": 3000}  # the only ports a person on the host needs
+PUBLISHED = {"kafka": 9094, "prometheus": 9090, "grafana": 3000, "review": 8800}  # what a person on the host needs
+LOOP = Path("/var/lib/inspector")  # where the Dockerfiles make the shared volumes' mount points (uid 10001)
 
 _VARIABLE = re.compile(r"\$(?:(\$)|\{(\w+)(?:(:?[-?])([^}]*))?\}|(\w+))")
 
@@ -152,7 +154,15 @@ def test_vendored_schema_is_the_compose_specification() -> None:
 
 @pytest.mark.parametrize(
     "env",
-    [{}, {"INSPECTOR_WORKERS": "3", "INSPECTOR_PARTITIONS": "8", "GRAFANA_ADMIN_PASSWORD": "s3cret"}],
+    [
+        {},
+        {
+            "INSPECTOR_WORKERS": "3",
+            "INSPECTOR_PARTITIONS": "8",
+            "GRAFANA_ADMIN_PASSWORD": "s3cret",
+            "INSPECTOR_REVIEW_ADDRESS": "192.168.10.5",
+        },
+    ],
     ids=["defaults", "overridden"],
 )
 def test_compose_file_matches_the_compose_specification(env: dict[str, str]) -> None:
@@ -285,19 +295,40 @@ def test_inspector_services_reach_kafka_redis_and_serve_metrics() -> None:
         assert any(str(v).endswith(":/etc/inspector/config.yaml:ro") for v in service["volumes"]), name
 
 
-def test_inspector_settings_load_from_each_service_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def secret_mounts(service: Mapping[str, Any]) -> dict[str, str]:
+    """Where each compose secret of a service appears in the container -> the secret's name."""
+    found = {}
+    for entry in service.get("secrets", []):
+        source = entry if isinstance(entry, str) else entry["source"]
+        target = source if isinstance(entry, str) else entry.get("target", source)
+        found[target if target.startswith("/") else f"/run/secrets/{target}"] = source
+    return found
+
+
+def test_inspector_settings_load_from_each_service_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each environment loads; compose secrets are laid out as compose mounts them, and read from there."""
     from inspector.config import load_settings
 
     for name, service in inspector_services().items():
+        env = environment(service)
+        root = tmp_path / name
+        for path, secret in secret_mounts(service).items():  # a placeholder where compose mounts each secret
+            (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (root / path.lstrip("/")).write_text(f"value of {secret}\n")
         with monkeypatch.context() as patch:
             for key in [k for k in os.environ if k.startswith("INSPECTOR_")]:
                 patch.delenv(key)
-            for key, value in environment(service).items():
-                if key != "INSPECTOR_CONFIG":
+            for key, value in env.items():
+                if key == "INSPECTOR_SECRETS_DIR":
+                    patch.setenv(key, str(root / value.lstrip("/")))
+                elif key != "INSPECTOR_CONFIG":
                     patch.setenv(key, value)
             settings = load_settings(REPO / "configs" / "default.yaml")
         assert settings.kafka.bootstrap == "kafka:9092", name
         assert settings.metrics.bind_address == "0.0.0.0", name
+        if command(service)[:1] == ["review"]:
+            session = settings.review.session_secret
+            assert session is not None and session.get_secret_value() == "value of review-session-secret", name
         assert settings.metrics.port == 9400, name
 
 
@@ -379,22 +410,34 @@ def targets_script() -> str:
     return "\n".join(command(services()["prometheus-targets"]))
 
 
+def targets_namespace() -> dict[str, Any]:
+    """The targets writer's definitions (``JOBS``, ``targets``), without its loop."""
+    namespace: dict[str, Any] = {}
+    exec(targets_script().split("\nwhile True:")[0], namespace)
+    return namespace
+
+
 def test_prometheus_targets_are_written_where_prometheus_reads_them() -> None:
     writer, prometheus = services()["prometheus-targets"], services()["prometheus"]
     volume = mounts(prometheus)["/etc/prometheus/targets"]
     assert mounts(writer)["/targets"] == volume and volume in compose()["volumes"]
-    namespace: dict[str, Any] = {}
-    script = targets_script()
-    exec(script.split("\nwhile True:")[0], namespace)  # the definitions, not the loop
-    jobs = namespace["JOBS"]
+    jobs = targets_namespace()["JOBS"]
     folders = prometheus_file_sd_folders()
-    assert folders["inspector-worker"] == {"targets/workers"} and set(jobs["workers"]) == {
+    assert folders["inspector-worker"] == {"targets/workers"} and set(jobs["workers"][0]) == {
         name for name, s in inspector_services().items() if command(s)[:1] == ["worker"]
     }
-    assert folders["inspector-gateway"] == {"targets/gateways"} and jobs["gateways"] == ["gateway"]
-    assert folders["inspector-medical-worker"] == {"targets/medical"} and jobs["medical"] == ["medical-worker"]
-    assert folders["inspector-vqa-worker"] == {"targets/vqa"} and jobs["vqa"] == ["vqa-worker"]
+    assert folders["inspector-gateway"] == {"targets/gateways"} and jobs["gateways"][0] == ["gateway"]
+    assert folders["inspector-medical-worker"] == {"targets/medical"} and jobs["medical"][0] == ["medical-worker"]
+    assert folders["inspector-vqa-worker"] == {"targets/vqa"} and jobs["vqa"][0] == ["vqa-worker"]
+    assert folders["inspector-review"] == {"targets/review"} and jobs["review"][0] == ["review"]
+    for folder, (names, port) in jobs.items():  # each listed service serves /metrics on the port written
+        for name in names:
+            env = environment(services()[name])
+            review = command(services()[name])[:1] == ["review"]
+            served = env["INSPECTOR__REVIEW__PORT" if review else "INSPECTOR__METRICS__PORT"]
+            assert int(served) == port, f"{folder}: {name} serves /metrics on {served}, the target says {port}"
     assert {f"targets/{job}" for job in jobs} == set().union(*folders.values()), "every target folder is written"
+    script = targets_script()
     assert '"labels": {"line": "compose"}' in script, "dashboards and alerts group by the target label line"
     assert 'f"{folder}/compose.json.tmp"' in script and "os.replace(" in script, "write atomically"
 
@@ -402,10 +445,10 @@ def test_prometheus_targets_are_written_where_prometheus_reads_them() -> None:
 def test_prometheus_targets_lists_each_replica_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
-    namespace: dict[str, Any] = {}
-    exec(targets_script().split("\nwhile True:")[0], namespace)
-    replicas_of = {"inspection-worker": ["10.0.0.2", "10.0.0.3"], "gateway": ["10.0.0.9"]}
-    names = {"10.0.0.2": "inspector-inspection-worker-1.inspector_default", "10.0.0.3": "inspector-inspection-worker-2"}
+    namespace = targets_namespace()
+    replicas_of = {"inspection-worker": ["10.0.0.2", "10.0.0.3"], "gateway": ["10.0.0.9"], "review": ["10.0.0.7"]}
+    names = {"10.0.0.2": "inspector-inspection-worker-1.inspector_default", "10.0.0.3": "inspector-inspection-worker-2",
+             "10.0.0.7": "inspector-review-1"}  # fmt: skip
 
     def getaddrinfo(host: str, port: int, **_: Any) -> list[tuple[Any, ...]]:
         if host not in replicas_of:
@@ -419,9 +462,101 @@ def test_prometheus_targets_lists_each_replica_by_name(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     monkeypatch.setattr(socket, "gethostbyaddr", gethostbyaddr)
-    workers = namespace["targets"](["inspection-worker", "inspection-worker-gpu"])
+    workers = namespace["targets"](["inspection-worker", "inspection-worker-gpu"], 9400)
     assert workers == ["inspector-inspection-worker-1:9400", "inspector-inspection-worker-2:9400"]
-    assert namespace["targets"](["gateway"]) == ["10.0.0.9:9400"]
+    assert namespace["targets"](["gateway"], 9400) == ["10.0.0.9:9400"]
+    assert namespace["targets"](*namespace["JOBS"]["review"]) == ["inspector-review-1:8800"]
+
+
+# -- the review-and-retrain loop: evidence, models, the review station ---------------------------------------
+
+# Setting -> the named volume its path must lie on, in every container that sets it (docs/REVIEW.md).
+LOOP_SETTINGS = {
+    "INSPECTOR__EVIDENCE__ROOT": "evidence",
+    "INSPECTOR__REGISTRY__MODELS_DIR": "models",
+    "INSPECTOR__INFERENCE__CACHE_DIR": "models",
+}
+LOOP_VOLUMES = {"evidence", "models", "review"}
+
+
+def volume_entries(service: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+    """``(source, container path, read-only)`` of each short-syntax volume of a service."""
+    found = []
+    for entry in service.get("volumes", []):
+        source, target, *options = str(entry).split(":")
+        found.append((source, target, bool(options) and "ro" in options[0].split(",")))
+    return found
+
+
+def holding_mount(service: Mapping[str, Any], path: str) -> tuple[str, str, bool] | None:
+    """The mount that holds ``path`` inside the container (the deepest one), or None."""
+    holding = [m for m in volume_entries(service) if Path(path) == Path(m[1]) or Path(m[1]) in Path(path).parents]
+    return max(holding, key=lambda m: len(Path(m[1]).parts), default=None)
+
+
+def test_loop_paths_lie_on_the_shared_volumes_at_one_path_everywhere() -> None:
+    """Evidence, promoted models and their ONNX exports live on named volumes, mounted at the same path in every
+    container that names them (a model file's path is stored in Redis and opened by every worker)."""
+    declared = compose()["volumes"]
+    users = {name: s for name, s in inspector_services().items() if set(LOOP_SETTINGS) & set(environment(s))}
+    inspection = {name for name, s in inspector_services().items() if command(s)[:1] == ["worker"]}
+    assert set(users) == inspection | {"review"}, "the inspection workers of every profile, and the review station"
+    for variable, volume in LOOP_SETTINGS.items():
+        paths = {environment(s).get(variable) for s in users.values()}
+        assert len(paths) == 1, f"{variable} differs between services: {paths}"
+        for name, service in users.items():
+            mount = holding_mount(service, environment(service)[variable])
+            assert mount is not None and mount[0] == volume, f"{name}: {variable} is not on volume {volume}"
+            assert volume in declared, f"volume {volume} is not declared"
+    for name in inspection:  # workers write evidence and ONNX exports, and read promoted models
+        for variable in LOOP_SETTINGS:
+            mount = holding_mount(users[name], environment(users[name])[variable])
+            assert mount is not None and not mount[2], f"{name}: {variable} is read-only"
+    review = users["review"]
+    evidence = holding_mount(review, environment(review)["INSPECTOR__EVIDENCE__ROOT"])
+    models = holding_mount(review, environment(review)["INSPECTOR__REGISTRY__MODELS_DIR"])
+    assert evidence is not None and evidence[2], "the review station only reads evidence: mount it read-only"
+    assert models is not None and not models[2], "`inspector promote` runs in the review container and writes there"
+    for name, service in services().items():
+        if name not in users:
+            assert not {m[0] for m in volume_entries(service)} & LOOP_VOLUMES, f"{name} mounts a loop volume"
+
+
+def test_review_station_is_published_probed_and_keeps_its_files_on_its_volume() -> None:
+    review = services()["review"]
+    env = environment(review)
+    port = int(env["INSPECTOR__REVIEW__PORT"])
+    assert parse_cli(command(review)).info_name == "review" and command(review) == ["review"]
+    assert env["INSPECTOR__REVIEW__BIND_ADDRESS"] == "0.0.0.0", "published and scraped from outside the container"
+    assert [int(str(p).rsplit(":", 1)[1]) for p in review["ports"]] == [port]
+    assert f"http://127.0.0.1:{port}/healthz" in " ".join(review["healthcheck"]["test"]), (
+        "the image's HEALTHCHECK probes the workers' port 9400: the station needs its own"
+    )
+    for variable in ("INSPECTOR__REVIEW__USERS_FILE", "INSPECTOR__REVIEW__LABELS", "INSPECTOR__REVIEW__AUDIT_LOG"):
+        mount = holding_mount(review, env[variable])
+        assert mount is not None and mount[0] == "review" and not mount[2], f"{variable} must be on volume review"
+    assert review["depends_on"] == {"redis": {"condition": "service_healthy"}}, "it needs Redis, not Kafka"
+    assert replicas(review) == 1 and not review.get("profiles"), "one writer of the audit log, started by `up`"
+
+
+def test_review_session_secret_is_a_compose_secret_that_is_never_committed() -> None:
+    from inspector.config import ENV_PREFIX
+
+    variable = f"{ENV_PREFIX}REVIEW__SESSION_SECRET"
+    review = services()["review"]
+    env = environment(review)
+    assert variable not in env, "the secret must not be written into the compose file"
+    assert secret_mounts(review) == {f"{env['INSPECTOR_SECRETS_DIR']}/{variable}": "review-session-secret"}, (
+        "inspector.config reads a secret from the file named like its variable in $INSPECTOR_SECRETS_DIR"
+    )
+    source = (COMPOSE_DIR / compose()["secrets"]["review-session-secret"]["file"]).resolve()
+    assert source.parent == COMPOSE_DIR / "secrets" and (source.parent / "README.md").is_file()
+    check = subprocess.run(["git", "check-ignore", "-q", str(source)], cwd=REPO, timeout=30, check=False)
+    assert check.returncode == 0, f"{source.relative_to(REPO)} is not git-ignored: it would be committed"
+    listed = subprocess.run(["git", "ls-files", "--", str(source.parent)], cwd=REPO, capture_output=True, text=True,
+                            timeout=30, check=True).stdout.split()  # fmt: skip
+    assert set(listed) <= {"deploy/compose/secrets/README.md", "deploy/compose/secrets/.gitignore"}, listed
+    assert [name for name, s in services().items() if s.get("secrets")] == ["review"]
 
 
 # -- Dockerfiles -----------------------------------------------------------------------------------------
@@ -465,6 +600,25 @@ def test_worker_dockerfile(variant: str) -> None:
     else:
         assert re.search(r"nvidia/cuda:[\d.]+-runtime-ubuntu", text), "an NVIDIA CUDA runtime base image"
         assert "INSPECTOR__INFERENCE__DEVICE=cuda" in env
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+def test_volume_mount_points_belong_to_the_image_user(variant: str) -> None:
+    """A fresh named volume takes the owner of the folder it is mounted on: the image makes each one for its user."""
+    last = final_stage(instructions(DOCKERFILES[variant]))
+    user = [c.value[0] for c in last if c.cmd == "USER"][-1].split(":")[0]
+    runs = " ".join(" ".join(c.value) for c in last if c.cmd == "RUN")
+    made = {Path(p) for args in re.findall(r"mkdir -p ((?:/[\w./-]+\s*)+)", runs) for p in args.split()}
+    assert f"chown -R {user}:{user} {LOOP}" in runs, f"{variant}: the mount points must belong to uid {user}"
+    checked = 0
+    for name, service in inspector_services().items():
+        if not str(service["image"]).endswith(f"-{variant}") or "user" in service:
+            continue
+        for source, target, _ in volume_entries(service):
+            if source in compose()["volumes"]:
+                assert Path(target) in made and LOOP in Path(target).parents, f"{name}: {target} not made for {user}"
+                checked += 1
+    assert checked >= 2, f"{variant}: no named volume mounted by a service of this image"
 
 
 @pytest.mark.parametrize("variant", sorted(DOCKERFILES))

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from tests.conftest import REPO
 from workers.medical import MedicalMetrics
 from workers.metrics import GatewayMetrics, WorkerMetrics
+from workers.review.metrics import ReviewMetrics
 from workers.vqa import VQAMetrics
 
 GRAFANA = REPO / "deploy" / "grafana"
@@ -25,6 +26,7 @@ METRIC = re.compile(r"\b(inspector_[a-z0-9_]+|up)\b")
 JOB = re.compile(r'\bjob="([a-z-]+)"')
 # Each worker kind's metric prefix and the Prometheus job its targets carry (prometheus.yml, podmonitor.yaml).
 KINDS = {
+    "inspector_review_": "inspector-review",
     "inspector_medical_": "inspector-medical-worker",
     "inspector_vqa_": "inspector-vqa-worker",
     "inspector_gateway_": "inspector-gateway",
@@ -52,12 +54,13 @@ def committed() -> dict[str, dict[str, Any]]:
 
 
 def exported_names() -> set[str]:
-    """Every sample name the worker, gateway, medical and VQA metrics export once each kind of series exists."""
+    """Every sample name the worker, gateway, medical, VQA and review metrics export once each series exists."""
     registry = CollectorRegistry()
     worker = WorkerMetrics(registry)
     GatewayMetrics(registry)
     MedicalMetrics(registry)
     VQAMetrics(registry)
+    ReviewMetrics(registry).decided_one("false_call", "a" * 64)
     worker.set_model("m", "1", 1.0, "torch", "-")
     worker.set_lag({("frames.visible", 0): 0})
     worker.modal_weight.labels("visible").set(0.5)
@@ -96,7 +99,7 @@ def test_rows_are_open_and_titles_unique(dashboards: ModuleType) -> None:
     model = committed()["inspection.json"]
     rows = [p for p in model["panels"] if p["type"] == "row"]
     assert [row["title"] for row in rows if row["collapsed"] or row.get("panels")] == [], "no collapsed rows"
-    assert {"Medical report worker", "VQA worker"} <= {row["title"] for row in rows}
+    assert {"Medical report worker", "VQA worker", "Review and models"} <= {row["title"] for row in rows}
     panels = [p for p in model["panels"] if p["type"] != "row"]
     titles = [p["title"] for p in panels]
     assert len(set(titles)) == len(titles), "duplicate panel titles"
@@ -121,8 +124,33 @@ def test_issue_panels_are_there(dashboards: ModuleType) -> None:
         "inspector_vqa_inference_seconds_bucket", "inspector_vqa_batch_requests_bucket", "inspector_vqa_dlq_total",
         "inspector_vqa_store_errors_total", "inspector_vqa_ready", "inspector_vqa_model_info",
         'up{job="inspector-vqa-worker"',
+        "sum by (model_sha) (increase(inspector_review_false_calls_total{",
+        ") / sum by (model_sha) (increase(inspector_review_decided_total{",
+        "inspector_review_decisions_total", "inspector_review_backlog",
+        'inspector_worker_shadow_comparisons_total{job="inspector-worker", line=~"$line", instance=~"$instance", '
+        'agree="true"}',
+        "inspector_worker_model_swaps_total", "inspector_worker_model_load_failures_total",
+        "inspector_worker_evidence_written_total", "inspector_worker_evidence_bytes",
+        "inspector_worker_evidence_failures_total",
     ):  # fmt: skip
         assert needle in exprs, needle
+
+
+def test_review_queries_read_the_review_job_and_its_panels_form_one_row(dashboards: ModuleType) -> None:
+    """The review station's metrics come from job inspector-review (scraped on review.port), selected by line."""
+    assert dashboards.REVIEW == 'job="inspector-review", line=~"$line"'
+    model = committed()["inspection.json"]
+    rows = [i for i, p in enumerate(model["panels"]) if p["type"] == "row"]
+    start = next(i for i in rows if model["panels"][i]["title"] == "Review and models")
+    end = next((i for i in rows if i > start), len(model["panels"]))
+    titles = {p["title"]: p for p in model["panels"][start + 1 : end]}
+    assert {"False-call rate by model version", "Review decisions per minute by kind", "Review backlog",
+            "Shadow agreement rate", "Evidence written per minute", "Evidence folder size"} <= set(titles)  # fmt: skip
+    rate = titles["False-call rate by model version"]
+    assert "operators overruled" in rate["description"] and rate["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    assert "[$__range]" in rate["targets"][0]["expr"] and rate["targets"][0]["instant"] is True
+    prometheus = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert "inspector-review" in {job["job_name"] for job in prometheus["scrape_configs"]}
 
 
 def test_panels_use_the_provisioned_datasource(dashboards: ModuleType) -> None:

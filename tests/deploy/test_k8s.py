@@ -11,8 +11,10 @@ the fallback stays honest. Then:
   pydantic models ``cloudcoil-models-keda`` / ``-prometheus-operator`` generate from those projects' CRDs,
   plus a check that no field was dropped as unknown (the models ignore extra fields);
 * the facts the line relies on: KEDA never scales past the partitions, probes hit /healthz and /readyz on the
-  metrics port, credentials only come from Secrets, every environment variable is a real setting, every
-  command line parses with the real CLI, and the GPU overlay puts the inspection workers (only) on GPUs.
+  port that serves them, credentials only come from Secrets, every environment variable is a real setting, every
+  command line parses with the real CLI, the GPU overlay puts the inspection workers (only) on GPUs, and the
+  review-and-retrain loop's folders (evidence, promoted models) are ReadWriteMany claims mounted at the one path
+  the settings name in the workers and the review station, which keeps its own files on its own claim.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import typer.main
 import yaml
+
+from inspector.config import EvidenceSettings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -253,10 +257,16 @@ def test_python_renderer_agrees_with_kustomize(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
-def test_renders_one_deployment_per_worker_kind_and_the_gateway(name: str) -> None:
+def test_renders_one_deployment_per_worker_kind_the_gateway_and_the_review_station(name: str) -> None:
     docs = rendered(name)
-    assert set(of_kind(docs, "Deployment")) == {"gateway", "inspection-worker", "medical-worker", "vqa-worker"}
-    assert {d["kind"] for d in docs} >= {"Namespace", "ConfigMap", "PodDisruptionBudget", "ScaledObject", "PodMonitor"}
+    assert set(of_kind(docs, "Deployment")) == {
+        "gateway", "inspection-worker", "medical-worker", "vqa-worker", "review"
+    }  # fmt: skip
+    assert {d["kind"] for d in docs} >= {
+        "Namespace", "ConfigMap", "PodDisruptionBudget", "ScaledObject", "PodMonitor", "Service",
+        "PersistentVolumeClaim",
+    }  # fmt: skip
+    assert set(of_kind(docs, "PersistentVolumeClaim")) == {"evidence", "models", "review"}
     assert all(d["metadata"].get("namespace") == "inspector" for d in docs if d["kind"] != "Namespace")
 
 
@@ -398,25 +408,38 @@ def test_rolling_updates_and_disruptions_take_one_worker_at_a_time() -> None:
 # -- containers -----------------------------------------------------------------------------------------------
 
 
+def served_port(env: Mapping[str, str], container: Mapping[str, Any]) -> tuple[str, int, str | None]:
+    """The container port that serves /healthz, /readyz and /metrics: its name, number and bind address.
+
+    Workers and the gateway serve them on ``metrics.port`` (port ``metrics``); the review station serves
+    them with its pages on ``review.port`` (port ``http``).
+    """
+    if container["args"][0] == "review":
+        port = int(env.get("INSPECTOR__REVIEW__PORT", DEFAULTS["review"]["port"]))
+        return "http", port, env.get("INSPECTOR__REVIEW__BIND_ADDRESS")
+    port = int(env.get("INSPECTOR__METRICS__PORT", DEFAULTS["metrics"]["port"]))
+    return "metrics", port, env.get("INSPECTOR__METRICS__BIND_ADDRESS")
+
+
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
-def test_probes_hit_healthz_and_readyz_on_the_metrics_port(name: str) -> None:
+def test_probes_hit_healthz_and_readyz_on_the_port_that_serves_them(name: str) -> None:
     docs = rendered(name)
     for deployment in of_kind(docs, "Deployment").values():
         pod = deployment["spec"]["template"]
         for container in pod["spec"]["containers"]:
             where = f"{deployment['metadata']['name']}/{container['name']}"
             env = effective_env(docs, container)
-            port = int(env.get("INSPECTOR__METRICS__PORT", DEFAULTS["metrics"]["port"]))
-            assert env.get("INSPECTOR__METRICS__BIND_ADDRESS") == "0.0.0.0", f"{where}: probes could not connect"
+            port_name, port, bind = served_port(env, container)
+            assert bind == "0.0.0.0", f"{where}: probes could not connect"
             ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-            assert ports["metrics"] == port, where
+            assert ports[port_name] == port, where
             for probe, path in (
                 ("startupProbe", "/healthz"),
                 ("livenessProbe", "/healthz"),
                 ("readinessProbe", "/readyz"),
             ):
                 http = container[probe]["httpGet"]
-                assert (http["path"], http["port"]) == (path, "metrics"), f"{where}: {probe}"
+                assert (http["path"], http["port"]) == (path, port_name), f"{where}: {probe}"
             annotations = pod["metadata"]["annotations"]
             assert annotations["prometheus.io/scrape"] == "true"
             assert int(annotations["prometheus.io/port"]) == port
@@ -521,6 +544,106 @@ def test_secret_check_catches_a_password_in_the_config() -> None:
         _assert_no_secret_values({"redis": {"password": "hunter2"}}, "config.yaml")
 
 
+# -- the review-and-retrain loop: evidence, models, the review station ---------------------------------------
+
+# Setting -> the claim its path must lie on, in every container that sets it (docs/REVIEW.md).
+LOOP_SETTINGS = {
+    "INSPECTOR__EVIDENCE__ROOT": "evidence",
+    "INSPECTOR__REGISTRY__MODELS_DIR": "models",
+    "INSPECTOR__INFERENCE__CACHE_DIR": "models",
+}
+_BINARY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity_bytes(text: str) -> int:
+    """A Kubernetes storage quantity in binary units (``25Gi``) as bytes."""
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti)", text)
+    assert match, f"use a binary storage unit (Ki, Mi, Gi, Ti), got {text}"
+    return int(match[1]) * _BINARY_UNITS[match[2]]
+
+
+def holding_mount(pod: Mapping[str, Any], container: Mapping[str, Any], path: str) -> tuple[dict[str, Any], bool]:
+    """The pod volume whose mount holds ``path`` in the container (the deepest mount), and whether it is read-only."""
+    holding = [m for m in container.get("volumeMounts", [])
+               if Path(path) == Path(m["mountPath"]) or Path(m["mountPath"]) in Path(path).parents]  # fmt: skip
+    assert holding, f"{container['name']}: nothing is mounted at {path}"
+    mount = max(holding, key=lambda m: len(Path(m["mountPath"]).parts))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    return volume, bool(mount.get("readOnly"))
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_loop_paths_lie_on_read_write_many_claims_at_one_path_everywhere(name: str) -> None:
+    """Evidence and promoted models are shared by every worker pod (and the review station), at the same path:
+    a promoted file's path is stored in Redis and opened by every worker."""
+    docs = rendered(name)
+    claims = of_kind(docs, "PersistentVolumeClaim")
+    users: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, str]]] = {}
+    for deployment_name, deployment in of_kind(docs, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            env = effective_env(docs, container)
+            if set(LOOP_SETTINGS) & set(env):
+                users[deployment_name] = (pod, container, env)
+    assert set(users) == {"inspection-worker", "review"}
+    for variable, claim in LOOP_SETTINGS.items():
+        assert len({env[variable] for _, _, env in users.values()}) == 1, f"{variable} differs between pods"
+        assert claims[claim]["spec"]["accessModes"] == ["ReadWriteMany"], f"{claim}: every worker pod mounts it"
+        for deployment_name, (pod, container, env) in users.items():
+            volume, read_only = holding_mount(pod, container, env[variable])
+            assert volume.get("persistentVolumeClaim", {}).get("claimName") == claim, f"{deployment_name}: {variable}"
+            if deployment_name == "inspection-worker":
+                assert not read_only, f"the workers write {variable}"
+    pod, container, env = users["review"]
+    assert holding_mount(pod, container, env["INSPECTOR__EVIDENCE__ROOT"])[1], "the station only reads evidence"
+    models_read_only = holding_mount(pod, container, env["INSPECTOR__REGISTRY__MODELS_DIR"])[1]
+    assert not models_read_only, "`inspector promote` runs in the review pod and writes there"
+    evidence = quantity_bytes(claims["evidence"]["spec"]["resources"]["requests"]["storage"])
+    max_bytes = EvidenceSettings(**DEFAULTS["evidence"]).max_bytes  # configs/default.yaml over the built-in default
+    assert evidence > max_bytes, "the workers prune to evidence.max_bytes: a smaller claim would fill up first"
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_review_station_keeps_its_files_on_its_claim_and_its_secrets_in_a_secret(name: str) -> None:
+    docs = rendered(name)
+    deployment = of_kind(docs, "Deployment")["review"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = effective_env(docs, container)
+    assert container["args"] == ["review"]
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}, (
+        "one writer of the audit log, on a ReadWriteOnce claim"
+    )
+    for variable in ("INSPECTOR__REVIEW__LABELS", "INSPECTOR__REVIEW__AUDIT_LOG"):
+        volume, read_only = holding_mount(pod, container, env[variable])
+        assert volume.get("persistentVolumeClaim", {}).get("claimName") == "review" and not read_only, variable
+    users_file = Path(env["INSPECTOR__REVIEW__USERS_FILE"])
+    volume, _ = holding_mount(pod, container, str(users_file))
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    assert volume["secret"]["secretName"] == "inspector-review", "the users file holds password hashes"
+    assert {"key": "users.yaml", "path": str(users_file.relative_to(mount["mountPath"]))} in volume["secret"]["items"]
+    assert "subPath" not in mount, "a subPath mount never sees an updated Secret"
+    assert volume["secret"]["defaultMode"] & 0o040 and pod["securityContext"]["fsGroup"] == 10001, (
+        "the station (uid 10001, group fsGroup) must read the users file"
+    )
+    secret = next(v for v in container["env"] if v["name"] == "INSPECTOR__REVIEW__SESSION_SECRET")
+    assert secret["valueFrom"]["secretKeyRef"] == {"name": "inspector-review", "key": "session-secret"}
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_review_service_reaches_the_station(name: str) -> None:
+    docs = rendered(name)
+    service = of_kind(docs, "Service")["review"]["spec"]
+    deployment = of_kind(docs, "Deployment")["review"]
+    (container,) = containers(deployment)
+    port_name, port, _ = served_port(effective_env(docs, container), container)
+    assert service["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert service["selector"].items() <= deployment["spec"]["selector"]["matchLabels"].items()
+    (exposed,) = service["ports"]
+    assert exposed["targetPort"] == port_name and exposed["port"] == port == DEFAULTS["review"]["port"]
+    assert service.get("type", "ClusterIP") == "ClusterIP", "expose it through an Ingress with TLS, not a node port"
+
+
 # -- monitoring -----------------------------------------------------------------------------------------------
 
 
@@ -535,10 +658,10 @@ def relabel(rules: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, st
     return result
 
 
-def test_podmonitor_scrapes_every_pod_under_the_job_names_of_the_dashboards() -> None:
+def test_podmonitor_scrapes_every_pod_once_under_the_job_names_of_the_dashboards() -> None:
+    """Each pod has the port of exactly one endpoint (the operator drops a pod without it), which names its job."""
     docs = rendered("base")
     monitor = of_kind(docs, "PodMonitor")["inspector"]["spec"]
-    (endpoint,) = monitor["podMetricsEndpoints"]
     prometheus = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"] for job in prometheus["scrape_configs"]}
     expected = {
@@ -546,16 +669,21 @@ def test_podmonitor_scrapes_every_pod_under_the_job_names_of_the_dashboards() ->
         "gateway": "inspector-gateway",
         "medical-worker": "inspector-medical-worker",
         "vqa-worker": "inspector-vqa-worker",
+        "review": "inspector-review",
     }
     for name, deployment in of_kind(docs, "Deployment").items():
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert monitor["selector"]["matchLabels"].items() <= labels.items(), name
-        assert endpoint["port"] in {p["name"] for c in containers(deployment) for p in c["ports"]}, name
+        (container,) = containers(deployment)
+        ports = {p["name"] for p in container["ports"]}
+        (endpoint,) = [e for e in monitor["podMetricsEndpoints"] if e["port"] in ports]
+        assert endpoint["port"] == served_port(effective_env(docs, container), container)[0], f"{name}: not /metrics"
+        assert endpoint["path"] == "/metrics", name
         assert all(label in labels for label in monitor["podTargetLabels"]), f"{name}: dashboards group by line"
         meta = {"__meta_kubernetes_pod_label_app_kubernetes_io_name": labels["app.kubernetes.io/name"]}
         job = relabel(endpoint["relabelings"], {**meta, "job": "inspector/inspector"})["job"]
         assert job == expected[name], name
-    assert {"inspector-worker", "inspector-gateway"} <= jobs, "deploy/prometheus/prometheus.yml names the same jobs"
+    assert set(expected.values()) <= jobs, "deploy/prometheus/prometheus.yml names the same jobs"
     assert monitor["podTargetLabels"] == ["line"]
 
 
@@ -585,4 +713,7 @@ def test_gpu_overlay_puts_the_inspection_workers_and_only_them_on_gpus() -> None
         assert container["resources"]["limits"]["memory"], "the memory limit survives the patch"
         base_env = {v["name"] for v in containers(base[name])[0]["env"]}
         assert base_env <= {v["name"] for v in container["env"]}, f"{name}: the patch must not drop variables"
+        base_pod = base[name]["spec"]["template"]["spec"]
+        assert pod["volumes"] == base_pod["volumes"], f"{name}: the patch must keep the evidence and models claims"
+        assert container["volumeMounts"] == containers(base[name])[0]["volumeMounts"], name
     assert "nvidia.com/gpu" not in json.dumps(of_kind(rendered("base"), "Deployment")), "the base asks for no GPU"

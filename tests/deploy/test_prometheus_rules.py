@@ -69,7 +69,9 @@ def test_every_alert_has_a_unit_test_and_a_severity() -> None:
         assert {"summary", "description"} <= set(rule["annotations"]), name
 
 
-WORKER_JOBS = ("inspector-worker", "inspector-gateway", "inspector-medical-worker", "inspector-vqa-worker")
+WORKER_JOBS = (
+    "inspector-worker", "inspector-gateway", "inspector-medical-worker", "inspector-vqa-worker", "inspector-review",
+)  # fmt: skip
 
 
 def test_scrape_jobs_are_the_ones_dashboards_and_rules_select() -> None:

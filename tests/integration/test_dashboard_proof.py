@@ -9,11 +9,22 @@ unpaired ``no_partner``). A medical report worker (the shipped report model) get
 then an empty question (refused ``empty_question``). Each worker serves ``/metrics`` on a
 :class:`~workers.health.HealthServer` registered with the local stack's Prometheus by file-based
 discovery (jobs ``inspector-worker``, ``inspector-gateway``, ``inspector-medical-worker`` and
-``inspector-vqa-worker``, target label ``line`` unique to this test). Once ``rate(...[1m])`` has enough
-scrapes, each query of ``deploy/grafana/dashboards/inspection.json`` goes through ``/api/v1/query`` with
-``$__rate_interval`` = ``1m``, ``$line`` = this test's line (so the data provably comes from these
-processes, not from other tests) and any other variable = ``.*``. Each must parse and return at least one
-series with a finite value, and one above 0 where this test causes the events (:data:`NONZERO`). The
+``inspector-vqa-worker``, target label ``line`` unique to this test).
+
+The review-and-retrain loop runs too: the inspection worker keeps evidence in ``tmp_path`` and follows a
+model registry there; once it is scraped, the test promotes the model it already serves (a hot swap), runs
+``crack-concat`` as a shadow on half the captures (agreements, disagreements) and then promotes a file that
+is no model (a load failure: the worker keeps serving). The review station (``create_app``, served by
+uvicorn on a free loopback port, job ``inspector-review``) gets a reviewer added through ``UserStore``, who
+signs in over HTTP and decides the oldest undecided NG part every 2 s, confirm and false call in turn, through
+the same form posts as a browser (CSRF token from the page); fewer than the NG parts arriving, so a backlog
+remains.
+
+Once ``rate(...[1m])`` has enough scrapes, each query of ``deploy/grafana/dashboards/inspection.json`` goes
+through ``/api/v1/query`` with ``$__rate_interval`` = ``1m``, ``$__range`` = ``1h``, ``$line`` = this test's
+line (so the data provably comes from these processes, not from other tests) and any other variable =
+``.*``. Each must parse and return at least one series with a finite value, and one above 0 where this test
+causes the events (:data:`NONZERO`). The
 alert and recording rules of ``deploy/prometheus`` are evaluated too: they must parse; where the stack's
 Prometheus has loaded them (``deploy/local/stack.py`` points it at them; a Prometheus started before that
 has not), every loaded rule must also be healthy.
@@ -22,6 +33,7 @@ has not), every loaded rule must also be healthy.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import re
@@ -37,34 +49,43 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
 import redis
+import uvicorn
 import yaml
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from prometheus_client import CollectorRegistry
 
 from inspector.commands.medical import DEFAULT_MODEL as MEDICAL_MODEL
-from inspector.config import Settings
+from inspector.config import RegistrySettings, ReviewSettings, Settings
+from inspector.dataset import list_ids
 from inspector.frame import encode_frame
 from inspector.medical.phantom import make_study, write_dicom
 from inspector.medical.report import load_profile, load_report_model
+from inspector.model import shipped_model_path
 from inspector.sources import SyntheticSource
 from inspector.vqa.data import build_set, encode_png
-from tests.conftest import REPO, Stack
+from tests.conftest import REPO, Stack, free_port
 from tests.deploy.test_grafana_dashboards import load_dashboards
 from tests.inspector.medical.conftest import TEST_FILES
 from tests.integration.frames import create_topics, fresh_settings, part
+from tests.workers.review_support import FAST_HASHER, csrf_of
 from workers.commands.vqa_worker import SHIPPED as VQA_MODEL
 from workers.commands.vqa_worker import build_worker as build_vqa_worker
 from workers.commands.vqa_worker import ensure_topics as ensure_vqa_topics
 from workers.commands.worker import build_worker
+from workers.evidence import EvidenceStore
 from workers.gateway import Gateway
 from workers.health import HealthServer
 from workers.medical import MedicalConfig, MedicalMetrics, MedicalWorker, study_headers
 from workers.metrics import GatewayMetrics
+from workers.registry import ModelRegistry
+from workers.review import UserStore, create_app
+from workers.review.decisions import read_audit
 from workers.stores import ClaimedStore
 from workers.vqa import VQATopics, VQAWorker
 
@@ -85,9 +106,13 @@ NONZERO = (
     "Medical workers up and ready", "VQA requests and answers per minute", "VQA latency (p50, p95, p99)",
     "VQA refused requests per second by reason", "VQA inference latency (p50, p95, p99)",
     "VQA requests per model batch (p50, p95)", "VQA workers up and ready",
+    "False-call rate by model version", "Review decisions per minute by kind", "Review backlog",
+    "Shadow agreement rate", "Model swaps and load failures (15m)", "Evidence written per minute",
+    "Evidence folder size",
 )  # fmt: skip
-JOBS = {"inspector-worker", "inspector-gateway", "inspector-medical-worker", "inspector-vqa-worker"}
+JOBS = {"inspector-worker", "inspector-gateway", "inspector-medical-worker", "inspector-vqa-worker", "inspector-review"}
 PHANTOM_SEEDS = (0, 2, 3)  # phantom studies with lesions the shipped report model finds
+REVIEWER, REVIEWER_PASSWORD = "proof", "proof-reviews-parts"
 Body = dict[str, Any]
 
 
@@ -102,8 +127,9 @@ def api(prometheus_url: str, expr: str) -> Body:
 
 
 def substitute(expr: str, line: str) -> str:
-    """Grafana's variables: ``$__rate_interval`` → ``1m``, ``$line`` → this test's line, others → ``.*``."""
-    values = {"__rate_interval": "1m", "line": line}  # the line label is [a-z0-9-]: no regex metacharacters
+    """Grafana's variables: ``$__rate_interval`` → ``1m``, ``$__range`` → ``1h``, ``$line`` → this test's line,
+    others → ``.*``."""
+    values = {"__rate_interval": "1m", "__range": "1h", "line": line}  # the line label is [a-z0-9-]: no regex chars
     return re.sub(r"\$(\w+)", lambda m: values.get(m.group(1), ".*"), expr)
 
 
@@ -114,21 +140,93 @@ def finite(body: Body) -> list[float]:
 
 
 @contextmanager
+def registered(stack: Stack, port: int, job: str, line: str) -> Iterator[None]:
+    """Register ``127.0.0.1:port`` with the stack's Prometheus (file-based discovery) until the block ends."""
+    target = stack.targets_dir / f"{line}-{job}.json"
+    partial = target.with_suffix(".json.partial")  # renamed into place: Prometheus never reads half a file
+    partial.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"job": job, "line": line}}]))
+    partial.rename(target)
+    try:
+        yield
+    finally:
+        target.unlink(missing_ok=True)
+
+
+@contextmanager
 def scraped(
     stack: Stack, registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]], job: str, line: str
 ) -> Iterator[HealthServer]:
     """Serve ``registry`` and register it with the stack's Prometheus until the block ends."""
     server = HealthServer(registry, ready, port=0)
     server.start()
-    target = stack.targets_dir / f"{line}-{job}.json"
-    partial = target.with_suffix(".json.partial")  # renamed into place: Prometheus never reads half a file
-    partial.write_text(json.dumps([{"targets": [f"127.0.0.1:{server.port}"], "labels": {"job": job, "line": line}}]))
-    partial.rename(target)
     try:
-        yield server
+        with registered(stack, server.port, job, line):
+            yield server
     finally:
-        target.unlink(missing_ok=True)
         server.stop()
+
+
+@contextmanager
+def review_station(settings: Settings, registry: CollectorRegistry, users: UserStore) -> Iterator[str]:
+    """``inspector review``'s app on ``review.bind_address:review.port``, served by uvicorn in a thread; its URL."""
+    client = redis.Redis.from_url(settings.redis.url)
+    app = create_app(settings, redis=client, evidence=EvidenceStore.from_settings(settings.evidence),
+                     registry=registry, users=users, secret=uuid.uuid4().hex)  # fmt: skip
+    host, port = settings.review.bind_address, settings.review.port
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name="review-station", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert server.started, f"the review station did not start on {host}:{port}"
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        client.close()
+
+
+def review_parts(url: str, decided: list[str], stop: threading.Event) -> None:
+    """Sign in as the reviewer, then every 2 s decide the oldest undecided NG part: confirm and false call in turn."""
+    kinds = itertools.cycle(["confirm", "false_call"])
+    with httpx.Client(base_url=url, timeout=10) as client:
+        token = csrf_of(client.get("/signin").text)
+        form = {"username": REVIEWER, "password": REVIEWER_PASSWORD, "csrf_token": token}
+        answer = client.post("/signin", data=form)
+        assert answer.status_code == 303, f"sign-in refused: {answer.status_code} {answer.text[:200]}"
+        token = csrf_of(client.get("/").text)  # the session's token, as the queue page carries it
+        while not stop.is_set():
+            entries = client.get("/api/queue").json()["entries"]
+            waiting = [e for e in entries if e["source"] == "ng" and not e["decision"]]
+            if waiting:
+                oldest, kind = waiting[-1], next(kinds)
+                answer = client.post(
+                    f"/part/{oldest['camera_id']}/{oldest['seq']}/decision",
+                    data={"kind": kind, "csrf_token": token},
+                    headers={"Accept": "application/json"},
+                )
+                assert answer.status_code == 200, f"decision refused: {answer.status_code} {answer.text[:200]}"
+                decided.append(kind)
+            stop.wait(2.0)
+
+
+def follow_the_registry(settings: Settings, swaps: Callable[[], float | None], broken: Path) -> None:
+    """Promote the model the worker serves (a hot swap), shadow it with crack-concat on half the captures, and once
+    the swap is done promote ``broken``, a file that is no model (a load failure; the served model stays)."""
+    client = redis.Redis.from_url(settings.redis.url)
+    try:
+        registry = ModelRegistry(client, settings.redis.key_prefix, settings.registry.models_dir)
+        registry.promote(Path(str(shipped_model_path(settings.worker.model))), who="proof")
+        registry.shadow(Path(str(shipped_model_path("crack-concat"))), fraction=0.5, who="proof")
+        deadline = time.monotonic() + 60
+        while not swaps() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert swaps(), "the worker did not swap in the promoted model within 60 s"
+        registry.promote(broken, who="proof")
+    finally:
+        client.close()
 
 
 def feed_bad_records(settings: Settings, stop: threading.Event) -> None:
@@ -308,8 +406,21 @@ def test_every_panel_query_returns_data_from_real_workers(stack: Stack, tmp_path
     assert len(proven) >= 50, "the dashboard lost panels"
 
     base = fresh_settings(stack.kafka_bootstrap, stack.redis_url, partitions=2, pair_timeout_ms=500)
-    settings = base.model_copy(update={"worker": base.worker.model_copy(update={"model": "crack-hffn"})})
+    review_files = tmp_path / "review"
+    settings = base.model_copy(update={
+        "worker": base.worker.model_copy(update={"model": "crack-hffn"}),
+        "evidence": base.evidence.model_copy(update={"root": tmp_path / "evidence", "prune_every_s": 5.0}),
+        "registry": RegistrySettings(models_dir=tmp_path / "models", poll_s=0.5),
+        "review": ReviewSettings(bind_address="127.0.0.1", port=free_port(), users_file=review_files / "users.yaml",
+                                 labels=review_files / "labels", audit_log=review_files / "audit.jsonl"),
+    })  # fmt: skip
     create_topics(settings)
+    users = UserStore(settings.review.users_file, FAST_HASHER)
+    users.add(REVIEWER, "reviewer", REVIEWER_PASSWORD)
+    no_model = tmp_path / "broken" / "crack-broken.pt"
+    no_model.parent.mkdir()
+    no_model.write_bytes(b"not a model: promoted to see the workers refuse it")
+    decided: list[str] = []
     tag = settings.redis.key_prefix.removeprefix("test-")
     line = f"proof-{uuid.uuid4().hex[:8]}"
     registries = {job: CollectorRegistry() for job in sorted(JOBS)}
@@ -328,6 +439,8 @@ def test_every_panel_query_returns_data_from_real_workers(stack: Stack, tmp_path
             scraped(stack, registries["inspector-gateway"], lambda: (True, "publishing"), "inspector-gateway", line),
             scraped(stack, registries["inspector-medical-worker"], medical.ready, "inspector-medical-worker", line),
             scraped(stack, registries["inspector-vqa-worker"], vqa.ready, "inspector-vqa-worker", line),
+            review_station(settings, registries["inspector-review"], users) as review_url,
+            registered(stack, settings.review.port, "inspector-review", line),
         ):
             threads = [
                 run_in_thread("worker", lambda: worker.run(timeout=300), errors),
@@ -339,9 +452,13 @@ def test_every_panel_query_returns_data_from_real_workers(stack: Stack, tmp_path
                 run_in_thread("vqa", lambda: vqa.run(timeout=300), errors),
                 run_in_thread("vqa-feeder", lambda: feed_vqa(settings, vqa.topics.requests, vqa.model.side, stop),
                               errors),
+                run_in_thread("reviewer", lambda: review_parts(review_url, decided, stop), errors),
             ]  # fmt: skip
             wait_until_up(stack, line)
-            time.sleep(WARMUP_S)
+            scraped_at = time.monotonic()  # every counter was scraped at its start: increase() sees what follows
+            swaps = registries["inspector-worker"].get_sample_value
+            follow_the_registry(settings, lambda: swaps("inspector_worker_model_swaps_total"), no_model)
+            time.sleep(max(0.0, WARMUP_S - (time.monotonic() - scraped_at)))
             answers = evaluate_panels(stack, line, proven)
             rules = {expr: api(stack.prometheus_url, expr) for expr in rule_exprs()}
             loaded = loaded_rules(stack.prometheus_url)
@@ -364,6 +481,12 @@ def test_every_panel_query_returns_data_from_real_workers(stack: Stack, tmp_path
     report(line, proven, answers, rules, loaded)
     assert not errors, errors
     assert medical.report.stored > 0 and vqa.report.answered > 0, "the medical and VQA workers did their work"
+    value = registries["inspector-review"].get_sample_value
+    assert {"confirm", "false_call"} <= set(decided), f"the reviewer decided {decided}"
+    assert value("inspector_review_decisions_total", {"kind": "false_call"}) == decided.count("false_call")
+    assert len(read_audit(settings.review.audit_log)) == len(decided), "every decision is in the audit log"
+    assert list_ids(settings.review.labels), "decisions on parts with evidence became training samples"
+    assert value("inspector_review_label_failures_total") == 0, "the station found the evidence the worker wrote"
     failed = [
         f"{title}: {expr} -> {answers[expr].get('error') or 'no finite value (or only 0 where NONZERO wants more)'}"
         for title, expr in proven
