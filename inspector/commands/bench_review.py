@@ -10,7 +10,8 @@ for the operator:
    ``real`` when it lies on a true crack, ``not_crack`` otherwise; a part with no real crack is a false
    call. The first ``--reviewed`` NG parts are decided and written as labels with the review station's
    code (:func:`inspector.labels.label_sample`, :func:`~inspector.labels.write_label`);
-3. ``inspector train --init MODEL --data LABELS --mix TRAIN`` fine-tunes a candidate on them;
+3. ``inspector train --init MODEL --data LABELS --mix TRAIN`` fine-tunes a candidate on them (it keeps
+   the serving model's verdict rules);
 4. ``inspector eval``'s comparison scores both models on held-out parts of the same kind (other seeds,
    never reviewed, never trained on) and on a synthetic held-out set (what must not be forgotten).
 
@@ -119,10 +120,15 @@ def fine_tune(
                "--steps", str(steps), "--lr", str(lr), "--threads", str(threads),
                "--workdir", str(out.with_suffix("")) + "-run", "--no-progress"]  # fmt: skip
     started = time.perf_counter()
+    run(command, "fine-tuning")
+    return time.perf_counter() - started
+
+
+def run(command: list[str], what: str) -> None:
+    """Run an ``inspector`` command; exit 1 with its output when it fails."""
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        fail(f"fine-tuning failed ({' '.join(command)}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}", code=1)
-    return time.perf_counter() - started
+        fail(f"{what} failed ({' '.join(command)}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}", code=1)
 
 
 @bench_app.command("review-loop")
@@ -145,9 +151,9 @@ def review_loop(
     ] = 100,
     mix_fraction: Annotated[
         float, typer.Option(min=0, max=0.95, help="Share of each fine-tuning batch drawn from --mix.")
-    ] = 0.5,
+    ] = 0.75,
     steps: Annotated[int, typer.Option(min=1, help="Fine-tuning steps.")] = 600,
-    lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 5e-4,
+    lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 3e-4,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for training.")] = 2,
     out: Annotated[Path, typer.Option(help="Working folder (line, labels, candidate, predictions).")] = Path(
         "runs/review-loop"

@@ -237,7 +237,7 @@ def train(
     ] = None,
     mix_fraction: Annotated[
         float, typer.Option(min=0, max=0.95, help="Share of each batch's tiles drawn from --mix.")
-    ] = 0.5,
+    ] = 0.75,
     unlabelled: Annotated[
         Path | None,
         typer.Option(help="Folder whose images (masks unused) feed --pretrain-steps (default: all of --data)."),
