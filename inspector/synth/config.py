@@ -12,7 +12,7 @@ The capture-variation fields (``psf_blur_px``, ``gain``, ``gamma``, ``sensor_noi
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -22,16 +22,8 @@ from inspector.errors import InspectorError
 
 TextureKind = Literal["brushed", "turned", "milled", "cast"]
 TEXTURE_KINDS: tuple[TextureKind, ...] = ("brushed", "turned", "milled", "cast")
-DISTRACTOR_KINDS: tuple[DistractorKind, ...] = (
-    "scratch",
-    "machining_mark",
-    "stain",
-    "oil",
-    "dust",
-    "printed_mark",
-    "ir_emissivity",
-    "ir_reflection",
-)
+DISTRACTOR_KINDS: tuple[DistractorKind, ...] = tuple(k for k in get_args(DistractorKind) if k != "false_call")
+"""The kinds the generator draws (``false_call`` comes only from review labels)."""
 WIDTH_BIN_EDGES_MM: tuple[float, float, float] = (0.1, 0.2, 0.3)
 """Max-width bins of the crack population: ``<0.1``, ``0.1-0.2``, ``0.2-0.3``, ``>=0.3`` mm."""
 WIDTH_BIN_LABELS: tuple[str, str, str, str] = ("<0.1", "0.1-0.2", "0.2-0.3", ">=0.3")
