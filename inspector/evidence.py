@@ -234,7 +234,7 @@ def max_pool_half(image: np.ndarray) -> np.ndarray:
         padded[:height, :width] = image
         image = padded
     top = np.maximum(image[0::2, 0::2], image[0::2, 1::2])
-    return np.maximum(top, np.maximum(image[1::2, 0::2], image[1::2, 1::2]))
+    return np.asarray(np.maximum(top, np.maximum(image[1::2, 0::2], image[1::2, 1::2])))
 
 
 def registered_8bit(infrared: np.ndarray, ir_to_visible: np.ndarray, visible_shape: tuple[int, int]) -> np.ndarray:
