@@ -30,6 +30,9 @@ from tests.integration.frames import publish
 from tests.integration.secured import ScramBroker, acl_redis, scram_kafka
 from workers.cli import app
 from workers.clients import ClientError, kafka_admin, kafka_consumer, kafka_producer, redis_client
+from workers.registry import ModelRegistry
+from workers.review.decisions import DecisionStore
+from workers.review.queue import ReviewQueue
 from workers.stores import Claim, ClaimedStore
 from workers.vqa import AnswerStore
 
@@ -38,18 +41,22 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_PASSWORD = "kafka-pw-" + uuid.uuid4().hex
 WRONG_PASSWORD = "wrong-pw-" + uuid.uuid4().hex
-REDIS_PASSWORDS = {user: f"{user}-pw-{uuid.uuid4().hex}" for user in ("worker", "medical", "vqa", "reader")}
+REDIS_PASSWORDS = {user: f"{user}-pw-{uuid.uuid4().hex}" for user in ("worker", "medical", "vqa", "reader", "review")}
 
 CLAIMS = "+xadd +evalsha +script|load +script|exists"  # workers.stores.ClaimedStore: a Lua script in a pipeline
 
 # The rules of docs/OPERATIONS.md ("Redis ACL users"): `user NAME on #<sha256 of the password> RULE`.
 ACL_RULES = {
-    "inspector-worker": "resetkeys ~inspector:* resetchannels -@all +ping +set +xadd +evalsha +script|load",
+    "inspector-worker": "resetkeys ~inspector:* resetchannels -@all +ping +get +set +xadd +evalsha +script|load",
     "inspector-medical": f"resetkeys ~medical:* resetchannels -@all +ping +set {CLAIMS}",
     "inspector-vqa": f"resetkeys ~vqa:answer:* resetchannels -@all +ping +set {CLAIMS}",
     "inspector-reader": (
         "resetkeys ~inspector:* ~medical:report:* ~medical:stream ~vqa:answer:* resetchannels -@all "
         "+ping +get +mget +ttl +type +scan +xlen +xrange +xrevrange +xread"
+    ),
+    "inspector-review": (
+        "resetkeys ~inspector:* resetchannels -@all +ping +get +mget +set +type +xrevrange +lrange +lindex "
+        "+lpush +lpop +ltrim +del +watch +unwatch +multi +exec +discard"
     ),
 }
 
@@ -154,7 +161,7 @@ def test_worker_user_writes_results_and_nothing_else(acl_url: str) -> None:
         ("FLUSHALL",),
         ("KEYS", "*"),
         ("CONFIG", "GET", "requirepass"),
-        ("GET", f"inspector:result:{camera}:1"),
+        ("DEL", f"inspector:result:{camera}:1"),
     ):
         with pytest.raises(NoPermissionError):
             client.execute_command(*command)
@@ -164,6 +171,40 @@ def test_worker_user_writes_results_and_nothing_else(acl_url: str) -> None:
     assert reader.xlen("inspector:results") >= 3
     with pytest.raises(NoPermissionError):
         reader.set(f"inspector:result:{camera}:9", "{}")
+
+
+def test_worker_follows_the_registry_and_the_review_user_runs_the_station_and_promotions(
+    acl_url: str, tmp_path: Path
+) -> None:
+    prefix = f"inspector:acl-{uuid.uuid4().hex[:6]}"
+    model = tmp_path / "crack.pt"
+    model.write_bytes(b"not loaded here: the registry only copies and hashes it")
+    review = redis_client(redis_settings(acl_url, "inspector-review"), decode_responses=True)
+    registry = ModelRegistry(review, prefix, tmp_path / "models")
+    first = registry.promote(model, who="rita")
+    model.write_bytes(b"a second model")
+    registry.promote(model, who="rita")
+    assert registry.rollback(who="rita").sha256 == first.sha256  # WATCH/MULTI, LPUSH/LPOP/LTRIM/LINDEX
+    registry.shadow(model, fraction=0.2, who="rita")
+    registry.clear_shadow(who="rita")
+
+    worker = redis_client(redis_settings(acl_url, "inspector-worker"), decode_responses=True)
+    watched = ModelRegistry(worker, prefix, tmp_path / "models")
+    active = watched.active()
+    assert active is not None and active.sha256 == first.sha256 and watched.shadow_entry() is None
+    watched.review_disagreement(f"{prefix}:result:rig-1:7", "OK", "NG", "5" * 64)
+    store = RedisResultStore(worker, RedisLayout(prefix=prefix))
+    assert store.put({"camera_id": "rig-1", "seq": 7, "part_id": "P-7", "verdict": "OK"})
+
+    decisions = DecisionStore(review, prefix, tmp_path / "audit.jsonl", ttl_s=60)
+    queue = ReviewQueue(review, RedisLayout(prefix=prefix), decisions, size=10)
+    entries = queue.entries()  # TYPE, XREVRANGE, MGET: the shadow disagreement is listed
+    assert [(e.camera_id, e.seq, e.source) for e in entries] == [("rig-1", 7, "shadow")]
+    review.set(decisions.key("rig-1", 7), "{}", ex=60)
+    assert decisions.get("rig-1", 7) == {}
+    for command in (("FLUSHALL",), ("KEYS", "*"), ("SET", "medical:report:1.2.3", "{}"), ("EVALSHA", "0" * 40, 0)):
+        with pytest.raises(NoPermissionError):
+            review.execute_command(*command)
 
 
 def test_medical_and_vqa_users_are_held_to_their_keys(acl_url: str) -> None:
